@@ -1,0 +1,511 @@
+//! Declarative ResNet architecture specs, exact parameter and MAC counting, and presets.
+//!
+//! The network (DESIGN.md §2): a 3x3 stem (conv, BN, ReLU) followed by `N` residual
+//! layers of post-activation basic blocks (conv → BN → ReLU → [dropout] → conv → BN, add
+//! the shortcut, ReLU). The first block of a layer carries a projection shortcut (conv +
+//! BN) whenever it changes the stride or the channel count. The head is an average pool
+//! of kernel `P` (stride `P`), flatten and one linear layer.
+//!
+//! ```
+//! use zoo::ResNetSpec;
+//!
+//! let tpsnet = ResNetSpec::preset("tpsnet").unwrap();
+//! assert_eq!(tpsnet.params(), 4_959_770);
+//! assert_eq!(tpsnet.layers.len(), 3);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// BatchNorm epsilon used in training and when folding BN into convolutions for export.
+pub const BN_EPS: f64 = 1e-5;
+
+/// One residual layer: a stack of basic blocks with the same width.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    /// Number of basic blocks (B_i in the paper).
+    pub blocks: usize,
+    /// Output channels of every block in this layer (C_i).
+    pub channels: usize,
+    /// Kernel size of both convolutions in each block (F_i); odd.
+    pub conv_kernel: usize,
+    /// Kernel size of the projection shortcut's convolution (K_i); odd.
+    pub skip_kernel: usize,
+    /// Stride of the first block (1 keeps the resolution, 2 halves it).
+    pub stride: usize,
+}
+
+/// A complete network description: everything needed to build, count and export it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResNetSpec {
+    /// Side of the square input image in pixels (32 for CIFAR-10).
+    pub input_size: usize,
+    /// Input channels (3 for RGB).
+    pub in_channels: usize,
+    /// Channels of the stem convolution (C1 in the paper).
+    pub stem_channels: usize,
+    /// Kernel size of the stem convolution; odd.
+    pub stem_kernel: usize,
+    /// The residual layers, in order (N = `layers.len()`).
+    pub layers: Vec<LayerSpec>,
+    /// Average-pool kernel (and stride) applied to the final feature map (P).
+    pub pool: usize,
+    /// Dropout probability between the two convolutions of each block (0 disables it).
+    pub dropout: f64,
+    /// Number of output classes.
+    pub num_classes: usize,
+}
+
+/// Why a spec cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the spec has no residual layers; give at least one layer")]
+    NoLayers,
+    #[error("layer {layer} has 0 {what}; every layer needs at least 1")]
+    Zero { layer: usize, what: &'static str },
+    #[error(
+        "{what} kernel size {kernel} is even; use an odd size (1, 3, 5, 7) so 'same' padding keeps the map centred"
+    )]
+    EvenKernel { what: String, kernel: usize },
+    #[error(
+        "layer {layer}: stride {stride} does not divide the {size}x{size} feature map; use a stride that divides it or fewer downsampling layers"
+    )]
+    StrideDoesNotFit {
+        layer: usize,
+        stride: usize,
+        size: usize,
+    },
+    #[error(
+        "average-pool size {pool} does not fit the final {size}x{size} feature map; use a pool size that divides {size} (e.g. {size} for a global pool)"
+    )]
+    PoolDoesNotFit { pool: usize, size: usize },
+    #[error("dropout {0} is outside [0, 1); use a probability such as 0.0 or 0.3")]
+    BadDropout(f64),
+    #[error("{what} must be at least 1")]
+    ZeroField { what: &'static str },
+}
+
+/// One basic block, resolved to concrete shapes. Produced by [`ResNetSpec::blocks`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockPlan {
+    /// Layer index (0-based).
+    pub layer: usize,
+    /// Block index inside the layer (0-based).
+    pub index: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// Kernel of the projection shortcut, or `None` for an identity shortcut.
+    pub skip_kernel: Option<usize>,
+    /// Side of the block's input feature map.
+    pub in_size: usize,
+    /// Side of the block's output feature map.
+    pub out_size: usize,
+}
+
+impl BlockPlan {
+    /// Weight-name prefix of this block, e.g. `layer1.block0`.
+    pub fn prefix(&self) -> String {
+        format!("layer{}.block{}", self.layer, self.index)
+    }
+}
+
+/// A named preset of the zoo.
+#[derive(Clone, Copy, Debug)]
+pub struct Preset {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Blocks per layer (the paper's three models use three equal layers).
+    pub blocks: [usize; 3],
+    /// Stem channels C1.
+    pub c1: usize,
+    /// Top-1 the paper reports for this model after 300 epochs (its selection rule).
+    pub paper_top1: Option<f64>,
+}
+
+impl Preset {
+    /// The preset's full spec.
+    pub fn spec(&self) -> ResNetSpec {
+        ResNetSpec::paper(&self.blocks, self.c1, 2)
+    }
+}
+
+/// The paper's three models (DESIGN.md §2), in the order the paper lists them.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "model1",
+        description: "paper Model-1: ResNet [3,3,3], C1=34",
+        blocks: [3, 3, 3],
+        c1: 34,
+        paper_top1: Some(94.02),
+    },
+    Preset {
+        name: "model2",
+        description: "paper Model-2: ResNet [7,7,7], C1=22",
+        blocks: [7, 7, 7],
+        c1: 22,
+        paper_top1: Some(94.24),
+    },
+    Preset {
+        name: "tpsnet",
+        description: "paper TPSNet: ResNet [13,13,13], C1=16",
+        blocks: [13, 13, 13],
+        c1: 16,
+        paper_top1: Some(94.84),
+    },
+];
+
+impl ResNetSpec {
+    /// The paper's family: `blocks.len()` layers, layer `i` with width `k·C1·2^i`, 3x3
+    /// convs, 1x1 skips, stride 2 from the second layer on, global average pool, no dropout.
+    ///
+    /// ```
+    /// let spec = zoo::ResNetSpec::paper(&[3, 3, 3], 34, 2);
+    /// assert_eq!(spec.params(), 4_865_580);
+    /// ```
+    pub fn paper(blocks: &[usize], c1: usize, width_factor: usize) -> Self {
+        let layers: Vec<LayerSpec> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| LayerSpec {
+                blocks: b,
+                channels: (width_factor * c1) << i,
+                conv_kernel: 3,
+                skip_kernel: 1,
+                stride: if i == 0 { 1 } else { 2 },
+            })
+            .collect();
+        let final_size = 32 >> blocks.len().saturating_sub(1);
+        ResNetSpec {
+            input_size: 32,
+            in_channels: 3,
+            stem_channels: c1,
+            stem_kernel: 3,
+            layers,
+            pool: final_size.max(1),
+            dropout: 0.0,
+            num_classes: 10,
+        }
+    }
+
+    /// A preset by name (`model1`, `model2`, `tpsnet`), see [`PRESETS`].
+    pub fn preset(name: &str) -> Option<Self> {
+        PRESETS.iter().find(|p| p.name == name).map(Preset::spec)
+    }
+
+    /// Checks that the spec describes a buildable network.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        for (what, v) in [
+            ("input_size", self.input_size),
+            ("in_channels", self.in_channels),
+            ("stem_channels", self.stem_channels),
+            ("num_classes", self.num_classes),
+            ("pool", self.pool),
+        ] {
+            if v == 0 {
+                return Err(SpecError::ZeroField { what });
+            }
+        }
+        if self.layers.is_empty() {
+            return Err(SpecError::NoLayers);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(SpecError::BadDropout(self.dropout));
+        }
+        check_odd("stem", self.stem_kernel)?;
+        let mut size = self.input_size;
+        for (i, l) in self.layers.iter().enumerate() {
+            for (what, v) in [
+                ("blocks", l.blocks),
+                ("channels", l.channels),
+                ("stride", l.stride),
+            ] {
+                if v == 0 {
+                    return Err(SpecError::Zero { layer: i, what });
+                }
+            }
+            check_odd(&format!("layer {i} conv"), l.conv_kernel)?;
+            check_odd(&format!("layer {i} skip"), l.skip_kernel)?;
+            if size % l.stride != 0 {
+                return Err(SpecError::StrideDoesNotFit {
+                    layer: i,
+                    stride: l.stride,
+                    size,
+                });
+            }
+            size /= l.stride;
+        }
+        if size % self.pool != 0 || self.pool > size {
+            return Err(SpecError::PoolDoesNotFit {
+                pool: self.pool,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Side of the final feature map, before pooling.
+    pub fn final_size(&self) -> usize {
+        self.layers
+            .iter()
+            .fold(self.input_size, |s, l| s / l.stride.max(1))
+    }
+
+    /// Channels of the final feature map.
+    pub fn final_channels(&self) -> usize {
+        self.layers
+            .last()
+            .map_or(self.stem_channels, |l| l.channels)
+    }
+
+    /// Input features of the linear head: channels × pooled area.
+    pub fn head_features(&self) -> usize {
+        let side = self.final_size() / self.pool.max(1);
+        self.final_channels() * side * side
+    }
+
+    /// Every basic block with its resolved shapes, in forward order.
+    pub fn blocks(&self) -> Vec<BlockPlan> {
+        let mut out = Vec::new();
+        let mut in_ch = self.stem_channels;
+        let mut size = self.input_size;
+        for (li, l) in self.layers.iter().enumerate() {
+            for b in 0..l.blocks {
+                let stride = if b == 0 { l.stride } else { 1 };
+                let out_size = size / stride.max(1);
+                let projection = stride != 1 || in_ch != l.channels;
+                out.push(BlockPlan {
+                    layer: li,
+                    index: b,
+                    in_channels: in_ch,
+                    out_channels: l.channels,
+                    kernel: l.conv_kernel,
+                    stride,
+                    skip_kernel: projection.then_some(l.skip_kernel),
+                    in_size: size,
+                    out_size,
+                });
+                in_ch = l.channels;
+                size = out_size;
+            }
+        }
+        out
+    }
+
+    /// Exact number of trainable parameters (BN counts weight and bias; running
+    /// statistics are buffers, not parameters).
+    pub fn params(&self) -> u64 {
+        let bn = |c: usize| 2 * c as u64;
+        let conv = |i: usize, o: usize, k: usize| (i * o * k * k) as u64;
+        let mut n = conv(self.in_channels, self.stem_channels, self.stem_kernel)
+            + bn(self.stem_channels);
+        for b in self.blocks() {
+            n += conv(b.in_channels, b.out_channels, b.kernel) + bn(b.out_channels);
+            n += conv(b.out_channels, b.out_channels, b.kernel) + bn(b.out_channels);
+            if let Some(k) = b.skip_kernel {
+                n += conv(b.in_channels, b.out_channels, k) + bn(b.out_channels);
+            }
+        }
+        n + (self.head_features() * self.num_classes + self.num_classes) as u64
+    }
+
+    /// Multiply-accumulates for one image at inference (convolutions and the linear
+    /// head; BN is folded into the convolutions, pooling and additions are not counted).
+    pub fn macs(&self) -> u64 {
+        let conv = |i: usize, o: usize, k: usize, side: usize| (i * o * k * k * side * side) as u64;
+        let mut n = conv(
+            self.in_channels,
+            self.stem_channels,
+            self.stem_kernel,
+            self.input_size,
+        );
+        for b in self.blocks() {
+            n += conv(b.in_channels, b.out_channels, b.kernel, b.out_size);
+            n += conv(b.out_channels, b.out_channels, b.kernel, b.out_size);
+            if let Some(k) = b.skip_kernel {
+                n += conv(b.in_channels, b.out_channels, k, b.out_size);
+            }
+        }
+        n + (self.head_features() * self.num_classes) as u64
+    }
+
+    /// Number of weighted layers on the longest path (convs + linear), the usual "depth".
+    pub fn depth(&self) -> usize {
+        1 + 2 * self.blocks().len() + 1
+    }
+
+    /// A short human-readable summary, e.g. `ResNet[13,13,13] C=32/64/128 k3 s1 P8`.
+    pub fn summary(&self) -> String {
+        let blocks: Vec<String> = self.layers.iter().map(|l| l.blocks.to_string()).collect();
+        let chans: Vec<String> = self.layers.iter().map(|l| l.channels.to_string()).collect();
+        let ks: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| l.conv_kernel.to_string())
+            .collect();
+        let ss: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| l.skip_kernel.to_string())
+            .collect();
+        let mut s = format!(
+            "ResNet[{}] C1={} C={} F={} K={} P={}",
+            blocks.join(","),
+            self.stem_channels,
+            chans.join("/"),
+            ks.join("/"),
+            ss.join("/"),
+            self.pool
+        );
+        if self.dropout > 0.0 {
+            s.push_str(&format!(" dropout={}", self.dropout));
+        }
+        s
+    }
+
+    /// Names and shapes of every stored tensor (parameters and BN buffers), in the
+    /// naming the trainer's `VarStore` and the ONNX writer share.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        let bn = |out: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize| {
+            for t in ["weight", "bias", "running_mean", "running_var"] {
+                out.push((format!("{p}.{t}"), vec![c]));
+            }
+        };
+        let k = self.stem_kernel;
+        out.push((
+            "stem.conv.weight".into(),
+            vec![self.stem_channels, self.in_channels, k, k],
+        ));
+        bn(&mut out, "stem.bn", self.stem_channels);
+        for b in self.blocks() {
+            let p = b.prefix();
+            let (i, o, k) = (b.in_channels, b.out_channels, b.kernel);
+            out.push((format!("{p}.conv1.weight"), vec![o, i, k, k]));
+            bn(&mut out, &format!("{p}.bn1"), o);
+            out.push((format!("{p}.conv2.weight"), vec![o, o, k, k]));
+            bn(&mut out, &format!("{p}.bn2"), o);
+            if let Some(sk) = b.skip_kernel {
+                out.push((format!("{p}.shortcut.conv.weight"), vec![o, i, sk, sk]));
+                bn(&mut out, &format!("{p}.shortcut.bn"), o);
+            }
+        }
+        out.push((
+            "fc.weight".into(),
+            vec![self.num_classes, self.head_features()],
+        ));
+        out.push(("fc.bias".into(), vec![self.num_classes]));
+        out
+    }
+}
+
+fn check_odd(what: &str, kernel: usize) -> Result<(), SpecError> {
+    if kernel % 2 == 0 {
+        Err(SpecError::EvenKernel {
+            what: what.to_string(),
+            kernel,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// DESIGN.md §2's closed form for N = 3, k = 2, 3x3 convs, 1x1 skips.
+    fn closed_form(c1: u64, n: u64) -> u64 {
+        1512 * n * c1 * c1 - 336 * c1 * c1 + 56 * n * c1 + 137 * c1 + 10
+    }
+
+    #[test]
+    fn presets_have_the_papers_exact_counts() {
+        let count = |n: &str| ResNetSpec::preset(n).unwrap().params();
+        assert_eq!(count("model1"), 4_865_580);
+        assert_eq!(count("model2"), 4_971_680);
+        assert_eq!(count("tpsnet"), 4_959_770);
+        // The paper's 30-epoch search rows.
+        assert_eq!(ResNetSpec::paper(&[17, 17, 17], 14, 2).params(), 4_987_384);
+        assert_eq!(ResNetSpec::paper(&[23, 23, 23], 12, 2).params(), 4_976_470);
+    }
+
+    #[test]
+    fn macs_match_the_design_notes() {
+        let m = |n: &str| ResNetSpec::preset(n).unwrap().macs() as f64 / 1e6;
+        assert!((m("model1") - 711.0).abs() < 1.0, "{}", m("model1"));
+        assert!((m("model2") - 726.0).abs() < 1.0, "{}", m("model2"));
+        assert!((m("tpsnet") - 724.0).abs() < 1.0, "{}", m("tpsnet"));
+    }
+
+    #[test]
+    fn tensor_shapes_sum_to_params_plus_buffers() {
+        for p in PRESETS {
+            let spec = p.spec();
+            let total: usize = spec
+                .tensor_shapes()
+                .iter()
+                .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
+            assert_eq!(total as u64, spec.params(), "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let mut s = ResNetSpec::preset("model1").unwrap();
+        s.pool = 3;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("pool size 3") && e.contains("8x8"), "{e}");
+        let mut s = ResNetSpec::preset("model1").unwrap();
+        s.layers[1].conv_kernel = 4;
+        assert!(matches!(s.validate(), Err(SpecError::EvenKernel { .. })));
+        let mut s = ResNetSpec::preset("model1").unwrap();
+        s.layers.clear();
+        assert_eq!(s.validate(), Err(SpecError::NoLayers));
+        let mut s = ResNetSpec::preset("model1").unwrap();
+        s.dropout = 1.5;
+        assert!(s.validate().is_err());
+        let mut s = ResNetSpec::preset("model1").unwrap();
+        s.layers.push(LayerSpec {
+            stride: 16,
+            ..s.layers[2].clone()
+        });
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::StrideDoesNotFit { .. })
+        ));
+        for p in PRESETS {
+            p.spec().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn smaller_pool_widens_the_head() {
+        let mut s = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+        let global = s.params();
+        s.pool = 4;
+        s.validate().unwrap();
+        assert_eq!(s.head_features(), 32 * 4);
+        assert_eq!(s.params(), global + 32 * 3 * 10);
+    }
+
+    proptest! {
+        #[test]
+        fn closed_form_holds_for_the_paper_family(c1 in 1u64..64, n in 1u64..30) {
+            let spec = ResNetSpec::paper(&[n as usize; 3], c1 as usize, 2);
+            prop_assert_eq!(spec.params(), closed_form(c1, n));
+        }
+
+        #[test]
+        fn spec_roundtrips_through_json(c1 in 1usize..40, b in 1usize..5, drop in 0.0f64..0.5) {
+            let mut spec = ResNetSpec::paper(&[b, b + 1, b], c1, 2);
+            spec.dropout = drop;
+            let text = serde_json::to_string(&spec).unwrap();
+            let back: ResNetSpec = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, spec);
+        }
+    }
+}

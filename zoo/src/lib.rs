@@ -1,0 +1,19 @@
+//! Shared, pure-Rust core of the TPSNet model zoo.
+//!
+//! * [`arch`]: the declarative [`ResNetSpec`] with exact parameter and MAC counting and
+//!   the paper's presets.
+//! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
+//! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
+//!   folded, normalisation inside the graph).
+//!
+//! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
+//! inference runtime can depend on this crate.
+
+pub mod arch;
+pub mod manifest;
+pub mod onnx;
+pub mod weights;
+
+pub use arch::{LayerSpec, ResNetSpec, SpecError};
+pub use manifest::Manifest;
+pub use weights::{Weights, WeightTensor};

@@ -1,0 +1,397 @@
+//! The JSON manifest that sits beside every published ONNX file (DESIGN.md §6).
+//!
+//! A manifest pins the file by sha256 and size, and carries everything a user needs to
+//! trust and use it: the architecture, the input contract, the measured metrics with how
+//! they were measured, and how the model was trained.
+//!
+//! ```
+//! use zoo::manifest::{Manifest, InputContract};
+//! let json = serde_json::to_string(&InputContract::cifar10()).unwrap();
+//! assert!(json.contains("\"value_range\":[0.0,1.0]"));
+//! ```
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::arch::ResNetSpec;
+
+/// Version of the manifest layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// CIFAR-10 class names in label order.
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+/// Per-channel mean the paper normalises with (applied inside the exported graph).
+pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// Per-channel std the paper normalises with (applied inside the exported graph).
+pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
+
+/// Everything known about one published model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    /// Short model name, e.g. `tpsnet`.
+    pub name: String,
+    /// File name of the ONNX model, `<name>-<sha256[:8]>.onnx`, relative to the manifest.
+    pub file: String,
+    /// Full lowercase hex sha256 of the ONNX file.
+    pub sha256: String,
+    /// Size of the ONNX file in bytes.
+    pub bytes: u64,
+    pub spec: ResNetSpec,
+    /// Exact trainable parameters.
+    pub params: u64,
+    /// Multiply-accumulates per image.
+    pub macs: u64,
+    pub input: InputContract,
+    pub output: OutputContract,
+    pub classes: Vec<String>,
+    pub metrics: Metrics,
+    pub training: TrainingRecord,
+    pub onnx: OnnxInfo,
+}
+
+/// What the graph expects as input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputContract {
+    /// Graph input name.
+    pub name: String,
+    /// `[batch, channels, height, width]`; `-1` marks the dynamic batch dimension.
+    pub shape: [i64; 4],
+    pub layout: String,
+    pub dtype: String,
+    pub color: String,
+    /// Pixel values the graph expects: RGB scaled to this range (`[0, 1]`).
+    pub value_range: [f32; 2],
+    /// Normalisation applied *inside* the graph; callers must not apply it again.
+    pub normalization: Normalization,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub in_graph: bool,
+}
+
+impl InputContract {
+    /// The contract of every zoo model: NCHW float32 RGB in [0, 1], 32x32, normalised
+    /// inside the graph with the paper's constants.
+    pub fn cifar10() -> Self {
+        InputContract {
+            name: "input".into(),
+            shape: [-1, 3, 32, 32],
+            layout: "NCHW".into(),
+            dtype: "float32".into(),
+            color: "RGB".into(),
+            value_range: [0.0, 1.0],
+            normalization: Normalization {
+                mean: CIFAR10_MEAN,
+                std: CIFAR10_STD,
+                in_graph: true,
+            },
+        }
+    }
+}
+
+/// What the graph returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutputContract {
+    /// Graph output name.
+    pub name: String,
+    /// `[batch, classes]`, `-1` for the dynamic batch.
+    pub shape: [i64; 2],
+    /// `logits`: apply softmax for probabilities.
+    pub kind: String,
+}
+
+impl OutputContract {
+    pub fn logits(classes: usize) -> Self {
+        OutputContract {
+            name: "logits".into(),
+            shape: [-1, classes as i64],
+            kind: "logits".into(),
+        }
+    }
+}
+
+/// Measured quality, and how it was measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Data the accuracy was measured on, e.g. `cifar10-test` (10,000 images).
+    pub dataset: String,
+    /// Number of images evaluated.
+    pub images: u64,
+    /// Top-1 accuracy in percent, single view.
+    pub top1: f64,
+    /// Top-1 in percent averaging the logits of the image and its horizontal flip.
+    pub top1_flip_tta: Option<f64>,
+    /// Which of the two the model claims as its headline number: `single` or `flip_tta`.
+    pub claim: String,
+    /// How it was measured, in words (e.g. "final epoch, no checkpoint selection, tch eval mode").
+    pub how: String,
+}
+
+impl Metrics {
+    /// The headline accuracy the manifest claims (percent).
+    pub fn claimed_top1(&self) -> f64 {
+        match (self.claim.as_str(), self.top1_flip_tta) {
+            ("flip_tta", Some(t)) => t,
+            _ => self.top1,
+        }
+    }
+}
+
+/// How the weights were produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Recipe name, e.g. `fast`.
+    pub recipe: String,
+    /// The recipe's full settings.
+    pub recipe_config: serde_json::Value,
+    pub seed: u64,
+    pub epochs: u32,
+    /// Images the model trained on (train split size).
+    pub train_images: u64,
+    /// Training wall time in seconds (excluding evaluation and export).
+    pub wall_time_s: f64,
+    /// Mean training throughput.
+    pub images_per_s: f64,
+    /// Device description, e.g. `cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads)`.
+    pub device: String,
+    /// Digest of the training data (sha256 over the md5s of the CIFAR-10 files used).
+    pub dataset_digest: String,
+    /// Source commit of the trainer (`git rev-parse HEAD`, `-dirty` when modified).
+    pub source_commit: String,
+    /// UTC time the run finished (RFC 3339).
+    pub finished_at: String,
+}
+
+/// Facts of the ONNX encoding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OnnxInfo {
+    pub opset: i64,
+    pub ir_version: i64,
+    /// Whether BatchNorm was folded into the preceding convolutions.
+    pub bn_folded: bool,
+    pub producer: String,
+}
+
+/// Errors reading or checking a manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("manifest {path} is not valid JSON for schema {SCHEMA_VERSION}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "manifest {path} has schema version {found}, this build reads {SCHEMA_VERSION}; update tpsnet-zoo or re-export the model"
+    )]
+    Schema { path: PathBuf, found: u32 },
+}
+
+impl Manifest {
+    /// Reads and parses a manifest, checking its schema version.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let found = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0) as u32;
+        if found != SCHEMA_VERSION {
+            return Err(ManifestError::Schema {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        serde_json::from_value(value).map_err(|source| ManifestError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Path of the ONNX file this manifest describes, given the manifest's own path.
+    pub fn model_path(&self, manifest_path: &Path) -> PathBuf {
+        manifest_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(&self.file)
+    }
+
+    /// The conventional manifest file name for a model file: `x.onnx` → `x.json`.
+    pub fn path_for_model(model: &Path) -> PathBuf {
+        model.with_extension("json")
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("manifest serialises");
+        s.push('\n');
+        s
+    }
+}
+
+/// File name of a published model: `<name>-<sha256[:8]>.onnx`.
+pub fn model_file_name(name: &str, sha256_hex: &str) -> String {
+    format!("{name}-{}.onnx", &sha256_hex[..8])
+}
+
+/// Lowercase hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Lowercase hex sha256 and size of a file, streamed.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
+/// Readers never see a half-written file, and an interrupted write leaves the old one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = dir.unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            name: "tiny".into(),
+            file: "tiny-0123abcd.onnx".into(),
+            sha256: "0123abcd".repeat(8),
+            bytes: 1234,
+            params: spec.params(),
+            macs: spec.macs(),
+            spec,
+            input: InputContract::cifar10(),
+            output: OutputContract::logits(10),
+            classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+            metrics: Metrics {
+                dataset: "cifar10-test".into(),
+                images: 10_000,
+                top1: 50.0,
+                top1_flip_tta: Some(51.0),
+                claim: "flip_tta".into(),
+                how: "final epoch".into(),
+            },
+            training: TrainingRecord {
+                recipe: "fast".into(),
+                recipe_config: serde_json::json!({"lr": 0.1}),
+                seed: 0,
+                epochs: 1,
+                train_images: 100,
+                wall_time_s: 1.0,
+                images_per_s: 100.0,
+                device: "cpu".into(),
+                dataset_digest: "x".into(),
+                source_commit: "y".into(),
+                finished_at: "2026-11-26T00:00:00Z".into(),
+            },
+            onnx: OnnxInfo {
+                opset: 17,
+                ir_version: 8,
+                bn_folded: true,
+                producer: "tpsnet-zoo".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_schema_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.json");
+        let m = sample();
+        write_atomic(&p, m.to_json().as_bytes()).unwrap();
+        assert_eq!(Manifest::load(&p).unwrap(), m);
+        assert_eq!(m.metrics.claimed_top1(), 51.0);
+        assert_eq!(m.model_path(&p), dir.path().join("tiny-0123abcd.onnx"));
+
+        let mut v: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+        v["schema_version"] = 99.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+        let e = Manifest::load(&p).unwrap_err().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(matches!(
+            Manifest::load(&p),
+            Err(ManifestError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn hashing_and_names() {
+        let h = sha256_hex(b"abc");
+        assert_eq!(
+            h,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(model_file_name("tpsnet", &h), "tpsnet-ba7816bf.onnx");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"abc").unwrap();
+        assert_eq!(sha256_file(&p).unwrap(), (h, 3));
+    }
+}

@@ -1,0 +1,534 @@
+//! Writes a [`ResNetSpec`] and its [`Weights`] as an ONNX model (IR 8, opset 17).
+//!
+//! No ONNX exporter exists for tch, so the few protobuf messages needed are declared
+//! here with `prost` derives (field numbers from `onnx.proto`); no `protoc` is needed.
+//!
+//! The graph: `input` (N×3×32×32, RGB in [0, 1]) → Sub(mean) → Div(std) → stem Conv →
+//! Relu → blocks (Conv → Relu → Conv, shortcut Conv or identity, Add, Relu) →
+//! AveragePool(P) → Flatten → Gemm → `logits` (N×classes). Every BatchNorm is folded into
+//! the convolution before it, so each conv carries a bias. The batch dimension is dynamic.
+//!
+//! ```
+//! use zoo::{ResNetSpec, Weights, onnx};
+//! let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+//! let bytes = onnx::export(&spec, &Weights::random(&spec, 1), &onnx::ExportOptions::default()).unwrap();
+//! assert!(bytes.len() > 1000);
+//! ```
+
+use prost::Message;
+
+use crate::arch::{BN_EPS, ResNetSpec};
+use crate::manifest::{CIFAR10_MEAN, CIFAR10_STD};
+use crate::weights::{WeightTensor, Weights, WeightsError};
+
+/// ONNX operator set the writer targets.
+pub const OPSET: i64 = 17;
+/// ONNX IR version the writer targets.
+pub const IR_VERSION: i64 = 8;
+
+/// The protobuf messages of `onnx.proto` that the writer needs.
+pub mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(int64, tag = "1")]
+        pub ir_version: i64,
+        #[prost(message, repeated, tag = "8")]
+        pub opset_import: Vec<OperatorSetIdProto>,
+        #[prost(string, tag = "2")]
+        pub producer_name: String,
+        #[prost(string, tag = "3")]
+        pub producer_version: String,
+        #[prost(string, tag = "4")]
+        pub domain: String,
+        #[prost(int64, tag = "5")]
+        pub model_version: i64,
+        #[prost(string, tag = "6")]
+        pub doc_string: String,
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+        #[prost(message, repeated, tag = "14")]
+        pub metadata_props: Vec<StringStringEntryProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct OperatorSetIdProto {
+        #[prost(string, tag = "1")]
+        pub domain: String,
+        #[prost(int64, tag = "2")]
+        pub version: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StringStringEntryProto {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+        #[prost(string, tag = "2")]
+        pub name: String,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<TensorProto>,
+        #[prost(string, tag = "10")]
+        pub doc_string: String,
+        #[prost(message, repeated, tag = "11")]
+        pub input: Vec<ValueInfoProto>,
+        #[prost(message, repeated, tag = "12")]
+        pub output: Vec<ValueInfoProto>,
+        #[prost(message, repeated, tag = "13")]
+        pub value_info: Vec<ValueInfoProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
+        #[prost(string, repeated, tag = "2")]
+        pub output: Vec<String>,
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(string, tag = "7")]
+        pub domain: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+        #[prost(string, tag = "6")]
+        pub doc_string: String,
+    }
+
+    /// `AttributeProto.AttributeType` values.
+    pub mod attribute_type {
+        pub const FLOAT: i32 = 1;
+        pub const INT: i32 = 2;
+        pub const INTS: i32 = 7;
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int32, tag = "20")]
+        pub r#type: i32,
+        #[prost(float, tag = "2")]
+        pub f: f32,
+        #[prost(int64, tag = "3")]
+        pub i: i64,
+        #[prost(bytes = "vec", tag = "4")]
+        pub s: Vec<u8>,
+        #[prost(float, repeated, tag = "7")]
+        pub floats: Vec<f32>,
+        #[prost(int64, repeated, tag = "8")]
+        pub ints: Vec<i64>,
+    }
+
+    /// `TensorProto.DataType` values.
+    pub mod data_type {
+        pub const FLOAT: i32 = 1;
+        pub const INT64: i32 = 7;
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorProto {
+        #[prost(int64, repeated, tag = "1")]
+        pub dims: Vec<i64>,
+        #[prost(int32, tag = "2")]
+        pub data_type: i32,
+        #[prost(string, tag = "8")]
+        pub name: String,
+        #[prost(bytes = "vec", tag = "9")]
+        pub raw_data: Vec<u8>,
+        #[prost(float, repeated, tag = "4")]
+        pub float_data: Vec<f32>,
+        #[prost(int64, repeated, tag = "7")]
+        pub int64_data: Vec<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueInfoProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(message, optional, tag = "2")]
+        pub r#type: Option<TypeProto>,
+        #[prost(string, tag = "3")]
+        pub doc_string: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProto {
+        #[prost(message, optional, tag = "1")]
+        pub tensor_type: Option<TypeProtoTensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TypeProtoTensor {
+        #[prost(int32, tag = "1")]
+        pub elem_type: i32,
+        #[prost(message, optional, tag = "2")]
+        pub shape: Option<TensorShapeProto>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TensorShapeProto {
+        #[prost(message, repeated, tag = "1")]
+        pub dim: Vec<Dimension>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Dimension {
+        #[prost(oneof = "DimensionValue", tags = "1, 2")]
+        pub value: Option<DimensionValue>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum DimensionValue {
+        #[prost(int64, tag = "1")]
+        DimValue(i64),
+        #[prost(string, tag = "2")]
+        DimParam(String),
+    }
+}
+
+use proto::*;
+
+/// Settings of one export.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// Graph input name.
+    pub input_name: String,
+    /// Graph output name.
+    pub output_name: String,
+    /// Per-channel mean subtracted inside the graph.
+    pub mean: [f32; 3],
+    /// Per-channel std divided by inside the graph.
+    pub std: [f32; 3],
+    /// Key/value pairs stored as the model's `metadata_props` (e.g. model name).
+    pub metadata: Vec<(String, String)>,
+    /// Graph name.
+    pub graph_name: String,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            input_name: "input".into(),
+            output_name: "logits".into(),
+            mean: CIFAR10_MEAN,
+            std: CIFAR10_STD,
+            metadata: Vec::new(),
+            graph_name: "tpsnet_zoo_resnet".into(),
+        }
+    }
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("invalid spec: {0}")]
+    Spec(#[from] crate::arch::SpecError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+struct GraphBuilder<'a> {
+    weights: &'a Weights,
+    graph: GraphProto,
+}
+
+impl GraphBuilder<'_> {
+    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let out = name.to_string();
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: name.to_string(),
+            op_type: op.to_string(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    fn initializer(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
+        let mut raw = Vec::with_capacity(data.len() * 4);
+        for v in data {
+            raw.extend_from_slice(&v.to_le_bytes());
+        }
+        self.graph.initializer.push(TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            name: name.to_string(),
+            raw_data: raw,
+            ..Default::default()
+        });
+        name.to_string()
+    }
+
+    /// Conv with its BatchNorm folded in: `w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`.
+    fn conv_bn(
+        &mut self,
+        x: &str,
+        conv: &str,
+        bn: &str,
+        stride: usize,
+    ) -> Result<String, WeightsError> {
+        let w = self.weights.get(&format!("{conv}.weight"))?;
+        let gamma = self.weights.get(&format!("{bn}.weight"))?;
+        let beta = self.weights.get(&format!("{bn}.bias"))?;
+        let mean = self.weights.get(&format!("{bn}.running_mean"))?;
+        let var = self.weights.get(&format!("{bn}.running_var"))?;
+        let (folded_w, folded_b) = fold_bn(w, gamma, beta, mean, var);
+        let k = w.shape[2];
+        let wn = self.initializer(&format!("{conv}.weight"), &w.shape, &folded_w);
+        let bn_name = self.initializer(&format!("{conv}.bias"), &[w.shape[0]], &folded_b);
+        let pad = (k / 2) as i64;
+        Ok(self.node(
+            "Conv",
+            conv,
+            &[x, &wn, &bn_name],
+            vec![
+                ints("kernel_shape", &[k as i64, k as i64]),
+                ints("strides", &[stride as i64, stride as i64]),
+                ints("pads", &[pad, pad, pad, pad]),
+                ints("dilations", &[1, 1]),
+                int("group", 1),
+            ],
+        ))
+    }
+}
+
+/// Folds an inference-mode BatchNorm into the preceding bias-free convolution.
+pub fn fold_bn(
+    w: &WeightTensor,
+    gamma: &WeightTensor,
+    beta: &WeightTensor,
+    mean: &WeightTensor,
+    var: &WeightTensor,
+) -> (Vec<f32>, Vec<f32>) {
+    let out_ch = w.shape[0];
+    let per_out = w.data.len() / out_ch;
+    let mut fw = w.data.clone();
+    let mut fb = vec![0f32; out_ch];
+    for o in 0..out_ch {
+        // Computed in f64 so the folding adds no error beyond the final f32 rounding.
+        let scale = gamma.data[o] as f64 / (var.data[o] as f64 + BN_EPS).sqrt();
+        for v in &mut fw[o * per_out..(o + 1) * per_out] {
+            *v = (*v as f64 * scale) as f32;
+        }
+        fb[o] = (beta.data[o] as f64 - mean.data[o] as f64 * scale) as f32;
+    }
+    (fw, fb)
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn tensor_value(name: &str, elem: i32, dims: &[Option<i64>], batch_param: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: elem,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Some(v) => DimensionValue::DimValue(*v),
+                                None => DimensionValue::DimParam(batch_param.into()),
+                            }),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds the ONNX `ModelProto` for `spec` with `weights` (BN folded).
+pub fn build_model(
+    spec: &ResNetSpec,
+    weights: &Weights,
+    opts: &ExportOptions,
+) -> Result<ModelProto, ExportError> {
+    spec.validate()?;
+    weights.check(spec)?;
+    let mut g = GraphBuilder {
+        weights,
+        graph: GraphProto {
+            name: opts.graph_name.clone(),
+            ..Default::default()
+        },
+    };
+    let side = spec.input_size as i64;
+    g.graph.input.push(tensor_value(
+        &opts.input_name,
+        data_type::FLOAT,
+        &[None, Some(spec.in_channels as i64), Some(side), Some(side)],
+        "batch",
+    ));
+
+    // Normalisation inside the graph, so callers feed RGB in [0, 1].
+    let mean = g.initializer("normalize.mean", &[1, 3, 1, 1], &opts.mean);
+    let std = g.initializer("normalize.std", &[1, 3, 1, 1], &opts.std);
+    let centred = g.node("Sub", "normalize.sub", &[&opts.input_name, &mean], vec![]);
+    let x = g.node("Div", "normalize.div", &[&centred, &std], vec![]);
+
+    let stem = g.conv_bn(&x, "stem.conv", "stem.bn", 1)?;
+    let mut x = g.node("Relu", "stem.relu", &[&stem], vec![]);
+
+    for b in spec.blocks() {
+        let p = b.prefix();
+        let c1 = g.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride)?;
+        let r1 = g.node("Relu", &format!("{p}.relu1"), &[&c1], vec![]);
+        // Dropout is the identity at inference and is left out of the graph.
+        let c2 = g.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1)?;
+        let short = match b.skip_kernel {
+            Some(_) => g.conv_bn(
+                &x,
+                &format!("{p}.shortcut.conv"),
+                &format!("{p}.shortcut.bn"),
+                b.stride,
+            )?,
+            None => x.clone(),
+        };
+        let sum = g.node("Add", &format!("{p}.add"), &[&c2, &short], vec![]);
+        x = g.node("Relu", &format!("{p}.relu2"), &[&sum], vec![]);
+    }
+
+    let p = spec.pool as i64;
+    let pooled = g.node(
+        "AveragePool",
+        "head.pool",
+        &[&x],
+        vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
+    );
+    let flat = g.node("Flatten", "head.flatten", &[&pooled], vec![int("axis", 1)]);
+    let fc_w = weights.get("fc.weight")?;
+    let fc_b = weights.get("fc.bias")?;
+    let wn = g.initializer("fc.weight", &fc_w.shape, &fc_w.data);
+    let bn = g.initializer("fc.bias", &fc_b.shape, &fc_b.data);
+    g.graph.node.push(NodeProto {
+        input: vec![flat, wn, bn],
+        output: vec![opts.output_name.clone()],
+        name: "head.fc".into(),
+        op_type: "Gemm".into(),
+        attribute: vec![int("transB", 1)],
+        ..Default::default()
+    });
+    g.graph.output.push(tensor_value(
+        &opts.output_name,
+        data_type::FLOAT,
+        &[None, Some(spec.num_classes as i64)],
+        "batch",
+    ));
+
+    let mut metadata_props: Vec<StringStringEntryProto> = opts
+        .metadata
+        .iter()
+        .map(|(k, v)| StringStringEntryProto {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    metadata_props.push(StringStringEntryProto {
+        key: "spec".into(),
+        value: serde_json::to_string(spec).expect("spec serialises"),
+    });
+    Ok(ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "tpsnet-zoo".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: "Compact ResNet for CIFAR-10. Input: float32 NCHW RGB in [0, 1]; \
+                     normalisation is inside the graph. Output: logits."
+            .into(),
+        graph: Some(g.graph),
+        metadata_props,
+        ..Default::default()
+    })
+}
+
+/// Serialises the model of [`build_model`] to ONNX bytes.
+pub fn export(
+    spec: &ResNetSpec,
+    weights: &Weights,
+    opts: &ExportOptions,
+) -> Result<Vec<u8>, ExportError> {
+    Ok(build_model(spec, weights, opts)?.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_has_expected_structure() {
+        let spec = ResNetSpec::paper(&[2, 1, 1], 4, 2);
+        let w = Weights::random(&spec, 3);
+        let m = build_model(&spec, &w, &ExportOptions::default()).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        let convs = g.node.iter().filter(|n| n.op_type == "Conv").count();
+        // stem + 2 per block + 3 projections (one per layer, as C1 != 2·C1).
+        assert_eq!(convs, 1 + 2 * 4 + 3);
+        assert!(g.node.iter().all(|n| n.op_type != "BatchNormalization"));
+        assert_eq!(g.output[0].name, "logits");
+        // Round-trips through prost.
+        let bytes = m.encode_to_vec();
+        assert_eq!(ModelProto::decode(bytes.as_slice()).unwrap(), m);
+    }
+
+    #[test]
+    fn missing_or_bad_weights_are_reported() {
+        let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+        let mut w = Weights::random(&spec, 3);
+        w.tensors.remove("layer1.block0.bn2.running_var");
+        let e = export(&spec, &w, &ExportOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("layer1.block0.bn2.running_var"), "{e}");
+        let mut w = Weights::random(&spec, 3);
+        w.tensors.get_mut("fc.bias").unwrap().data[0] = f32::NAN;
+        assert!(export(&spec, &w, &ExportOptions::default()).is_err());
+    }
+
+    #[test]
+    fn folding_matches_batchnorm() {
+        let t = |shape: Vec<usize>, d: Vec<f32>| WeightTensor::new(shape, d);
+        let w = t(vec![2, 1, 1, 1], vec![2.0, -1.0]);
+        let (fw, fb) = fold_bn(
+            &w,
+            &t(vec![2], vec![1.5, 0.5]),
+            &t(vec![2], vec![0.1, -0.2]),
+            &t(vec![2], vec![0.3, 1.0]),
+            &t(vec![2], vec![4.0, 0.25]),
+        );
+        // x = 1: conv → 2.0; BN → 1.5·(2 − 0.3)/√(4+ε) + 0.1
+        let bn0 = 1.5 * (2.0 - 0.3) / (4.0f64 + BN_EPS).sqrt() + 0.1;
+        assert!((fw[0] as f64 + fb[0] as f64 - bn0).abs() < 1e-6);
+        let bn1 = 0.5 * (-1.0 - 1.0) / (0.25f64 + BN_EPS).sqrt() - 0.2;
+        assert!((fw[1] as f64 + fb[1] as f64 - bn1).abs() < 1e-6);
+    }
+}
