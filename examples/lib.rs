@@ -1,0 +1,1 @@
+//! Shared code of the embedding examples (work in progress).

@@ -1,0 +1,1 @@
+//! Inference runtime (work in progress).

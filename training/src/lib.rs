@@ -1,0 +1,1 @@
+//! Trainer (work in progress).
