@@ -1,0 +1,211 @@
+//! `verify`: measure zoo models on the real CIFAR-10 test set and check their manifests.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use runtime::verify::{self, DEFAULT_TOLERANCE_PP, VerifyOptions, VerifyReport};
+use runtime::{Classifier, Device, SessionOptions, registry};
+use zoo::cifar::{self, Split};
+
+const EXAMPLES: &str = "\
+Examples:
+  verify --dataset cifar10-test                    best shipped model
+  verify --dataset cifar10-test --all --tta        every model in the models folder
+  verify --dataset cifar10-test --model tpsnet --tolerance 0.05 --report tpsnet-verify.json
+  verify --dataset cifar10-test --model models/tpsnet-1a2b3c4d.onnx --data-dir ~/data/cifar-10-batches-bin
+
+Data: --data-dir, else $CIFAR10_DIR, else the downloader's cache; --download fetches
+CIFAR-10 into the cache when none of these has it. Every file is checked against the
+official md5.
+
+Checks: every accuracy the manifest states is re-measured the same way (metrics.top1
+single-view; metrics.top1_flip_tta averaging the logits of each image and its horizontal
+mirror). The headline claim (metrics.claim) is always checked, so a flip_tta claim turns
+--tta on. A check fails when |measured - claimed| > --tolerance percentage points.
+
+Exit status: 0 every claim holds; 1 a claim does not hold; 2 nothing could be verified
+(no model, bad model, missing or corrupt data).";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Dataset {
+    /// The official 10,000-image CIFAR-10 test set (test_batch.bin).
+    #[value(name = "cifar10-test")]
+    Cifar10Test,
+}
+
+/// Measure TPSNet zoo models on the CIFAR-10 test set and check their manifests' claims.
+#[derive(Parser, Debug)]
+#[command(name = "verify", version, after_help = EXAMPLES)]
+struct Args {
+    /// Data set to measure on.
+    #[arg(long, value_enum, default_value = "cifar10-test")]
+    dataset: Dataset,
+
+    /// Model: an .onnx file (with its manifest beside it), a manifest .json, or a model
+    /// name in the models folder [default: the shipped model with the best claimed top-1].
+    #[arg(short, long, value_name = "NAME|FILE", conflicts_with = "all")]
+    model: Option<String>,
+
+    /// Verify every model in the models folder.
+    #[arg(long)]
+    all: bool,
+
+    /// Also measure flip test-time augmentation (average logits of image and mirror).
+    #[arg(long)]
+    tta: bool,
+
+    /// Largest allowed |measured - claimed| top-1 difference, in percentage points.
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE_PP, value_name = "PP")]
+    tolerance: f64,
+
+    /// Folder with the CIFAR-10 binary files [default: $CIFAR10_DIR, else the cache].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Download CIFAR-10 into the cache if no copy is found.
+    #[arg(long)]
+    download: bool,
+
+    /// Folder of published models [default: $TPSNET_MODELS, else the workspace's models/].
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "verify-report.json", value_name = "FILE")]
+    report: PathBuf,
+
+    /// Images per inference call.
+    #[arg(short, long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+
+    /// If CUDA cannot start, run on the CPU instead of failing (announced on stderr).
+    #[arg(long)]
+    allow_cpu_fallback: bool,
+
+    /// ONNX Runtime intra-op threads (0: one per physical core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
+    match cifar::resolve_dir(args.data_dir.as_deref()) {
+        Ok(dir) => Ok(dir),
+        Err(e) if args.download && args.data_dir.is_none() => {
+            eprintln!("{e}\ndownloading CIFAR-10 (--download) ...");
+            let opts = zoo::download::DownloadOptions::default();
+            Ok(zoo::download::download_cifar10(&opts)?)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{e} (or pass --download to fetch it into the cache)"
+        )),
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<bool> {
+    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+        bail!(
+            "--tolerance {} is not a non-negative number of percentage points",
+            args.tolerance
+        );
+    }
+    let Dataset::Cifar10Test = args.dataset;
+
+    let models_dir = registry::models_dir(args.models_dir.as_deref());
+    let models: Vec<PathBuf> = if args.all {
+        let reg = registry::Registry::scan(&models_dir)?;
+        for (path, why) in &reg.invalid {
+            eprintln!("warning: skipping {}: {why}", path.display());
+        }
+        if reg.models.is_empty() {
+            return Err(runtime::Error::NoModels { dir: models_dir }.into());
+        }
+        reg.models.iter().map(|m| m.manifest_path.clone()).collect()
+    } else {
+        vec![registry::resolve_model(args.model.as_deref(), &models_dir)?]
+    };
+
+    let dir = data_dir(args)?;
+    let data = cifar::load(&dir, Split::Test)?;
+    verify::check_test_set(&data).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+
+    let options = SessionOptions {
+        device: args.device,
+        threads: args.threads,
+        sessions: 1,
+        allow_cpu_fallback: args.allow_cpu_fallback,
+        batch_size: args.batch_size as usize,
+    };
+    let vopts = VerifyOptions {
+        tta: args.tta,
+        tolerance_pp: args.tolerance,
+    };
+    let show_bar = std::io::stderr().is_terminal();
+    let mut reports = Vec::new();
+    for model in &models {
+        let classifier = Classifier::open(model, &options)?;
+        let bar = if show_bar {
+            let b = ProgressBar::new(data.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} images, {per_sec}")
+                    .expect("valid template"),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let report = verify::verify_model(&classifier, &data, &vopts, &|mode, done| {
+            bar.set_prefix(format!("{} {mode}", classifier.name()));
+            bar.set_position(done);
+        })
+        .with_context(|| format!("verifying {}", classifier.model_path().display()))?;
+        bar.finish_and_clear();
+        print!("{}", verify::summary_text(&report, classifier.classes()));
+        reports.push(report);
+    }
+
+    let passed = reports.iter().all(|r| r.passed);
+    let report = VerifyReport {
+        dataset: "cifar10-test".into(),
+        data_dir: dir.display().to_string(),
+        images: data.len() as u64,
+        tolerance_pp: args.tolerance,
+        tta_requested: args.tta,
+        models: reports,
+        passed,
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut json = serde_json::to_string_pretty(&report)?;
+    json.push('\n');
+    zoo::manifest::write_atomic(&args.report, json.as_bytes())
+        .with_context(|| format!("cannot write the report {}", args.report.display()))?;
+    println!(
+        "{}: report written to {}",
+        if passed {
+            "all claims hold"
+        } else {
+            "FAILED: a claim does not hold"
+        },
+        args.report.display()
+    );
+    Ok(passed)
+}

@@ -1,0 +1,503 @@
+//! [`Classifier`]: a hash-checked zoo model on ONNX Runtime, safe to share between threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use serde::Serialize;
+use zoo::Manifest;
+
+use crate::error::{Error, Result};
+use crate::preprocess::{self, IMAGE_FLOATS, InputImage, SIDE};
+use crate::session::{Execution, SessionOptions, create_session};
+
+/// One class and its softmax probability.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// Class index (label).
+    pub index: usize,
+    /// Class name from the manifest.
+    pub class: String,
+    /// Softmax probability in [0, 1].
+    pub probability: f32,
+}
+
+/// The answer for one image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Most likely class index.
+    pub index: usize,
+    /// Its name.
+    pub class: String,
+    /// Its softmax probability.
+    pub probability: f32,
+    /// The `k` most likely classes, best first (the first is the prediction itself).
+    pub top_k: Vec<ClassScore>,
+}
+
+/// A zoo model ready to classify images.
+///
+/// Opening checks the ONNX file's sha256 and size against its manifest *before* ONNX
+/// Runtime sees the bytes, and checks that the graph's input and output match the
+/// manifest's contract. The classifier is `Send + Sync`: it holds a pool of
+/// [`SessionOptions::sessions`] ONNX Runtime sessions, each behind a mutex, and a call
+/// takes whichever session is free (waiting if all are busy). Inputs of any length are
+/// split into chunks of [`SessionOptions::batch_size`] images.
+///
+/// ```no_run
+/// use runtime::{Classifier, SessionOptions, preprocess};
+///
+/// # fn main() -> Result<(), runtime::Error> {
+/// // A model file with its manifest beside it (or the manifest itself).
+/// let classifier = Classifier::open("models/tpsnet-0123abcd.onnx", &SessionOptions::default())?;
+/// let image = preprocess::load_file("cat.png".as_ref())?;
+/// let predictions = classifier.classify(&[image], 3)?;
+/// println!(
+///     "{} ({:.1} %) on {}",
+///     predictions[0].class,
+///     100.0 * predictions[0].probability,
+///     classifier.execution().provider
+/// );
+/// # Ok(())
+/// # }
+/// ```
+pub struct Classifier {
+    manifest: Manifest,
+    manifest_path: PathBuf,
+    model_path: PathBuf,
+    sessions: Vec<Mutex<Session>>,
+    next_session: AtomicUsize,
+    execution: Execution,
+    batch_size: usize,
+    /// `Some((mean, std))` when the graph expects the caller to normalise.
+    normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("model", &self.model_path)
+            .field("name", &self.manifest.name)
+            .field("sessions", &self.sessions.len())
+            .field("execution", &self.execution)
+            .finish()
+    }
+}
+
+/// Where a model's ONNX file and manifest are, given either of them.
+pub fn model_and_manifest_paths(path: &Path) -> Result<(PathBuf, PathBuf, Manifest)> {
+    if !path.exists() {
+        return Err(Error::ModelMissing {
+            path: path.to_path_buf(),
+        });
+    }
+    let is_manifest = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let (model, manifest_path) = if is_manifest {
+        let m = Manifest::load(path)?;
+        (m.model_path(path), path.to_path_buf())
+    } else {
+        let manifest_path = Manifest::path_for_model(path);
+        if !manifest_path.is_file() {
+            return Err(Error::ManifestMissing {
+                model: path.to_path_buf(),
+                manifest: manifest_path,
+            });
+        }
+        (path.to_path_buf(), manifest_path)
+    };
+    let manifest = Manifest::load(&manifest_path)?;
+    if !model.exists() {
+        return Err(Error::ModelMissing { path: model });
+    }
+    Ok((model, manifest_path, manifest))
+}
+
+/// Reads a model file and checks it against the manifest's sha256 and size.
+pub fn read_verified(model: &Path, manifest_path: &Path, manifest: &Manifest) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(model).map_err(|source| Error::ModelRead {
+        path: model.to_path_buf(),
+        source,
+    })?;
+    let actual = zoo::manifest::sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&manifest.sha256) || bytes.len() as u64 != manifest.bytes {
+        return Err(Error::HashMismatch {
+            path: model.to_path_buf(),
+            manifest: manifest_path.to_path_buf(),
+            expected: manifest.sha256.clone(),
+            actual,
+            expected_bytes: manifest.bytes,
+            actual_bytes: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+fn check_manifest_contract(model: &Path, m: &Manifest) -> Result<()> {
+    let bad = |reason: String| Error::Contract {
+        path: model.to_path_buf(),
+        reason,
+    };
+    let i = &m.input;
+    if i.dtype != "float32" || i.layout != "NCHW" || i.color != "RGB" {
+        return Err(bad(format!(
+            "manifest input is {} {} {}; this runtime feeds float32 NCHW RGB",
+            i.dtype, i.layout, i.color
+        )));
+    }
+    if i.shape[1..] != [3, SIDE as i64, SIDE as i64] {
+        return Err(bad(format!(
+            "manifest input shape {:?}; this runtime feeds [N, 3, {SIDE}, {SIDE}]",
+            i.shape
+        )));
+    }
+    if i.value_range != [0.0, 1.0] {
+        return Err(bad(format!(
+            "manifest input range {:?}; this runtime feeds values in [0, 1]",
+            i.value_range
+        )));
+    }
+    let classes = m.output.shape[1];
+    if classes < 1 || classes as usize != m.classes.len() {
+        return Err(bad(format!(
+            "manifest output has {classes} classes but names {} classes",
+            m.classes.len()
+        )));
+    }
+    Ok(())
+}
+
+fn describe(t: &ValueType) -> String {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => format!("{ty:?} tensor of shape {:?}", &shape[..]),
+        other => format!("{other:?}"),
+    }
+}
+
+fn dims_match(actual: &[i64], wanted: &[i64]) -> bool {
+    actual.len() == wanted.len()
+        && actual
+            .iter()
+            .zip(wanted)
+            .all(|(&a, &w)| w < 0 || a < 0 || a == w)
+}
+
+fn check_session_contract(model: &Path, m: &Manifest, s: &Session) -> Result<()> {
+    let bad = |reason: String| Error::Contract {
+        path: model.to_path_buf(),
+        reason,
+    };
+    let want_in = [-1, 3, SIDE as i64, SIDE as i64];
+    let input = s
+        .inputs()
+        .iter()
+        .find(|o| o.name() == m.input.name)
+        .ok_or_else(|| {
+            bad(format!(
+                "the graph has no input `{}` (it has: {})",
+                m.input.name,
+                s.inputs()
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    if s.inputs().len() != 1 {
+        return Err(bad(format!(
+            "the graph has {} inputs; a zoo model has exactly one",
+            s.inputs().len()
+        )));
+    }
+    match input.dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape,
+            ..
+        } if dims_match(shape, &want_in) => {}
+        other => {
+            return Err(bad(format!(
+                "input `{}` is a {}, the manifest promises a Float32 tensor of shape [N, 3, {SIDE}, {SIDE}]",
+                m.input.name,
+                describe(other)
+            )));
+        }
+    }
+    let want_out = [-1, m.classes.len() as i64];
+    let output = s
+        .outputs()
+        .iter()
+        .find(|o| o.name() == m.output.name)
+        .ok_or_else(|| {
+            bad(format!(
+                "the graph has no output `{}` (it has: {})",
+                m.output.name,
+                s.outputs()
+                    .iter()
+                    .map(|o| o.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    match output.dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape,
+            ..
+        } if dims_match(shape, &want_out) => Ok(()),
+        other => Err(bad(format!(
+            "output `{}` is a {}, the manifest promises a Float32 tensor of shape [N, {}]",
+            m.output.name,
+            describe(other),
+            m.classes.len()
+        ))),
+    }
+}
+
+impl Classifier {
+    /// Opens a model from its manifest (`.json`) or from its ONNX file with the manifest
+    /// beside it (`x.onnx` → `x.json`).
+    pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<Self> {
+        let (model_path, manifest_path, manifest) = model_and_manifest_paths(path.as_ref())?;
+        let bytes = read_verified(&model_path, &manifest_path, &manifest)?;
+        check_manifest_contract(&model_path, &manifest)?;
+        let pool = opts.sessions.max(1);
+        let mut sessions = Vec::with_capacity(pool);
+        let mut execution = None;
+        for _ in 0..pool {
+            let (session, exec) = create_session(&model_path, &bytes, opts)?;
+            check_session_contract(&model_path, &manifest, &session)?;
+            sessions.push(Mutex::new(session));
+            execution = Some(exec);
+        }
+        let n = &manifest.input.normalization;
+        Ok(Classifier {
+            normalize: (!n.in_graph).then_some((n.mean, n.std)),
+            manifest,
+            manifest_path,
+            model_path,
+            sessions,
+            next_session: AtomicUsize::new(0),
+            execution: execution.expect("pool has at least one session"),
+            batch_size: opts.batch_size.max(1),
+        })
+    }
+
+    /// The model's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The model's short name (from the manifest).
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// Path of the ONNX file.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Path of the manifest.
+    pub fn manifest_path(&self) -> &Path {
+        &self.manifest_path
+    }
+
+    /// The execution provider actually in use (and any announced fallback).
+    pub fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    /// Class names in label order.
+    pub fn classes(&self) -> &[String] {
+        &self.manifest.classes
+    }
+
+    /// Images per inference call.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        let n = self.sessions.len();
+        let start = self.next_session.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(s) = self.sessions[(start + i) % n].try_lock() {
+                return s;
+            }
+        }
+        // All busy: wait for the one in turn. A poisoned lock only means another thread
+        // panicked mid-call; the session itself holds no Rust state to corrupt.
+        self.sessions[start % n]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Logits for `n` images given as one flat NCHW float slice (`n * 3072` values, RGB in
+    /// [0, 1]); returns `n * classes` values, row-major. Runs in chunks of
+    /// [`Classifier::batch_size`].
+    pub fn logits_chw(&self, chw: &[f32]) -> Result<Vec<f32>> {
+        if chw.len() % IMAGE_FLOATS != 0 {
+            return Err(Error::InputLength {
+                got: chw.len(),
+                per_image: IMAGE_FLOATS,
+            });
+        }
+        let classes = self.classes().len();
+        let n = chw.len() / IMAGE_FLOATS;
+        let mut out = Vec::with_capacity(n * classes);
+        for chunk in chw.chunks(self.batch_size * IMAGE_FLOATS) {
+            self.run_chunk(chunk, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Logits for preprocessed images (`images.len() * classes` values, row-major).
+    pub fn logits(&self, images: &[InputImage]) -> Result<Vec<f32>> {
+        let classes = self.classes().len();
+        let mut out = Vec::with_capacity(images.len() * classes);
+        let mut buf = Vec::with_capacity(self.batch_size.min(images.len()) * IMAGE_FLOATS);
+        for chunk in images.chunks(self.batch_size) {
+            buf.clear();
+            for img in chunk {
+                buf.extend_from_slice(img.as_slice());
+            }
+            self.run_chunk(&buf, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn run_chunk(&self, chw: &[f32], out: &mut Vec<f32>) -> Result<()> {
+        let n = chw.len() / IMAGE_FLOATS;
+        if n == 0 {
+            return Ok(());
+        }
+        let fail = |reason: String| Error::Inference {
+            path: self.model_path.clone(),
+            reason,
+        };
+        let normalized;
+        let data = match &self.normalize {
+            None => chw,
+            Some((mean, std)) => {
+                let plane = SIDE * SIDE;
+                normalized = chw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let c = (i / plane) % 3;
+                        (v - mean[c]) / std[c]
+                    })
+                    .collect::<Vec<f32>>();
+                &normalized[..]
+            }
+        };
+        let input = TensorRef::from_array_view(([n, 3, SIDE, SIDE], data))
+            .map_err(|e| fail(e.to_string()))?;
+        let mut session = self.session();
+        let outputs = session
+            .run(ort::inputs![self.manifest.input.name.as_str() => input])
+            .map_err(|e| fail(e.to_string()))?;
+        let (shape, logits) = outputs[self.manifest.output.name.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| fail(e.to_string()))?;
+        let classes = self.classes().len();
+        if shape[..] != [n as i64, classes as i64] {
+            return Err(fail(format!(
+                "output shape {:?}, expected [{n}, {classes}]",
+                &shape[..]
+            )));
+        }
+        out.extend_from_slice(logits);
+        Ok(())
+    }
+
+    /// Classifies preprocessed images: one [`Prediction`] per image, with the `top_k` most
+    /// likely classes (at least 1, at most the number of classes).
+    pub fn classify(&self, images: &[InputImage], top_k: usize) -> Result<Vec<Prediction>> {
+        let logits = self.logits(images)?;
+        Ok(self.predictions(&logits, top_k))
+    }
+
+    /// Decodes, preprocesses and classifies one image file.
+    pub fn classify_file(&self, path: &Path, top_k: usize) -> Result<Prediction> {
+        let img = preprocess::load_file(path)?;
+        Ok(self.classify(&[img], top_k)?.remove(0))
+    }
+
+    /// Turns rows of logits into predictions.
+    pub fn predictions(&self, logits: &[f32], top_k: usize) -> Vec<Prediction> {
+        let classes = self.classes().len();
+        logits
+            .chunks_exact(classes)
+            .map(|row| predict(row, self.classes(), top_k))
+            .collect()
+    }
+}
+
+/// Softmax of one row of logits (numerically stable).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn predict(row: &[f32], classes: &[String], top_k: usize) -> Prediction {
+    let probs = softmax(row);
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    // Stable sort: ties keep the lower index first, matching `argmax`.
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    let k = top_k.clamp(1, row.len());
+    let top: Vec<ClassScore> = order[..k]
+        .iter()
+        .map(|&i| ClassScore {
+            index: i,
+            class: classes[i].clone(),
+            probability: probs[i],
+        })
+        .collect();
+    Prediction {
+        index: top[0].index,
+        class: top[0].class.clone(),
+        probability: top[0].probability,
+        top_k: top,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_are_sorted_and_clamped() {
+        let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let p = predict(&[0.0, 2.0, 1.0], &classes, 5);
+        assert_eq!(p.index, 1);
+        assert_eq!(p.class, "b");
+        assert_eq!(
+            p.top_k.iter().map(|s| s.index).collect::<Vec<_>>(),
+            vec![1, 2, 0]
+        );
+        let total: f32 = p.top_k.iter().map(|s| s.probability).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(predict(&[0.0, 2.0, 1.0], &classes, 0).top_k.len(), 1);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+        let s = softmax(&[1000.0, 1000.0]);
+        assert_eq!(s, vec![0.5, 0.5]);
+    }
+}

@@ -1,0 +1,157 @@
+//! The models folder: finding published zoo models by name, and the best one.
+//!
+//! Published models live in one folder as `<name>-<sha8>.onnx` plus `<name>-<sha8>.json`.
+//! The folder is, in order: an explicit `--models-dir`, `$TPSNET_MODELS`, or the
+//! workspace's `models/` (fixed at compile time from `CARGO_MANIFEST_DIR`).
+
+use std::path::{Path, PathBuf};
+
+use zoo::Manifest;
+
+use crate::error::{Error, Result};
+
+/// Environment variable naming the models folder.
+pub const MODELS_ENV: &str = "TPSNET_MODELS";
+
+/// The workspace's `models/` folder, as seen when this crate was compiled.
+pub fn workspace_models_dir() -> PathBuf {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join("models")
+}
+
+/// The models folder: `explicit`, else `$TPSNET_MODELS`, else [`workspace_models_dir`].
+pub fn models_dir(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(MODELS_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => workspace_models_dir(),
+    }
+}
+
+/// One published model: its manifest and where it is.
+#[derive(Clone, Debug)]
+pub struct ModelEntry {
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl ModelEntry {
+    /// The headline top-1 the manifest claims (percent).
+    pub fn claimed_top1(&self) -> f64 {
+        self.manifest.metrics.claimed_top1()
+    }
+}
+
+/// The manifests found in a models folder.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    pub dir: PathBuf,
+    /// Valid manifests, sorted by name then file.
+    pub models: Vec<ModelEntry>,
+    /// `.json` files that are not readable manifests, with the reason.
+    pub invalid: Vec<(PathBuf, String)>,
+}
+
+impl Registry {
+    /// Scans `dir` for manifests. A missing folder is an empty registry (the zoo may not
+    /// ship any model yet); an unreadable one is an error.
+    pub fn scan(dir: &Path) -> Result<Self> {
+        let mut reg = Registry {
+            dir: dir.to_path_buf(),
+            models: Vec::new(),
+            invalid: Vec::new(),
+        };
+        if !dir.exists() {
+            return Ok(reg);
+        }
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::Registry {
+            dir: dir.to_path_buf(),
+            reason: format!("cannot list it: {e}"),
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") || !path.is_file() {
+                continue;
+            }
+            match Manifest::load(&path) {
+                Ok(manifest) => reg.models.push(ModelEntry {
+                    manifest_path: path,
+                    manifest,
+                }),
+                Err(e) => reg.invalid.push((path, e.to_string())),
+            }
+        }
+        reg.models.sort_by(|a, b| {
+            (a.manifest.name.as_str(), &a.manifest_path)
+                .cmp(&(b.manifest.name.as_str(), &b.manifest_path))
+        });
+        reg.invalid.sort();
+        Ok(reg)
+    }
+
+    /// The model with the highest claimed top-1 (ties: the first by name).
+    pub fn best(&self) -> Result<&ModelEntry> {
+        let mut best: Option<&ModelEntry> = None;
+        for m in &self.models {
+            if best.is_none_or(|b| m.claimed_top1() > b.claimed_top1()) {
+                best = Some(m);
+            }
+        }
+        best.ok_or_else(|| Error::NoModels {
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// The model called `name` (if several share it, the one with the highest claim).
+    pub fn find(&self, name: &str) -> Result<&ModelEntry> {
+        let mut found: Option<&ModelEntry> = None;
+        for m in self.models.iter().filter(|m| m.manifest.name == name) {
+            if found.is_none_or(|b| m.claimed_top1() > b.claimed_top1()) {
+                found = Some(m);
+            }
+        }
+        found.ok_or_else(|| {
+            if self.models.is_empty() {
+                Error::NoModels {
+                    dir: self.dir.clone(),
+                }
+            } else {
+                Error::UnknownModel {
+                    name: name.to_string(),
+                    dir: self.dir.clone(),
+                    known: self
+                        .models
+                        .iter()
+                        .map(|m| m.manifest.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            }
+        })
+    }
+}
+
+/// Resolves a `--model` argument to a model or manifest path: `None` → the best model in
+/// the folder; an existing path or anything ending in `.onnx`/`.json` → that path; else
+/// a model name looked up in the folder.
+pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
+    let Some(arg) = model else {
+        return Ok(Registry::scan(dir)?.best()?.manifest_path.clone());
+    };
+    let as_path = Path::new(arg);
+    let looks_like_file = as_path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx") || e.eq_ignore_ascii_case("json"))
+        || arg.contains(std::path::MAIN_SEPARATOR);
+    if as_path.exists() || looks_like_file {
+        if !as_path.exists() {
+            return Err(Error::ModelMissing {
+                path: as_path.to_path_buf(),
+            });
+        }
+        return Ok(as_path.to_path_buf());
+    }
+    Ok(Registry::scan(dir)?.find(arg)?.manifest_path.clone())
+}
