@@ -10,6 +10,8 @@
 //! inference runtime can depend on this crate.
 
 pub mod arch;
+pub mod cifar;
+pub mod download;
 pub mod manifest;
 pub mod onnx;
 pub mod weights;
