@@ -1,0 +1,234 @@
+//! CIFAR-10 as tensors on the training device, with batched on-device augmentation.
+//!
+//! The whole dataset (150 MB as uint8) lives on the device, so an epoch is a random
+//! permutation plus `index_select` per batch: no loader threads, no host↔device copies.
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use zoo::cifar::Cifar10;
+
+/// Images (N×3×32×32 uint8) and labels (N int64), on one device.
+pub struct TensorDataset {
+    pub images: Tensor,
+    pub labels: Tensor,
+}
+
+impl TensorDataset {
+    /// Moves a decoded CIFAR-10 split onto `device`.
+    pub fn from_cifar(data: &Cifar10, device: Device) -> Self {
+        let n = data.len() as i64;
+        let images = Tensor::from_slice(&data.images)
+            .view([n, 3, 32, 32])
+            .to_device(device);
+        let labels = Tensor::from_slice(&data.labels)
+            .to_kind(Kind::Int64)
+            .to_device(device);
+        TensorDataset { images, labels }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` records (or all of them if there are fewer).
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len()) as i64;
+        TensorDataset {
+            images: self.images.narrow(0, 0, n),
+            labels: self.labels.narrow(0, 0, n),
+        }
+    }
+
+    /// Splits off a validation set of `val` records chosen by a fixed permutation of
+    /// `seed`, so searches and early stopping never look at the test set.
+    /// Returns `(train, validation)`.
+    pub fn split_validation(&self, val: usize, seed: u64) -> (Self, Self) {
+        let n = self.len();
+        let val = val.min(n);
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        // Fisher–Yates with a SplitMix64 stream: independent of torch's RNG state.
+        let mut s = seed ^ 0xD1B5_4A32_D192_ED03;
+        for i in (1..n).rev() {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let j = ((z ^ (z >> 31)) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let device = self.images.device();
+        let pick = |idx: &[i64]| {
+            let idx = Tensor::from_slice(idx).to_device(device);
+            TensorDataset {
+                images: self.images.index_select(0, &idx),
+                labels: self.labels.index_select(0, &idx),
+            }
+        };
+        (pick(&order[val..]), pick(&order[..val]))
+    }
+}
+
+/// uint8 pixels → float in [0, 1]; float input is passed through.
+pub fn to_unit_float(x: &Tensor) -> Tensor {
+    if x.kind() == Kind::Uint8 {
+        x.to_kind(Kind::Float) / 255.0
+    } else {
+        x.shallow_clone()
+    }
+}
+
+/// The paper's augmentation, applied to a whole batch on its device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// Random crop of the original size after zero padding by this many pixels
+    /// (uniform integer shift in `[-pad, pad]` on each axis). 0 disables it.
+    pub crop_pad: i64,
+    /// Random rotation, uniform in `[-deg, deg]` degrees, zero fill. 0 disables it.
+    pub rotate_deg: f64,
+    /// Random horizontal flip with probability 1/2.
+    pub flip: bool,
+}
+
+impl Augment {
+    pub fn none() -> Self {
+        Augment {
+            crop_pad: 0,
+            rotate_deg: 0.0,
+            flip: false,
+        }
+    }
+
+    pub fn paper() -> Self {
+        Augment {
+            crop_pad: 4,
+            rotate_deg: 5.0,
+            flip: true,
+        }
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.crop_pad == 0 && self.rotate_deg == 0.0 && !self.flip
+    }
+
+    /// Augments `x` (N×C×H×W float in [0, 1]) using torch's global RNG.
+    ///
+    /// Trick "fused affine augmentation": crop, rotation and flip are one affine map per
+    /// image, resampled once with `grid_sample` (bilinear, zero fill). A pure integer
+    /// shift lands on pixel centres, so crop-only is exact; with rotation the result
+    /// equals crop-then-rotate up to the zero fill in the corners.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        if self.is_identity() {
+            return x.shallow_clone();
+        }
+        let size = x.size();
+        let (n, h, w) = (size[0], size[2], size[3]);
+        let opts = (Kind::Float, x.device());
+        let angle = if self.rotate_deg > 0.0 {
+            (Tensor::rand([n], opts) * 2.0 - 1.0) * self.rotate_deg.to_radians()
+        } else {
+            Tensor::zeros([n], opts)
+        };
+        let shift = |side: i64| {
+            if self.crop_pad > 0 {
+                let k = Tensor::randint_low(-self.crop_pad, self.crop_pad + 1, [n], opts);
+                // Normalised coordinates span 2 units over `side` pixels.
+                k * (2.0 / side as f64)
+            } else {
+                Tensor::zeros([n], opts)
+            }
+        };
+        let (tx, ty) = (shift(w), shift(h));
+        let flip = if self.flip {
+            Tensor::randint(2, [n], opts) * -2.0 + 1.0
+        } else {
+            Tensor::ones([n], opts)
+        };
+        let (cos, sin) = (angle.cos(), angle.sin());
+        // Output pixel p samples the input at R·F·p + t (F = optional mirror in x).
+        let row0 = Tensor::stack(&[&cos * &flip, -&sin, tx], 1);
+        let row1 = Tensor::stack(&[&sin * &flip, cos, ty], 1);
+        let theta = Tensor::stack(&[row0, row1], 1);
+        let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
+        // interpolation 0 = bilinear, padding 0 = zeros.
+        x.grid_sampler(&grid.to_kind(x.kind()), 0, 0, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(n: i64) -> Tensor {
+        Tensor::arange(n * 3 * 32 * 32, (Kind::Float, Device::Cpu)).view([n, 3, 32, 32]) / 1e4
+    }
+
+    #[test]
+    fn identity_and_flip_only() {
+        let x = ramp(4);
+        assert!(Augment::none().apply(&x).equal(&x));
+        tch::manual_seed(1);
+        let a = Augment {
+            flip: true,
+            ..Augment::none()
+        };
+        let y = a.apply(&x);
+        for i in 0..4 {
+            let yi = y.get(i);
+            let xi = x.get(i);
+            assert!(
+                yi.allclose(&xi, 1e-5, 1e-6, false)
+                    || yi.allclose(&xi.flip([2]), 1e-5, 1e-6, false),
+                "image {i} is neither itself nor its mirror"
+            );
+        }
+    }
+
+    #[test]
+    fn crop_is_an_exact_integer_shift() {
+        let x = ramp(8) + 1.0; // strictly positive, so zero fill is recognisable
+        tch::manual_seed(3);
+        let a = Augment {
+            crop_pad: 4,
+            ..Augment::none()
+        };
+        let y = a.apply(&x);
+        for i in 0..8 {
+            let (xi, yi) = (x.get(i), y.get(i));
+            let found = (-4i64..=4).any(|dy| {
+                (-4i64..=4).any(|dx| {
+                    // y[r, c] = x[r + dy, c + dx] inside, 0 outside.
+                    let shifted = xi.roll([-dy, -dx], [1, 2]);
+                    let rows = Tensor::arange(32, (Kind::Int64, Device::Cpu)) + dy;
+                    let cols = Tensor::arange(32, (Kind::Int64, Device::Cpu)) + dx;
+                    let rmask = rows.ge(0).logical_and(&rows.lt(32)).view([1, 32, 1]);
+                    let cmask = cols.ge(0).logical_and(&cols.lt(32)).view([1, 1, 32]);
+                    let mask = rmask.logical_and(&cmask).to_kind(Kind::Float);
+                    (shifted * mask).allclose(&yi, 1e-4, 1e-5, false)
+                })
+            });
+            assert!(found, "image {i} is not an integer shift of the input");
+        }
+    }
+
+    #[test]
+    fn validation_split_is_disjoint_and_seeded() {
+        let images = Tensor::arange(10 * 3 * 32 * 32, (Kind::Int64, Device::Cpu))
+            .remainder(251)
+            .to_kind(Kind::Uint8)
+            .view([10, 3, 32, 32]);
+        let labels = Tensor::arange(10, (Kind::Int64, Device::Cpu));
+        let d = TensorDataset { images, labels };
+        let (t, v) = d.split_validation(3, 5);
+        assert_eq!((t.len(), v.len()), (7, 3));
+        let mut all: Vec<i64> = Vec::<i64>::try_from(&t.labels).unwrap();
+        all.extend(Vec::<i64>::try_from(&v.labels).unwrap());
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        let (_, v2) = d.split_validation(3, 5);
+        assert!(v.labels.equal(&v2.labels));
+    }
+}

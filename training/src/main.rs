@@ -1,0 +1,475 @@
+//! `train-zoo`: trains the TPSNet zoo's models and exports them to ONNX with manifests.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use training::export::{
+    ExportFacts, export_model, remove_older_versions, source_commit, utc_now, weights_from_varstore,
+};
+use training::recipe::{RECIPES, Recipe};
+use training::train::{RunConfig, train};
+use training::{device, zoo_models};
+use zoo::ResNetSpec;
+use zoo::arch::PRESETS;
+use zoo::manifest::{Metrics, TrainingRecord};
+
+const AFTER_HELP: &str = "\
+Examples:
+  train-zoo list                                  presets with exact parameters and MACs
+  train-zoo --model tpsnet --recipe fast          train TPSNet with our fast recipe
+  train-zoo --model model1 --recipe paper --epochs 30 --device cuda:0
+  train-zoo --model my-spec.json --train-limit 5000 --epochs 2 --device cpu
+  train-zoo --all                                 train and publish every zoo model into models/
+  train-zoo --model tpsnet --resume               continue an interrupted run from its checkpoint
+  train-zoo --model tpsnet --set label_smoothing=0 --set ema='{\"decay\":0.999,\"every_steps\":1}'
+
+Data: --data-dir, else $CIFAR10_DIR, else the cache filled by `train-zoo download`.
+Outputs (per model, in --run-dir, default runs/<name>/): checkpoint.ot (every epoch,
+atomic), metrics.jsonl, metrics.csv, loss.png, accuracy.png, and <name>-<sha8>.onnx with
+its manifest <name>-<sha8>.json. With --all (or --out DIR) the ONNX file, manifest,
+curves and metrics are also published into models/ (or DIR).
+Accuracy is always the final epoch's, on the full 10,000-image test set; the test set is
+never used to pick anything.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "train-zoo",
+    version,
+    about = "Train the TPSNet zoo's compact ResNets on CIFAR-10 (libtorch) and export them to ONNX with hashed manifests.",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the architecture presets with exact trainable parameters and MACs.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the built-in recipes (all fields, as JSON) — the fields `--set` can change.
+    Recipes,
+    /// Download and verify CIFAR-10 into the cache directory.
+    Download {
+        /// Cache directory (default: $TPSNET_CACHE, else ~/.cache/tpsnet-zoo).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Archive URL (a mirror of the official one).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Train and publish every zoo model (tpsnet, model2, model1 with the fast recipe).
+    #[arg(long, conflicts_with = "model")]
+    all: bool,
+    /// Preset name (model1, model2, tpsnet) or a spec JSON file.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Name used for files and the manifest (default: the preset or spec file stem).
+    #[arg(long)]
+    name: Option<String>,
+    /// Recipe: paper, fast, or a recipe JSON file.
+    #[arg(long, short, default_value = "fast")]
+    recipe: String,
+    /// Override the recipe's epoch count.
+    #[arg(long, short)]
+    epochs: Option<u32>,
+    /// Override the recipe's batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Change any recipe field: path=value, JSON value (repeatable; see `train-zoo recipes`).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    sets: Vec<String>,
+    /// Random seed (weights, shuffling, augmentation).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// auto (CUDA if present), cpu, cuda or cuda:N.
+    #[arg(long, short, default_value = "auto")]
+    device: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Folder with the CIFAR-10 binary files.
+    #[arg(long, env = "CIFAR10_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Folder for checkpoints, logs and curves (default runs/<name>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Also publish ONNX, manifest, curves and metrics into this folder (--all: models/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Train on the first N training images only (quick runs).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs; the manifest says so).
+    #[arg(long)]
+    test_limit: Option<usize>,
+    /// Hold out N training images as a validation split.
+    #[arg(long, default_value_t = 0)]
+    val_size: usize,
+    /// Log test accuracy every N epochs for the curves (0: final epoch only).
+    #[arg(long, default_value_t = 1)]
+    eval_test_every: u32,
+    /// Continue from the run's checkpoint (a finished run is only re-exported).
+    #[arg(long, conflicts_with = "restart")]
+    resume: bool,
+    /// Discard an existing checkpoint and start over.
+    #[arg(long)]
+    restart: bool,
+    /// Stop cleanly after N epochs in this invocation (resume later with --resume).
+    #[arg(long)]
+    stop_after: Option<u32>,
+    /// No progress bar (one line per epoch instead).
+    #[arg(long)]
+    no_progress: bool,
+    /// Print a JSON summary line per model on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("train-zoo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::List { json }) => {
+            list_presets(json);
+            Ok(())
+        }
+        Some(Command::Recipes) => {
+            for (name, about) in RECIPES {
+                let r = Recipe::by_name(name).expect("built-in recipe");
+                println!("# {name}: {about}\n{}\n", serde_json::to_string_pretty(&r)?);
+            }
+            Ok(())
+        }
+        Some(Command::Download { cache_dir, url }) => {
+            let mut opts = zoo::download::DownloadOptions::default();
+            if let Some(c) = cache_dir {
+                opts.cache_dir = c;
+            }
+            if let Some(u) = url {
+                opts.url = u;
+            }
+            opts.progress = std::io::stderr().is_terminal();
+            let dir = zoo::download::download_cifar10(&opts)?;
+            println!("{}", dir.display());
+            eprintln!(
+                "CIFAR-10 is ready in {}; set CIFAR10_DIR to it or pass --data-dir.",
+                dir.display()
+            );
+            Ok(())
+        }
+        None => train_command(cli.train),
+    }
+}
+
+fn list_presets(json: bool) {
+    if !json {
+        println!(
+            "{:<8} {:>12} {:>14} {:>7}  {:>10}  description",
+            "name", "params", "MACs/image", "depth", "paper top1"
+        );
+    }
+    for p in PRESETS {
+        let s = p.spec();
+        if json {
+            let v = serde_json::json!({
+                "name": p.name, "params": s.params(), "macs": s.macs(), "depth": s.depth(),
+                "paper_top1": p.paper_top1, "description": p.description, "spec": s,
+            });
+            println!("{v}");
+        } else {
+            println!(
+                "{:<8} {:>12} {:>14} {:>7}  {:>10}  {}",
+                p.name,
+                group(s.params()),
+                group(s.macs()),
+                s.depth(),
+                p.paper_top1
+                    .map(|a| format!("{a:.2} %"))
+                    .unwrap_or_default(),
+                p.description
+            );
+        }
+    }
+}
+
+/// 4959770 → "4,959,770".
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn load_spec(model: &str) -> Result<(String, ResNetSpec)> {
+    if let Some(spec) = ResNetSpec::preset(model) {
+        return Ok((model.to_string(), spec));
+    }
+    let path = Path::new(model);
+    if path.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read spec file {}", path.display()))?;
+        let spec: ResNetSpec = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid ResNetSpec JSON (see `train-zoo list --json`)",
+                path.display()
+            )
+        })?;
+        spec.validate()
+            .with_context(|| format!("spec {}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "custom".into());
+        return Ok((stem, spec));
+    }
+    let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+    bail!(
+        "unknown model `{model}`; use one of {} or a spec .json file",
+        names.join(", ")
+    )
+}
+
+fn load_recipe(name: &str) -> Result<Recipe> {
+    if let Some(r) = Recipe::by_name(name) {
+        return Ok(r);
+    }
+    let path = Path::new(name);
+    if path.extension().is_some_and(|e| e == "json") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recipe file {}", path.display()))?;
+        return serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid recipe (see `train-zoo recipes`)",
+                path.display()
+            )
+        });
+    }
+    let names: Vec<&str> = RECIPES.iter().map(|r| r.0).collect();
+    bail!(
+        "unknown recipe `{name}`; use one of {} or a recipe .json file",
+        names.join(", ")
+    )
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let dev = device::parse(&args.device).map_err(|e| anyhow!(e))?;
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t);
+    }
+    let data_dir = zoo::cifar::resolve_dir(args.data_dir.as_deref())?;
+    let jobs: Vec<(String, ResNetSpec, Recipe)> = if args.all {
+        zoo_models::PUBLISHED
+            .iter()
+            .map(|(name, preset, recipe)| {
+                Ok((
+                    name.to_string(),
+                    ResNetSpec::preset(preset).expect("preset"),
+                    load_recipe(recipe)?,
+                ))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let (stem, spec) = load_spec(args.model.as_deref().unwrap_or("tpsnet"))?;
+        vec![(
+            args.name.clone().unwrap_or(stem),
+            spec,
+            load_recipe(&args.recipe)?,
+        )]
+    };
+    let out = args
+        .out
+        .clone()
+        .or_else(|| args.all.then(zoo_models::models_dir));
+    eprintln!("train-zoo: training on {}", device::describe(dev));
+    eprintln!("train-zoo: CIFAR-10 from {}", data_dir.display());
+    for (name, spec, base_recipe) in jobs {
+        let mut recipe = base_recipe
+            .with_overrides(&args.sets)
+            .map_err(|e| anyhow!(e))?;
+        if let Some(e) = args.epochs {
+            recipe.epochs = e;
+        }
+        if let Some(b) = args.batch_size {
+            recipe.batch_size = b;
+        }
+        let run_dir = match (&args.run_dir, args.all) {
+            (Some(d), false) => d.clone(),
+            (Some(d), true) => d.join(&name),
+            (None, _) => PathBuf::from("runs").join(&name),
+        };
+        if args.restart {
+            let ck = training::train::checkpoint_path(&run_dir);
+            if ck.exists() {
+                std::fs::remove_file(&ck)
+                    .with_context(|| format!("cannot remove {}", ck.display()))?;
+            }
+        }
+        eprintln!(
+            "train-zoo: {name}: {} ({} params, {} MACs), recipe {} for {} epochs, batch {}",
+            spec.summary(),
+            group(spec.params()),
+            group(spec.macs()),
+            recipe.name,
+            recipe.epochs,
+            recipe.batch_size
+        );
+        let cfg = RunConfig {
+            name: name.clone(),
+            spec: spec.clone(),
+            recipe: recipe.clone(),
+            seed: args.seed,
+            device: dev,
+            data_dir: data_dir.clone(),
+            run_dir: run_dir.clone(),
+            train_limit: args.train_limit,
+            test_limit: args.test_limit,
+            val_size: args.val_size,
+            eval_test_every: args.eval_test_every,
+            resume: args.resume,
+            progress: !args.no_progress && std::io::stderr().is_terminal(),
+            stop_after: args.stop_after,
+        };
+        let result = train(&cfg)?;
+        let Some(fm) = result.final_metrics else {
+            eprintln!(
+                "train-zoo: {name}: stopped after epoch {}/{} as asked; continue with --resume",
+                result.epochs_done, recipe.epochs
+            );
+            continue;
+        };
+        let ema_note = if recipe.ema.is_some() {
+            " (EMA weights)"
+        } else {
+            ""
+        };
+        let metrics = Metrics {
+            dataset: if fm.test_images == 10_000 {
+                "cifar10-test".into()
+            } else {
+                format!("cifar10-test[:{}]", fm.test_images)
+            },
+            images: fm.test_images as u64,
+            top1: fm.top1,
+            top1_flip_tta: Some(fm.top1_flip_tta),
+            claim: if recipe.flip_tta {
+                "flip_tta"
+            } else {
+                "single"
+            }
+            .into(),
+            how: format!(
+                "final epoch{ema_note}, no checkpoint selection; fp32 eval mode in libtorch on {}; flip_tta averages the logits of each image and its mirror",
+                device::describe(dev)
+            ),
+        };
+        let training = TrainingRecord {
+            recipe: recipe.name.clone(),
+            recipe_config: serde_json::to_value(&recipe)?,
+            seed: args.seed,
+            epochs: result.epochs_done,
+            train_images: result.train_images as u64,
+            wall_time_s: result.train_time_s,
+            images_per_s: result.images_per_s,
+            device: device::describe(dev),
+            dataset_digest: result.dataset_digest.clone(),
+            source_commit: source_commit(),
+            finished_at: utc_now(),
+        };
+        let weights = weights_from_varstore(&result.vs);
+        let facts = ExportFacts {
+            name: name.clone(),
+            metrics,
+            training,
+        };
+        let (onnx_path, manifest_path) =
+            export_model(&spec, &weights, facts, &run_dir).map_err(|e| anyhow!(e))?;
+        let mut published = None;
+        if let Some(out) = &out {
+            published = Some(publish(&name, &run_dir, &onnx_path, &manifest_path, out)?);
+        }
+        let manifest = zoo::Manifest::load(&manifest_path)?;
+        eprintln!(
+            "train-zoo: {name}: test top-1 {:.2} % (flip TTA {:.2} %) after {} epochs, {:.1} s training at {:.0} img/s",
+            fm.top1, fm.top1_flip_tta, result.epochs_done, result.train_time_s, result.images_per_s
+        );
+        eprintln!(
+            "train-zoo: {name}: wrote {} (sha256 {})",
+            onnx_path.display(),
+            manifest.sha256
+        );
+        if let Some(p) = &published {
+            eprintln!("train-zoo: {name}: published into {}", p.display());
+        }
+        if args.json {
+            let v = serde_json::json!({
+                "name": name, "top1": fm.top1, "top1_flip_tta": fm.top1_flip_tta, "test_images": fm.test_images,
+                "epochs": result.epochs_done, "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
+                "onnx": onnx_path, "manifest": manifest_path, "sha256": manifest.sha256, "published": published,
+            });
+            println!("{v}");
+        }
+    }
+    Ok(())
+}
+
+/// Copies a finished model and its curves/logs into a published-models folder.
+fn publish(
+    name: &str,
+    run_dir: &Path,
+    onnx: &Path,
+    manifest: &Path,
+    out: &Path,
+) -> Result<PathBuf> {
+    let m = zoo::Manifest::load(manifest)?;
+    let bytes = std::fs::read(onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
+    let facts_path = out.join(&m.file);
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    remove_older_versions(out, name, &m.file);
+    zoo::manifest::write_atomic(&facts_path, &bytes)?;
+    zoo::manifest::write_atomic(
+        &zoo::Manifest::path_for_model(&facts_path),
+        m.to_json().as_bytes(),
+    )?;
+    for (src, dst) in [
+        ("loss.png", format!("{name}-loss.png")),
+        ("accuracy.png", format!("{name}-accuracy.png")),
+        ("metrics.csv", format!("{name}-metrics.csv")),
+        ("metrics.jsonl", format!("{name}-metrics.jsonl")),
+    ] {
+        let s = run_dir.join(src);
+        if s.exists() {
+            let b = std::fs::read(&s)?;
+            zoo::manifest::write_atomic(&out.join(dst), &b)?;
+        }
+    }
+    Ok(facts_path)
+}
