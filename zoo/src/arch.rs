@@ -297,8 +297,8 @@ impl ResNetSpec {
     pub fn params(&self) -> u64 {
         let bn = |c: usize| 2 * c as u64;
         let conv = |i: usize, o: usize, k: usize| (i * o * k * k) as u64;
-        let mut n = conv(self.in_channels, self.stem_channels, self.stem_kernel)
-            + bn(self.stem_channels);
+        let mut n =
+            conv(self.in_channels, self.stem_channels, self.stem_kernel) + bn(self.stem_channels);
         for b in self.blocks() {
             n += conv(b.in_channels, b.out_channels, b.kernel) + bn(b.out_channels);
             n += conv(b.out_channels, b.out_channels, b.kernel) + bn(b.out_channels);

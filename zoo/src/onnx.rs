@@ -241,7 +241,13 @@ struct GraphBuilder<'a> {
 }
 
 impl GraphBuilder<'_> {
-    fn node(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         let out = name.to_string();
         self.graph.node.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -508,7 +514,10 @@ mod tests {
         let mut w = Weights::random(&spec, 3);
         w.tensors.remove("layer1.block0.bn2.running_var");
         let e = export(&spec, &w, &ExportOptions::default()).unwrap_err();
-        assert!(e.to_string().contains("layer1.block0.bn2.running_var"), "{e}");
+        assert!(
+            e.to_string().contains("layer1.block0.bn2.running_var"),
+            "{e}"
+        );
         let mut w = Weights::random(&spec, 3);
         w.tensors.get_mut("fc.bias").unwrap().data[0] = f32::NAN;
         assert!(export(&spec, &w, &ExportOptions::default()).is_err());
