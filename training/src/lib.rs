@@ -8,6 +8,7 @@
 //! * [`metrics`]: JSONL/CSV logs and loss/accuracy curves.
 //! * [`export`]: ONNX file plus hashed manifest.
 //! * [`device`]: device selection (`auto` picks CUDA), CUDA backend loading.
+//! * [`search`]: random architecture search under a parameter budget, trial runner for Ray Tune.
 //! * [`zoo_models`]: which models `train-zoo --all` publishes.
 
 pub mod data;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod recipe;
+pub mod search;
 pub mod train;
 pub mod zoo_models;

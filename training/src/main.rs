@@ -68,6 +68,10 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Random architecture search under a parameter budget (the paper's method).
+    Search(training::search::SearchArgs),
+    /// Run one search trial, streaming per-epoch metrics as JSON lines (Ray Tune driver).
+    Trial(training::search::TrialArgs),
 }
 
 #[derive(Args, Debug)]
@@ -181,6 +185,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Search(a)) => training::search::run_search(a),
+        Some(Command::Trial(a)) => training::search::run_trial(a),
         None => train_command(cli.train),
     }
 }
