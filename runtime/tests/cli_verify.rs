@@ -1,0 +1,259 @@
+//! `verify` run as a real process on the real CIFAR-10 test set (needs CIFAR10_DIR).
+//!
+//! The models are tiny and random; their manifests claim exactly what the library
+//! measures (the check must pass) or something else (it must fail with exit status 1).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use runtime::verify;
+use runtime::{Classifier, SessionOptions};
+
+fn verify_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_verify"));
+    c.current_dir(dir)
+        .env("TPSNET_MODELS", "/nonexistent-models-dir")
+        .env("CIFAR10_DIR", common::cifar_dir());
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn status(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+/// Top-1 (single, flip TTA) the library measures for a model.
+fn measure(manifest: &Path) -> (f64, f64) {
+    let data = common::cifar_test();
+    let c = Classifier::open(manifest, &SessionOptions::default()).unwrap();
+    let single = verify::evaluate(&c, &data, false, &|_| {}).unwrap();
+    let tta = verify::evaluate(&c, &data, true, &|_| {}).unwrap();
+    (single.top1, tta.top1)
+}
+
+/// Publishes the tiny model of `seed` under `name` with the given claims.
+fn publish(dir: &Path, name: &str, seed: u64, top1: f64, tta: Option<f64>) -> PathBuf {
+    common::publish(
+        dir,
+        name,
+        &common::tiny_spec(),
+        &common::tiny_onnx(seed),
+        top1,
+        tta,
+    )
+}
+
+fn report(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn true_claims_pass_and_false_claims_fail() {
+    let d = tempfile::tempdir().unwrap();
+    let probe = publish(d.path(), "probe", 11, 0.0, None);
+    let (single, tta) = measure(&probe);
+    std::fs::remove_file(&probe).unwrap();
+
+    let models = d.path().join("models");
+    let honest = publish(&models, "honest", 11, single, None);
+    let out = verify_cmd(d.path())
+        .args(["--dataset", "cifar10-test", "--model"])
+        .arg(&honest)
+        .output()
+        .unwrap();
+    status(&out, 0);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PASS top1 (headline claim)"), "{stdout}");
+    assert!(stdout.contains("confusion matrix"), "{stdout}");
+    assert!(stdout.contains("images/s"), "{stdout}");
+    let r = report(d.path(), "verify-report.json");
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["images"], 10_000);
+    let m = &r["models"][0];
+    assert_eq!(m["single"]["images"], 10_000);
+    let confusion: u64 = m["single"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion, 10_000);
+    assert_eq!(m["single"]["per_class"].as_array().unwrap().len(), 10);
+    assert!(m["flip_tta"].is_null());
+    assert!((m["single"]["top1"].as_f64().unwrap() - single).abs() < 1e-9);
+
+    // Off by 0.5 pp: fails with the default tolerance, passes with a wider one.
+    let inflated = publish(&models, "inflated", 11, single + 0.5, None);
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&inflated)
+        .args(["--report", "inflated.json"])
+        .output()
+        .unwrap();
+    status(&out, 1);
+    assert!(
+        text(&out.stdout).contains("FAIL top1"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(report(d.path(), "inflated.json")["passed"], false);
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&inflated)
+        .args(["--tolerance", "0.6", "--report", "wide.json"])
+        .output()
+        .unwrap();
+    status(&out, 0);
+
+    // A flip-TTA headline turns TTA on by itself and is checked against TTA.
+    let tta_ok = publish(&models, "tta-ok", 11, single, Some(tta));
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&tta_ok)
+        .args(["--report", "tta.json"])
+        .output()
+        .unwrap();
+    status(&out, 0);
+    let r = report(d.path(), "tta.json");
+    let checks = r["models"][0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2);
+    assert_eq!(checks[1]["metric"], "top1_flip_tta");
+    assert_eq!(checks[1]["headline"], true);
+    assert!((r["models"][0]["flip_tta"]["top1"].as_f64().unwrap() - tta).abs() < 1e-9);
+
+    let tta_bad = publish(&models, "tta-bad", 11, single, Some(tta - 1.0));
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&tta_bad)
+        .args(["--report", "tta-bad.json"])
+        .output()
+        .unwrap();
+    status(&out, 1);
+    assert!(text(&out.stdout).contains("FAIL top1_flip_tta (headline claim)"));
+
+    // --all over the folder: one false claim fails the run, every model is reported.
+    let out = verify_cmd(d.path())
+        .arg("--all")
+        .arg("--models-dir")
+        .arg(&models)
+        .args(["--report", "all.json"])
+        .output()
+        .unwrap();
+    status(&out, 1);
+    let r = report(d.path(), "all.json");
+    let names: Vec<&str> = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["honest", "inflated", "tta-bad", "tta-ok"]);
+
+    // Model by name; the default is the highest claim ("inflated").
+    let out = verify_cmd(d.path())
+        .env("TPSNET_MODELS", &models)
+        .args(["--report", "default.json"])
+        .output()
+        .unwrap();
+    status(&out, 1);
+    assert_eq!(
+        report(d.path(), "default.json")["models"][0]["name"],
+        "inflated"
+    );
+    let out = verify_cmd(d.path())
+        .env("TPSNET_MODELS", &models)
+        .args(["--model", "honest", "--report", "byname.json"])
+        .output()
+        .unwrap();
+    status(&out, 0);
+}
+
+#[test]
+fn bad_data_and_missing_models_are_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let model = publish(d.path(), "m", 1, 10.0, None);
+
+    // A test batch of the wrong size.
+    let data = d.path().join("cifar");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("test_batch.bin"), vec![0u8; 3073 * 10]).unwrap();
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    status(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("test_batch.bin") && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!d.path().join("verify-report.json").exists());
+
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(d.path().join("nowhere"))
+        .output()
+        .unwrap();
+    status(&out, 2);
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&model)
+        .env_remove("CIFAR10_DIR")
+        .env("TPSNET_CACHE", d.path().join("empty-cache"))
+        .output()
+        .unwrap();
+    status(&out, 2);
+    assert!(
+        text(&out.stderr).contains("CIFAR10_DIR"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = verify_cmd(d.path()).arg("--all").output().unwrap();
+    status(&out, 2);
+    assert!(
+        text(&out.stderr).contains("ships none yet"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = verify_cmd(d.path())
+        .args(["--model", "m.onnx"])
+        .output()
+        .unwrap();
+    status(&out, 2);
+    assert!(text(&out.stderr).contains("m.onnx"));
+
+    let out = verify_cmd(d.path())
+        .args(["--dataset", "imagenet"])
+        .output()
+        .unwrap();
+    status(&out, 2);
+
+    let out = verify_cmd(d.path()).arg("--help").output().unwrap();
+    status(&out, 0);
+    assert!(text(&out.stdout).contains("Examples:"));
+}
