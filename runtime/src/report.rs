@@ -147,10 +147,11 @@ mod tests {
 
     fn render(format: OutputFormat, file: &str) -> String {
         let mut buf = Vec::new();
-        let mut w = PredictionWriter::new(&mut buf, format);
-        w.write(Path::new(file), &pred()).unwrap();
-        w.write(Path::new(file), &pred()).unwrap();
-        drop(w);
+        {
+            let mut w = PredictionWriter::new(&mut buf, format);
+            w.write(Path::new(file), &pred()).unwrap();
+            w.write(Path::new(file), &pred()).unwrap();
+        }
         String::from_utf8(buf).unwrap()
     }
 

@@ -101,7 +101,6 @@ pub fn tiny_model(dir: &Path, name: &str, seed: u64, top1: f64) -> PathBuf {
 
 /// The real CIFAR-10 folder (from $CIFAR10_DIR or the downloader's cache). Tests that need
 /// it fail with a clear message when it is not there.
-
 pub fn cifar_dir() -> PathBuf {
     zoo::cifar::resolve_dir(None).unwrap_or_else(|e| {
         panic!("these tests need the real CIFAR-10 binary files: set CIFAR10_DIR (e.g. ../shared/datasets/cifar-10-batches-bin): {e}")

@@ -1,0 +1,40 @@
+//! A small HTTP classification service around one shared `Classifier`.
+//!
+//! ```text
+//! cargo run -p tpsnet-examples --example serve -- [MODEL] [ADDR]
+//! curl -F image=@cat.png 'http://127.0.0.1:8080/classify?top_k=3'
+//! ```
+//! MODEL is an .onnx/.json path or a model name (default: the best shipped model);
+//! ADDR defaults to 127.0.0.1:8080.
+use std::sync::Arc;
+
+use anyhow::Context;
+use runtime::{Classifier, SessionOptions, registry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let model = args.next();
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
+    let path = registry::resolve_model(model.as_deref(), &registry::models_dir(None))?;
+    // Two sessions let two requests run inference at the same time.
+    let options = SessionOptions {
+        sessions: 2,
+        ..SessionOptions::default()
+    };
+    let classifier = Arc::new(Classifier::open(&path, &options)?);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!(
+        "serving {} ({}) on http://{addr} — POST /classify with multipart image files",
+        classifier.name(),
+        classifier.execution().provider
+    );
+    axum::serve(listener, tpsnet_examples::router(classifier))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
