@@ -1,0 +1,332 @@
+//! `train-zoo` as a user runs it: listing, training, exact resume after a kill,
+//! divergence and bad-input errors. Real CIFAR-10 from `CIFAR10_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_train-zoo"));
+    c.env_remove("RUST_BACKTRACE");
+    c
+}
+
+fn cifar_dir() -> Option<PathBuf> {
+    let d = std::env::var_os("CIFAR10_DIR").map(PathBuf::from);
+    if d.is_none() {
+        eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
+    }
+    d
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A small but real network: trains a few epochs on 2,000 images in seconds.
+const TINY: &str = r#"{"input_size":32,"in_channels":3,"stem_channels":8,"stem_kernel":3,
+ "layers":[{"blocks":1,"channels":16,"conv_kernel":3,"skip_kernel":1,"stride":1},
+           {"blocks":1,"channels":32,"conv_kernel":3,"skip_kernel":1,"stride":2},
+           {"blocks":1,"channels":64,"conv_kernel":3,"skip_kernel":1,"stride":2}],
+ "pool":8,"dropout":0.1,"num_classes":10}"#;
+
+fn tiny_spec(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.json");
+    std::fs::write(&p, TINY).unwrap();
+    p
+}
+
+/// Common arguments of a quick CPU run.
+fn quick_args(spec: &Path, run_dir: &Path, data: &Path, epochs: u32) -> Vec<String> {
+    [
+        "--model",
+        spec.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--train-limit",
+        "2000",
+        "--test-limit",
+        "500",
+        "--batch-size",
+        "100",
+        "--epochs",
+        &epochs.to_string(),
+        "--set",
+        "schedule.warmup_epochs=0.5",
+        "--set",
+        "optimizer.lr=0.1",
+        "--eval-test-every",
+        "0",
+        "--no-progress",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{}", text(o)))
+}
+
+#[test]
+fn list_shows_exact_counts() {
+    let o = bin().arg("list").output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    for n in ["4,865,580", "4,971,680", "4,959,770"] {
+        assert!(s.contains(n), "missing {n}:\n{s}");
+    }
+    let o = bin().args(["list", "--json"]).output().unwrap();
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let params: Vec<u64> = rows.iter().map(|r| r["params"].as_u64().unwrap()).collect();
+    assert_eq!(params, vec![4_865_580, 4_971_680, 4_959_770]);
+}
+
+#[test]
+fn help_teaches() {
+    let o = bin().arg("--help").output().unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for needle in ["--all", "--resume", "--recipe", "Examples:", "CIFAR10_DIR"] {
+        assert!(s.contains(needle), "--help lacks {needle}");
+    }
+}
+
+/// Kill -9 after the first checkpoint, resume, and end bit-identical to a run that was
+/// never interrupted (same ONNX sha256 = same weights).
+#[test]
+fn resume_after_kill_matches_uninterrupted_run() {
+    let Some(data) = cifar_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path());
+    let epochs = 4;
+
+    let straight = tmp.path().join("straight");
+    let o = bin()
+        .args(quick_args(&spec, &straight, &data, epochs))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let want = summary(&o);
+
+    let killed = tmp.path().join("killed");
+    let mut child = bin()
+        .args(quick_args(&spec, &killed, &data, epochs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = killed.join("metrics.jsonl");
+    let t0 = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&log)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 1 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it could be killed"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before the kill; make it longer"
+    );
+    let done_before = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        done_before < epochs as usize,
+        "kill came too late to test resume"
+    );
+
+    // Without --resume the existing checkpoint is protected.
+    let o = bin()
+        .args(quick_args(&spec, &killed, &data, epochs))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+
+    let mut args = quick_args(&spec, &killed, &data, epochs);
+    args.push("--resume".into());
+    let o = bin().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let got = summary(&o);
+    assert_eq!(
+        got["sha256"], want["sha256"],
+        "resumed weights differ from the straight run"
+    );
+    assert_eq!(got["top1"], want["top1"]);
+    let history = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(history.lines().count(), epochs as usize, "{history}");
+
+    // A changed recipe cannot silently continue someone else's checkpoint.
+    let mut args = quick_args(&spec, &killed, &data, epochs + 1);
+    args.push("--resume".into());
+    let o = bin().args(&args).output().unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("recipe"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `--stop-after` then `--resume` also continues exactly.
+#[test]
+fn stop_and_resume_is_exact_and_artifacts_are_complete() {
+    let Some(data) = cifar_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path());
+    let a = tmp.path().join("a");
+    let o = bin()
+        .args(quick_args(&spec, &a, &data, 2))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let want = summary(&o);
+
+    let b = tmp.path().join("b");
+    let mut args = quick_args(&spec, &b, &data, 2);
+    args.extend(["--stop-after".into(), "1".into()]);
+    let o = bin().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stopped after epoch 1/2"));
+    let mut args = quick_args(&spec, &b, &data, 2);
+    args.push("--resume".into());
+    let out_dir = tmp.path().join("published");
+    args.extend(["--out".into(), out_dir.to_str().unwrap().into()]);
+    let o = bin().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let got = summary(&o);
+    assert_eq!(got["sha256"], want["sha256"]);
+
+    for f in [
+        "checkpoint.ot",
+        "metrics.jsonl",
+        "metrics.csv",
+        "loss.png",
+        "accuracy.png",
+    ] {
+        assert!(b.join(f).exists(), "missing {f}");
+    }
+    let png = std::fs::read(b.join("loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let sha = got["sha256"].as_str().unwrap();
+    let onnx = out_dir.join(format!("tiny-{}.onnx", &sha[..8]));
+    let m = zoo::Manifest::load(&zoo::Manifest::path_for_model(&onnx)).unwrap();
+    assert_eq!(zoo::manifest::sha256_file(&onnx).unwrap().0, m.sha256);
+    assert_eq!(m.metrics.dataset, "cifar10-test[:500]");
+    assert_eq!(m.training.epochs, 2);
+    assert!(m.training.device.starts_with("cpu"));
+    assert_eq!(m.training.dataset_digest.len(), 64);
+    for f in ["tiny-loss.png", "tiny-accuracy.png", "tiny-metrics.csv"] {
+        assert!(out_dir.join(f).exists(), "not published: {f}");
+    }
+}
+
+#[test]
+fn divergence_stops_the_run_without_output() {
+    let Some(data) = cifar_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path());
+    let run = tmp.path().join("run");
+    let mut args = quick_args(&spec, &run, &data, 2);
+    args.extend(["--set".into(), "optimizer.lr=1e30".into()]);
+    let o = bin().args(&args).output().unwrap();
+    assert!(!o.status.success());
+    assert_ne!(o.status.code(), Some(101), "panicked:\n{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("diverged"), "{}", text(&o));
+    assert!(
+        !run.join("checkpoint.ot").exists(),
+        "a diverged epoch was checkpointed"
+    );
+    let onnx = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .any(|e| e.path().extension().is_some_and(|x| x == "onnx"));
+    assert!(!onnx, "an ONNX file was written for a diverged run");
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = bin().args(args).output().unwrap();
+        assert!(!o.status.success(), "{}", text(&o));
+        assert_ne!(o.status.code(), Some(101), "panicked:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = run(&[
+        "--model",
+        "resnet9000",
+        "--data-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("No CIFAR-10")
+            || e.contains("resnet9000")
+            || e.contains(tmp.path().to_str().unwrap()),
+        "{e}"
+    );
+
+    let Some(data) = cifar_dir() else { return };
+    let d = data.to_str().unwrap();
+    let e = run(&["--model", "resnet9000", "--data-dir", d]);
+    assert!(
+        e.contains("unknown model `resnet9000`") && e.contains("tpsnet"),
+        "{e}"
+    );
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, TINY.replace("\"pool\":8", "\"pool\":3")).unwrap();
+    let e = run(&["--model", bad.to_str().unwrap(), "--data-dir", d]);
+    assert!(e.contains("bad.json") && e.contains("pool size 3"), "{e}");
+    let e = run(&["--model", "tpsnet", "--recipe", "slow", "--data-dir", d]);
+    assert!(e.contains("unknown recipe `slow`"), "{e}");
+    let e = run(&[
+        "--model",
+        "tpsnet",
+        "--set",
+        "optimizer.nope=1",
+        "--data-dir",
+        d,
+        "--device",
+        "cpu",
+    ]);
+    assert!(e.contains("no field `optimizer.nope`"), "{e}");
+    let e = run(&["--model", "tpsnet", "--device", "cuda:7", "--data-dir", d]);
+    assert!(e.contains("cuda:7"), "{e}");
+}

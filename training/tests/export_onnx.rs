@@ -1,0 +1,204 @@
+//! The exported ONNX graph computes what the tch model computes.
+//!
+//! Outside clients only: the pip `onnx` checker (`full_check=True`) and Python
+//! onnxruntime, fed real CIFAR-10 test images. Needs `CIFAR10_DIR` and the set-up's
+//! Python (`TPSNET_PYTHON`, set by .cargo/config.toml).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+use training::export::{ExportFacts, export_model, weights_from_varstore};
+use training::model::{ResNet, predict_logits};
+use zoo::ResNetSpec;
+use zoo::cifar::{self, Split};
+
+fn cifar_dir() -> Option<PathBuf> {
+    match std::env::var_os("CIFAR10_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
+            None
+        }
+    }
+}
+
+fn python() -> String {
+    std::env::var("TPSNET_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// First `n` real test images as float N×3×32×32 in [0, 1].
+fn test_images(dir: &Path, n: usize) -> Tensor {
+    let data = cifar::load(dir, Split::Test).unwrap().subset(0..n);
+    Tensor::from_slice(&data.images)
+        .view([n as i64, 3, 32, 32])
+        .to_kind(Kind::Float)
+        / 255.0
+}
+
+/// Gives BN non-trivial affine terms and data-calibrated running statistics (a few
+/// train-mode passes over real images), so folding is exercised at realistic scales.
+fn randomize_batchnorm(vs: &VarStore, model: &ResNet, images: &Tensor, seed: i64) {
+    tch::manual_seed(seed);
+    let _g = tch::no_grad_guard();
+    for (name, t) in vs.variables() {
+        let mut t = t.shallow_clone();
+        let s = t.size();
+        if name.contains(".bn") && name.ends_with(".weight") {
+            t.copy_(&(Tensor::rand(s.as_slice(), (Kind::Float, Device::Cpu)) * 0.4 + 0.8));
+        } else if name.contains(".bn") && name.ends_with(".bias") {
+            t.copy_(&(Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)) * 0.1));
+        }
+        let _ = &mut t;
+    }
+    for _ in 0..12 {
+        let _ = model.forward_t(images, true);
+    }
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Runs ONNX Runtime (Python) on `images`; returns (batched logits, one-by-one logits).
+fn ort_logits(onnx_path: &Path, images: &Tensor, tmp: &Path) -> (Vec<f32>, Vec<f32>) {
+    let n = images.size()[0];
+    let img_path = tmp.join("images.f32");
+    let flat = Vec::<f32>::try_from(&images.contiguous().view([-1])).unwrap();
+    let bytes: Vec<u8> = flat.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&img_path, bytes).unwrap();
+    let (ob, os) = (tmp.join("batch.f32"), tmp.join("single.f32"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_logits.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(onnx_path)
+        .arg(&img_path)
+        .arg(n.to_string())
+        .arg(&ob)
+        .arg(&os)
+        .output()
+        .expect("run python (did scripts/setup run?)");
+    assert!(
+        out.status.success(),
+        "onnx checker / onnxruntime failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (read_f32(&ob), read_f32(&os))
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_spec(name: &str, spec: &ResNetSpec, dir: &Path, n: usize) {
+    tch::manual_seed(11);
+    let vs = VarStore::new(Device::Cpu);
+    let model = ResNet::new(&vs.root(), spec);
+    let images = test_images(dir, n);
+    randomize_batchnorm(&vs, &model, &images, 12);
+    let weights = weights_from_varstore(&vs);
+    let bytes = zoo::onnx::export(spec, &weights, &Default::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx_path = tmp.path().join(format!("{name}.onnx"));
+    std::fs::write(&onnx_path, bytes).unwrap();
+
+    let want = predict_logits(&model, &images, Device::Cpu, 16, false);
+    let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
+    let (batch, single) = ort_logits(&onnx_path, &images, tmp.path());
+    let d = max_abs_diff(&want, &batch);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    eprintln!("{name}: max |tch - onnxruntime| = {d:e} (max |logit| {scale})");
+    assert!(
+        d < 1e-4,
+        "{name}: ONNX Runtime logits differ from tch by {d}"
+    );
+    let d1 = max_abs_diff(&batch, &single);
+    eprintln!("{name}: max |batch {n} - batch 1| = {d1:e}");
+    assert_eq!(d1, 0.0, "{name}: batch 1 and batch {n} differ by {d1}");
+}
+
+#[test]
+fn presets_match_tch_in_onnxruntime() {
+    let Some(dir) = cifar_dir() else { return };
+    for p in zoo::arch::PRESETS {
+        check_spec(p.name, &p.spec(), &dir, 8);
+    }
+}
+
+#[test]
+fn unusual_specs_match_tch_in_onnxruntime() {
+    let Some(dir) = cifar_dir() else { return };
+    // 5x5 convs, 3x3 skips, a non-global pool, four layers, dropout (identity at eval).
+    let mut spec = ResNetSpec::paper(&[1, 2, 1, 1], 4, 2);
+    spec.layers[1].conv_kernel = 5;
+    spec.layers[2].skip_kernel = 3;
+    spec.pool = 2;
+    spec.dropout = 0.3;
+    spec.validate().unwrap();
+    check_spec("unusual", &spec, &dir, 16);
+}
+
+#[test]
+fn export_model_writes_hashed_file_and_manifest() {
+    let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+    let vs = VarStore::new(Device::Cpu);
+    let _m = ResNet::new(&vs.root(), &spec);
+    let tmp = tempfile::tempdir().unwrap();
+    // An older version of the same model is replaced, another model is left alone.
+    std::fs::write(tmp.path().join("tiny-00000000.onnx"), b"old").unwrap();
+    std::fs::write(tmp.path().join("tiny-00000000.json"), b"{}").unwrap();
+    std::fs::write(tmp.path().join("tinier-00000000.onnx"), b"other").unwrap();
+    let facts = ExportFacts {
+        name: "tiny".into(),
+        metrics: zoo::manifest::Metrics {
+            dataset: "cifar10-test".into(),
+            images: 10_000,
+            top1: 10.0,
+            top1_flip_tta: Some(10.0),
+            claim: "single".into(),
+            how: "test".into(),
+        },
+        training: zoo::manifest::TrainingRecord {
+            recipe: "fast".into(),
+            recipe_config: serde_json::json!({}),
+            seed: 0,
+            epochs: 0,
+            train_images: 0,
+            wall_time_s: 0.0,
+            images_per_s: 0.0,
+            device: "cpu".into(),
+            dataset_digest: "none".into(),
+            source_commit: training::export::source_commit(),
+            finished_at: training::export::utc_now(),
+        },
+    };
+    let (onnx, manifest) =
+        export_model(&spec, &weights_from_varstore(&vs), facts, tmp.path()).unwrap();
+    let m = zoo::Manifest::load(&manifest).unwrap();
+    let (sha, size) = zoo::manifest::sha256_file(&onnx).unwrap();
+    assert_eq!((m.sha256.as_str(), m.bytes), (sha.as_str(), size));
+    assert_eq!(
+        onnx.file_name().unwrap().to_str().unwrap(),
+        format!("tiny-{}.onnx", &sha[..8])
+    );
+    assert_eq!(m.params, spec.params());
+    assert!(m.input.normalization.in_graph);
+    assert!(!tmp.path().join("tiny-00000000.onnx").exists());
+    assert!(!tmp.path().join("tiny-00000000.json").exists());
+    assert!(tmp.path().join("tinier-00000000.onnx").exists());
+    assert!(
+        m.training.finished_at.starts_with("20"),
+        "{}",
+        m.training.finished_at
+    );
+}
