@@ -1,0 +1,111 @@
+"""The zoo's ResNet (DESIGN.md section 2) in plain PyTorch, built from a spec JSON.
+
+Post-activation basic blocks (conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3 -> BN, add the
+shortcut, ReLU); a 1x1 conv + BN projection whenever the stride or the width changes;
+stem conv -> BN -> ReLU; average pool P, flatten, linear. Parameter names match the Rust
+`zoo` crate (`stem.conv.weight`, `layer1.block0.shortcut.bn.running_var`, `fc.bias`...),
+so weights written by `export_bench_model` load one to one. The input is RGB in [0, 1];
+normalisation happens inside `forward`, as in the exported ONNX graph.
+"""
+
+import json
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+
+
+class ConvBN(nn.Module):
+    def __init__(self, cin, cout, k, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, eps=1e-5)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, k, stride, skip_k, dropout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, k, stride=1, padding=k // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.shortcut = ConvBN(cin, cout, skip_k, stride) if (stride != 1 or cin != cout) else None
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(self.drop(y)))
+        s = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(y + s)
+
+
+class ZooResNet(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        c1 = spec["stem_channels"]
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
+        self.stem = ConvBN(spec["in_channels"], c1, spec["stem_kernel"], 1)
+        self.layer_names = []
+        cin, size = c1, spec["input_size"]
+        for i, layer in enumerate(spec["layers"]):
+            mod = nn.Module()
+            names = []
+            for j in range(layer["blocks"]):
+                stride = layer["stride"] if j == 0 else 1
+                block = BasicBlock(cin, layer["channels"], layer["conv_kernel"], stride,
+                                   layer["skip_kernel"], spec["dropout"])
+                setattr(mod, f"block{j}", block)
+                names.append(f"block{j}")
+                cin = layer["channels"]
+            size //= layer["stride"]
+            setattr(self, f"layer{i}", mod)
+            self.layer_names.append((f"layer{i}", names))
+        self.pool = nn.AvgPool2d(spec["pool"])
+        feats = cin * (size // spec["pool"]) ** 2
+        self.fc = nn.Linear(feats, spec["num_classes"])
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        x = torch.relu(self.stem(x))
+        for lname, bnames in self.layer_names:
+            layer = getattr(self, lname)
+            for b in bnames:
+                x = getattr(layer, b)(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def params(model):
+    """Trainable parameters (BN running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def load(spec_path, weights_json=None, weights_bin=None):
+    """The network of `spec_path`, with the weights of `export_bench_model` if given."""
+    with open(spec_path) as f:
+        model = ZooResNet(json.load(f))
+    if weights_json:
+        with open(weights_json) as f:
+            index = json.load(f)
+        blob = np.fromfile(weights_bin, dtype="<f4")
+        state = {}
+        for t in index:
+            n = int(np.prod(t["shape"]))
+            state[t["name"]] = torch.from_numpy(blob[t["offset"]:t["offset"] + n].copy()).view(t["shape"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [m for m in missing if not m.endswith("num_batches_tracked") and m not in ("mean", "std")]
+        if missing or unexpected:
+            raise SystemExit(f"weights do not fit the spec: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+if __name__ == "__main__":
+    m = load(*sys.argv[1:4])
+    print(f"{params(m)} trainable parameters")
