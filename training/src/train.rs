@@ -437,7 +437,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
                 None => evaluate(&model, ds, device, recipe.eval_batch_size),
             }
         };
-        let val = val_set.as_ref().map(|v| eval_model(v));
+        let val = val_set.as_ref().map(&eval_model);
         let last = epoch + 1 == epochs;
         let test = (cfg.eval_test_every > 0 && ((epoch + 1) % cfg.eval_test_every == 0 || last))
             .then(|| eval_model(&test_set));
