@@ -58,7 +58,7 @@ pub fn write_logs(dir: &Path, history: &[EpochMetrics]) -> std::io::Result<()> {
 }
 
 /// Finds a TrueType font for the plot labels; plots are still drawn without one.
-fn register_font() -> bool {
+pub(crate) fn register_font() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
