@@ -68,6 +68,27 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Measure training-step throughput (images/s, median of timed steps) on synthetic data.
+    Bench {
+        /// Preset names or spec JSON files.
+        #[arg(long, short, num_args = 1.., default_values_t = ["tpsnet".to_string(), "model2".to_string(), "model1".to_string()])]
+        model: Vec<String>,
+        /// Recipe whose step is timed (augmentation, precision, optimizer).
+        #[arg(long, short, default_value = "paper")]
+        recipe: String,
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Untimed warm-up steps (allocator, oneDNN/cuDNN autotuning).
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, short, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        threads: Option<i32>,
+    },
     /// Random architecture search under a parameter budget (the paper's method).
     Search(training::search::SearchArgs),
     /// Run one search trial, streaming per-epoch metrics as JSON lines (Ray Tune driver).
@@ -183,6 +204,34 @@ fn run(cli: Cli) -> Result<()> {
                 "CIFAR-10 is ready in {}; set CIFAR10_DIR to it or pass --data-dir.",
                 dir.display()
             );
+            Ok(())
+        }
+        Some(Command::Bench {
+            model,
+            recipe,
+            batch_size,
+            warmup,
+            steps,
+            device: dev,
+            threads,
+        }) => {
+            let dev = device::parse(&dev).map_err(|e| anyhow!(e))?;
+            if let Some(t) = threads {
+                tch::set_num_threads(t);
+            }
+            let mut r = load_recipe(&recipe)?;
+            r.batch_size = batch_size;
+            eprintln!("train-zoo bench: {} on {}", r.name, device::describe(dev));
+            for m in model {
+                let (name, spec) = load_spec(&m)?;
+                let b = training::train::benchmark_steps(&spec, &r, dev, warmup, steps);
+                let v = serde_json::json!({
+                    "bench": "train_step", "model": name, "params": spec.params(), "recipe": r.name,
+                    "batch_size": b.batch_size, "steps": b.steps, "step_seconds": b.step_seconds,
+                    "median_images_per_s": b.median_images_per_s, "device": device::describe(dev),
+                });
+                println!("{v}");
+            }
             Ok(())
         }
         Some(Command::Search(a)) => training::search::run_search(a),

@@ -332,8 +332,6 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     bar.set_prefix(cfg.name.clone());
     bar.set_position(meta.epochs_done as u64 * steps_per_epoch as u64);
     let cuda = device.is_cuda();
-    let use_autocast = recipe.bf16_autocast && cuda;
-    let use_channels_last = recipe.channels_last && cuda;
     let log_every = 10;
     let mut stopped_early = false;
     let mut epochs_this_call = 0;
@@ -363,28 +361,17 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             let start = step * bs;
             let len = bs.min(n - start);
             let idx = perm.narrow(0, start, len);
-            let x = recipe
-                .augment
-                .apply(&to_unit_float(&train_set.images.index_select(0, &idx)));
-            let x = if use_channels_last {
-                channels_last(&x)
-            } else {
-                x
-            };
             let y = train_set.labels.index_select(0, &idx);
             lr = recipe.lr_at(epoch as f64 + step as f64 / steps_per_epoch as f64);
-            let logits =
-                tch::autocast(use_autocast, || model.forward_t(&x, true)).to_kind(Kind::Float);
-            let loss = logits.cross_entropy_loss::<Tensor>(
+            let (loss, logits) = train_step(
+                &model,
+                &mut opt,
+                recipe,
+                &train_set.images.index_select(0, &idx),
                 &y,
-                None,
-                Reduction::Mean,
-                -100,
-                recipe.label_smoothing,
+                lr,
+                cuda,
             );
-            opt.zero_grad();
-            loss.backward();
-            opt.step(lr);
             if let (Some(e), Some(ec)) = (ema.as_mut(), recipe.ema.as_ref()) {
                 if (step as u32) % ec.every_steps.max(1) == 0 {
                     e.update();
@@ -507,6 +494,95 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
         history: meta.history,
         dataset_digest,
     })
+}
+
+/// One optimisation step on a batch of uint8 images: augment on the device, forward
+/// (bf16 autocast and channels-last when the recipe asks and `cuda`), smoothed
+/// cross-entropy, backward, SGD at `lr`. Returns the loss and the fp32 logits.
+pub fn train_step(
+    model: &ResNet,
+    opt: &mut FlatSgd,
+    recipe: &Recipe,
+    images_u8: &Tensor,
+    labels: &Tensor,
+    lr: f64,
+    cuda: bool,
+) -> (Tensor, Tensor) {
+    let x = recipe.augment.apply(&to_unit_float(images_u8));
+    let x = if recipe.channels_last && cuda {
+        channels_last(&x)
+    } else {
+        x
+    };
+    let logits = tch::autocast(recipe.bf16_autocast && cuda, || model.forward_t(&x, true))
+        .to_kind(Kind::Float);
+    let loss = logits.cross_entropy_loss::<Tensor>(
+        labels,
+        None,
+        Reduction::Mean,
+        -100,
+        recipe.label_smoothing,
+    );
+    opt.zero_grad();
+    loss.backward();
+    opt.step(lr);
+    (loss, logits)
+}
+
+/// Training-step throughput of `spec` under `recipe` on synthetic images.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepBenchmark {
+    pub batch_size: usize,
+    pub steps: usize,
+    /// Seconds of each timed step (after the warm-up steps).
+    pub step_seconds: Vec<f64>,
+    /// Images per second from the median step time.
+    pub median_images_per_s: f64,
+}
+
+/// Times `steps` full training steps (augmentation, forward, backward, update) after
+/// `warmup` untimed ones, on random uint8 images already on the device. Content does
+/// not change the cost of a dense ResNet, so no dataset is needed.
+pub fn benchmark_steps(
+    spec: &ResNetSpec,
+    recipe: &Recipe,
+    device: Device,
+    warmup: usize,
+    steps: usize,
+) -> StepBenchmark {
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let model = ResNet::new(&vs.root(), spec);
+    let mut opt = FlatSgd::new(&vs, spec, recipe.optimizer.clone());
+    let bs = recipe.batch_size as i64;
+    let images = Tensor::randint(256, [bs, 3, 32, 32], (Kind::Uint8, device));
+    let labels = Tensor::randint(spec.num_classes as i64, [bs], (Kind::Int64, device));
+    let cuda = device.is_cuda();
+    let sync = || {
+        if cuda {
+            tch::Cuda::synchronize(device_index(device));
+        }
+    };
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        sync();
+        let t0 = Instant::now();
+        let (loss, _) = train_step(&model, &mut opt, recipe, &images, &labels, 1e-3, cuda);
+        let _ = loss.double_value(&[]);
+        sync();
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    StepBenchmark {
+        batch_size: recipe.batch_size,
+        steps,
+        step_seconds: times,
+        median_images_per_s: bs as f64 / median,
+    }
 }
 
 fn device_index(d: Device) -> i64 {
