@@ -118,6 +118,11 @@ def append_line(path: Path, record: dict) -> None:
         os.close(fd)
 
 
+# Prefix of the error a trainable raises when training itself failed (diverged): such a
+# trial is recorded as `failed`. Any other error leaves it pending for the next run.
+TRAINING_FAILED = "train-zoo trial: training failed:"
+
+
 def make_trainable(binary: str, search_dir: Path, data_dir: str | None, gpus: float, cpus: float):
     from ray import tune
 
@@ -151,15 +156,26 @@ def make_trainable(binary: str, search_dir: Path, data_dir: str | None, gpus: fl
                 elif event.get("event") == "done":
                     done = event
             rc = proc.wait()
-            if rc != 0 or done is None or done.get("status") != "completed":
-                reason = (done or {}).get("error") or f"exit status {rc}"
-                raise RuntimeError(f"train-zoo trial {plan['trial_id']} failed: {reason}")
+            if done is not None and done.get("status") == "failed":
+                raise RuntimeError(f"{TRAINING_FAILED} {plan['trial_id']}: {done.get('error')}")
+            if rc != 0 or done is None:
+                raise RuntimeError(f"train-zoo trial {plan['trial_id']} exited with status {rc} "
+                                   "(see the trial's stderr in the Ray logs)")
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
 
     return train_zoo_trial
+
+
+def trial_error_text(trial) -> str:
+    """The error a trial raised. The driver-side copy (`error_file`) exists when the
+    callback runs; the storage copy behind `get_error()` may not be synced yet."""
+    local = getattr(trial, "error_file", None)
+    if local and Path(local).exists():
+        return Path(local).read_text(errors="replace")
+    return str(trial.get_error() or "")
 
 
 def ledger_callback(ledger: Path, search_dir: Path, keep_checkpoints: bool):
@@ -184,9 +200,16 @@ def ledger_callback(ledger: Path, search_dir: Path, keep_checkpoints: bool):
             self._write(trial, failed=False)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(trial, failed=True)
+            error = trial_error_text(trial)
+            plan = trial.config["job"]["plan"]
+            if TRAINING_FAILED in error:
+                line = next(l for l in error.splitlines() if TRAINING_FAILED in l)
+                self._write(trial, failed=True, note=line[line.index(TRAINING_FAILED):])
+            else:
+                print(f"ray_search: {plan['trial_id']} errored outside training; it is not "
+                      "recorded and runs again on the next invocation", file=sys.stderr)
 
-        def _write(self, trial, failed: bool) -> None:
+        def _write(self, trial, failed: bool, note: str | None = None) -> None:
             plan = trial.config["job"]["plan"]
             history = sorted(self.results.get(trial.trial_id, []), key=lambda r: r["epoch"])
             # A trial restarted by Tune reports its epochs again: keep the last of each.
@@ -194,7 +217,7 @@ def ledger_callback(ledger: Path, search_dir: Path, keep_checkpoints: bool):
             history = [by_epoch[e] for e in sorted(by_epoch)]
             done = len(history)
             if failed:
-                status, note = "failed", f"Ray Tune trial {trial.trial_id} errored; see its Ray log"
+                status = "failed"
             elif done >= plan["epochs"]:
                 status, note = "completed", None
             else:
@@ -215,7 +238,7 @@ def ledger_callback(ledger: Path, search_dir: Path, keep_checkpoints: bool):
             })
             append_line(ledger, record)
             ckpt = search_dir / "trials" / plan["trial_id"] / "checkpoint.ot"
-            if not keep_checkpoints and not failed and ckpt.exists():
+            if not keep_checkpoints and ckpt.exists():
                 ckpt.unlink()
             print(f"ray_search: {plan['trial_id']} {plan['summary']}: {status} after {done} "
                   f"epoch(s), val acc {record['final_val_acc']}", file=sys.stderr)

@@ -903,7 +903,9 @@ pub struct SearchArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Stdout carries JSON lines only: {\"event\":\"epoch\",...} after every epoch (validation
-accuracy and loss) and one {\"event\":\"done\",...} at the end; logs go to stderr.
+accuracy and loss) and one {\"event\":\"done\",...} at the end (status completed, or
+failed when training diverged); logs go to stderr. Other errors print no done line and
+exit non-zero.
 Give either --job (a line of `train-zoo search --emit-specs`) or --spec-json.
 An existing checkpoint in --run-dir is resumed.")]
 pub struct TrialArgs {
@@ -1462,15 +1464,20 @@ pub fn run_trial(args: TrialArgs) -> Result<()> {
             Ok(())
         }
         Err(e) => {
-            let history = read_metrics_log(&log);
-            emit(&TrialEvent::Done {
-                trial_id: &id,
-                status: TrialStatus::Failed,
-                epochs_done: history.len() as u32,
-                final_val_acc: history.last().and_then(|m| m.val_acc),
-                wall_time_s: t0.elapsed().as_secs_f64(),
-                error: Some(e.to_string()),
-            });
+            // A diverged run is an outcome of the trial (recorded as `failed`, never
+            // retried); any other error is a problem of the set-up, reported only on
+            // stderr and the exit status, so a driver retries the trial later.
+            if let TrainError::Diverged { .. } = e {
+                let history = read_metrics_log(&log);
+                emit(&TrialEvent::Done {
+                    trial_id: &id,
+                    status: TrialStatus::Failed,
+                    epochs_done: history.len() as u32,
+                    final_val_acc: history.last().and_then(|m| m.val_acc),
+                    wall_time_s: t0.elapsed().as_secs_f64(),
+                    error: Some(e.to_string()),
+                });
+            }
             Err(anyhow!(e).context(format!("trial {id}")))
         }
     }

@@ -77,19 +77,20 @@ fn ray_tune_runs_trials_end_to_end_and_resumes() {
     .unwrap();
     let dir = tmp.path().join("search");
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("../search/ray_search.py");
-    let run = || {
+    let run = |dir: &Path, space: &Path, extra: &[&str]| {
         let t0 = Instant::now();
         let out = Command::new(&py)
             .arg(&driver)
             .arg("--train-zoo")
             .arg(BIN)
             .arg("--search-dir")
-            .arg(&dir)
+            .arg(dir)
             .arg("--space")
-            .arg(&space)
+            .arg(space)
             .arg("--data-dir")
             .arg(&data)
-            .args(["--trials", "3", "--epochs", "2", "--seed", "1"])
+            .args(extra)
+            .args(["--seed", "1"])
             .args(["--train-limit", "1000", "--val-size", "300"])
             .args(["--num-cpus", "2", "--cpus-per-trial", "1"])
             // Keep Ray's own files inside the test's folder.
@@ -101,7 +102,7 @@ fn ray_tune_runs_trials_end_to_end_and_resumes() {
         assert!(out.status.success(), "ray_search.py failed:\n{log}");
         (String::from_utf8_lossy(&out.stdout).into_owned(), log)
     };
-    let (stdout, log) = run();
+    let (stdout, log) = run(&dir, &space, &["--trials", "3", "--epochs", "2"]);
 
     let rows = ledger(&dir);
     let mut ids: Vec<&str> = rows
@@ -151,7 +152,25 @@ fn ray_tune_runs_trials_end_to_end_and_resumes() {
 
     // Re-running finds every trial in the ledger and trains nothing.
     let before = std::fs::read(dir.join("ledger.jsonl")).unwrap();
-    let (_, log) = run();
+    let (_, log) = run(&dir, &space, &["--trials", "3", "--epochs", "2"]);
     assert!(log.contains("0 trial(s) to run"), "{log}");
     assert_eq!(std::fs::read(dir.join("ledger.jsonl")).unwrap(), before);
+
+    // A trial whose training diverges is recorded as failed (not retried), with why.
+    let boom_space = tmp.path().join("boom.json");
+    let text = std::fs::read_to_string(&space).unwrap().replace(
+        r#""lr": {"min": 0.02, "max": 0.2, "log": true}"#,
+        r#""lr": {"min": 1e12, "max": 1e12}"#,
+    );
+    std::fs::write(&boom_space, text).unwrap();
+    let boom = tmp.path().join("boom");
+    run(&boom, &boom_space, &["--trials", "1", "--epochs", "1"]);
+    let rows = ledger(&boom);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "failed", "{}", rows[0]);
+    assert!(
+        rows[0]["note"].as_str().unwrap().contains("diverged"),
+        "{}",
+        rows[0]
+    );
 }
