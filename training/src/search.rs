@@ -1163,6 +1163,8 @@ impl LocalRun<'_> {
             // stop_after = 0 loads the checkpoint without training an epoch.
             let r = self.train_chunk(plan, 0)?;
             history = r.history;
+            // The wall time of an earlier, interrupted attempt is not on disk; its
+            // training time is, and stands in for it.
             earlier_wall = history.iter().map(|m| m.train_time_s).sum();
             eprintln!(
                 "search: {}: continuing from its checkpoint after epoch {}",
