@@ -130,7 +130,8 @@ impl Preset {
     }
 }
 
-/// The paper's three models (DESIGN.md §2), in the order the paper lists them.
+/// The paper's three models (DESIGN.md §2), in the order the paper lists them, then our
+/// own members of the family.
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "model1",
@@ -152,6 +153,13 @@ pub const PRESETS: &[Preset] = &[
         blocks: [13, 13, 13],
         c1: 16,
         paper_top1: Some(94.84),
+    },
+    Preset {
+        name: "resnet20",
+        description: "ResNet-20-sized member of the family: [3,3,3], C1=8; small enough to train on a 2-core CPU",
+        blocks: [3, 3, 3],
+        c1: 8,
+        paper_top1: None,
     },
 ];
 
@@ -188,7 +196,7 @@ impl ResNetSpec {
         }
     }
 
-    /// A preset by name (`model1`, `model2`, `tpsnet`), see [`PRESETS`].
+    /// A preset by name (`model1`, `model2`, `tpsnet`, `resnet20`), see [`PRESETS`].
     pub fn preset(name: &str) -> Option<Self> {
         PRESETS.iter().find(|p| p.name == name).map(Preset::spec)
     }
@@ -429,6 +437,7 @@ mod tests {
         // The paper's 30-epoch search rows.
         assert_eq!(ResNetSpec::paper(&[17, 17, 17], 14, 2).params(), 4_987_384);
         assert_eq!(ResNetSpec::paper(&[23, 23, 23], 12, 2).params(), 4_976_470);
+        assert_eq!(count("resnet20"), 271_250);
     }
 
     #[test]
