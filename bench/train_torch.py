@@ -13,67 +13,10 @@ import statistics
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2023, 0.1994, 0.2010)
-
-
-class ConvBn(nn.Module):
-    def __init__(self, cin, cout, k, s):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, s, k // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
-
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, k, s, skip, dropout):
-        super().__init__()
-        self.first = ConvBn(cin, cout, k, s)
-        self.second = ConvBn(cout, cout, k, 1)
-        self.shortcut = ConvBn(cin, cout, skip, s) if skip is not None else None
-        self.dropout = dropout
-
-    def forward(self, x):
-        h = F.relu(self.first(x))
-        if self.dropout > 0:
-            h = F.dropout(h, self.dropout, self.training)
-        h = self.second(h)
-        return F.relu(h + (self.shortcut(x) if self.shortcut is not None else x))
-
-
-class ResNet(nn.Module):
-    """DESIGN.md §2, built from a zoo ResNetSpec JSON."""
-
-    def __init__(self, spec):
-        super().__init__()
-        self.stem = ConvBn(spec["in_channels"], spec["stem_channels"], spec["stem_kernel"], 1)
-        blocks, cin, size = [], spec["stem_channels"], spec["input_size"]
-        for layer in spec["layers"]:
-            for b in range(layer["blocks"]):
-                s = layer["stride"] if b == 0 else 1
-                proj = s != 1 or cin != layer["channels"]
-                blocks.append(Block(cin, layer["channels"], layer["conv_kernel"], s,
-                                    layer["skip_kernel"] if proj else None, spec["dropout"]))
-                cin = layer["channels"]
-            size //= layer["stride"]
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = spec["pool"]
-        side = size // self.pool
-        self.fc = nn.Linear(cin * side * side, spec["num_classes"])
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        x = (x - self.mean) / self.std
-        x = self.blocks(F.relu(self.stem(x)))
-        x = F.avg_pool2d(x, self.pool)
-        return self.fc(torch.flatten(x, 1))
-
+# The same architecture the inference benchmark uses (bench/torch_resnet.py).
+from torch_resnet import ZooResNet
 
 def augment(x, pad=4, deg=5.0):
     n, _, h, w = x.shape
@@ -104,7 +47,7 @@ def main():
     spec = json.load(open(a.spec))
     dev = torch.device(a.device)
     torch.manual_seed(0)
-    model = ResNet(spec).to(dev)
+    model = ZooResNet(spec).to(dev)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
