@@ -18,6 +18,7 @@ import torch.nn.functional as F
 # The same architecture the inference benchmark uses (bench/torch_resnet.py).
 from torch_resnet import ZooResNet
 
+
 def augment(x, pad=4, deg=5.0):
     n, _, h, w = x.shape
     angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(deg)
