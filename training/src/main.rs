@@ -314,25 +314,7 @@ fn load_spec(model: &str) -> Result<(String, ResNetSpec)> {
 }
 
 fn load_recipe(name: &str) -> Result<Recipe> {
-    if let Some(r) = Recipe::by_name(name) {
-        return Ok(r);
-    }
-    let path = Path::new(name);
-    if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read recipe file {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a valid recipe (see `train-zoo recipes`)",
-                path.display()
-            )
-        });
-    }
-    let names: Vec<&str> = RECIPES.iter().map(|r| r.0).collect();
-    bail!(
-        "unknown recipe `{name}`; use one of {} or a recipe .json file",
-        names.join(", ")
-    )
+    Recipe::resolve(name).map_err(|e| anyhow!(e))
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {

@@ -157,6 +157,29 @@ impl Recipe {
         }
     }
 
+    /// A built-in recipe by name, or a recipe JSON file (as `train-zoo recipes` prints).
+    pub fn resolve(name: &str) -> Result<Self, String> {
+        if let Some(r) = Self::by_name(name) {
+            return Ok(r);
+        }
+        let path = std::path::Path::new(name);
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read recipe file {}: {e}", path.display()))?;
+            return serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "{} is not a valid recipe ({e}); see `train-zoo recipes`",
+                    path.display()
+                )
+            });
+        }
+        let names: Vec<&str> = RECIPES.iter().map(|r| r.0).collect();
+        Err(format!(
+            "unknown recipe `{name}`; use one of {} or a recipe .json file",
+            names.join(", ")
+        ))
+    }
+
     /// Learning rate at fractional epoch `t` (e.g. 3.25 = a quarter into epoch 4).
     pub fn lr_at(&self, t: f64) -> f64 {
         let t = if self.schedule.per_step { t } else { t.floor() };

@@ -950,21 +950,7 @@ pub struct TrialArgs {
 }
 
 fn load_recipe(name: &str) -> Result<Recipe> {
-    if let Some(r) = Recipe::by_name(name) {
-        return Ok(r);
-    }
-    let path = Path::new(name);
-    if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read recipe file {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a valid recipe (see `train-zoo recipes`)",
-                path.display()
-            )
-        });
-    }
-    bail!("unknown recipe `{name}`; use paper, fast or a recipe .json file")
+    Recipe::resolve(name).map_err(|e| anyhow!(e))
 }
 
 impl SearchArgs {
