@@ -34,6 +34,7 @@
 //! ```
 
 pub mod classify;
+pub mod cli;
 pub mod error;
 pub mod infer;
 pub mod preprocess;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use runtime::cli::ExecutionArgs;
 use runtime::report::{OutputFormat, PredictionWriter};
-use runtime::{Classifier, Device, SessionOptions, infer, registry};
+use runtime::{Classifier, infer, registry};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -53,21 +54,8 @@ struct Args {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
 
-    /// Images decoded and classified per batch.
-    #[arg(short, long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    batch_size: u32,
-
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: Device,
-
-    /// If CUDA cannot start, run on the CPU instead of failing (announced on stderr).
-    #[arg(long)]
-    allow_cpu_fallback: bool,
-
-    /// ONNX Runtime intra-op threads (0: one per physical core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    execution: ExecutionArgs,
 
     /// Never show a progress bar (it is only shown on a terminal anyway).
     #[arg(long)]
@@ -94,13 +82,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let inputs = infer::collect_inputs(&args.inputs)?;
     let dir = registry::models_dir(args.models_dir.as_deref());
     let model = registry::resolve_model(args.model.as_deref(), &dir)?;
-    let options = SessionOptions {
-        device: args.device,
-        threads: args.threads,
-        sessions: 1,
-        allow_cpu_fallback: args.allow_cpu_fallback,
-        batch_size: args.batch_size as usize,
-    };
+    let options = args.execution.session_options();
     let classifier = Classifier::open(&model, &options)?;
 
     let mut failed = 0usize;

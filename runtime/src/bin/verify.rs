@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use runtime::cli::ExecutionArgs;
 use runtime::verify::{self, DEFAULT_TOLERANCE_PP, VerifyOptions, VerifyReport};
-use runtime::{Classifier, Device, SessionOptions, registry};
+use runtime::{Classifier, registry};
 use zoo::cifar::{self, Split};
 
 const EXAMPLES: &str = "\
@@ -78,21 +79,8 @@ struct Args {
     #[arg(long, default_value = "verify-report.json", value_name = "FILE")]
     report: PathBuf,
 
-    /// Images per inference call.
-    #[arg(short, long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    batch_size: u32,
-
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: Device,
-
-    /// If CUDA cannot start, run on the CPU instead of failing (announced on stderr).
-    #[arg(long)]
-    allow_cpu_fallback: bool,
-
-    /// ONNX Runtime intra-op threads (0: one per physical core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    execution: ExecutionArgs,
 }
 
 fn main() -> ExitCode {
@@ -148,13 +136,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     let data = cifar::load(&dir, Split::Test)?;
     verify::check_test_set(&data).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
 
-    let options = SessionOptions {
-        device: args.device,
-        threads: args.threads,
-        sessions: 1,
-        allow_cpu_fallback: args.allow_cpu_fallback,
-        batch_size: args.batch_size as usize,
-    };
+    let options = args.execution.session_options();
     let vopts = VerifyOptions {
         tta: args.tta,
         tolerance_pp: args.tolerance,
