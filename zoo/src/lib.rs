@@ -18,4 +18,4 @@ pub mod weights;
 
 pub use arch::{LayerSpec, ResNetSpec, SpecError};
 pub use manifest::Manifest;
-pub use weights::{Weights, WeightTensor};
+pub use weights::{WeightTensor, Weights};
