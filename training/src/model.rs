@@ -197,4 +197,60 @@ mod tests {
             assert_eq!(names, want, "{}", p.name);
         }
     }
+
+    fn arb_spec() -> impl proptest::strategy::Strategy<Value = ResNetSpec> {
+        use proptest::prelude::*;
+        let layer = (
+            1usize..3,
+            1usize..12,
+            prop::sample::select(vec![1usize, 3, 5]),
+            prop::sample::select(vec![1usize, 3]),
+            1usize..3,
+        );
+        (
+            1usize..10,
+            prop::sample::select(vec![1usize, 3]),
+            prop::collection::vec(layer, 1..4),
+            0.0f64..0.5,
+        )
+            .prop_map(|(c1, stem_k, layers, dropout)| {
+                let mut spec = ResNetSpec::paper(&[1], c1, 1);
+                spec.stem_kernel = stem_k;
+                spec.dropout = dropout;
+                spec.layers = layers
+                    .into_iter()
+                    .map(
+                        |(blocks, channels, conv_kernel, skip_kernel, stride)| zoo::LayerSpec {
+                            blocks,
+                            channels,
+                            conv_kernel,
+                            skip_kernel,
+                            stride,
+                        },
+                    )
+                    .collect();
+                // The largest pool that divides the final map, or a global pool.
+                let side = spec.final_size();
+                spec.pool = if side % 2 == 0 && side > 2 {
+                    side / 2
+                } else {
+                    side
+                };
+                spec
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// The spec's exact count equals libtorch's own count of the built model.
+        #[test]
+        fn param_count_matches_spec_for_random_specs(spec in arb_spec()) {
+            spec.validate().unwrap();
+            let vs = nn::VarStore::new(Device::Cpu);
+            let m = ResNet::new(&vs.root(), &spec);
+            proptest::prop_assert_eq!(trainable_params(&vs), spec.params());
+            let out = m.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
+            proptest::prop_assert_eq!(out.size(), vec![2, spec.num_classes as i64]);
+        }
+    }
 }
