@@ -488,12 +488,12 @@ fn publish(
 ) -> Result<PathBuf> {
     let m = zoo::Manifest::load(manifest)?;
     let bytes = std::fs::read(onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
-    let facts_path = out.join(&m.file);
+    let published_model = out.join(&m.file);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     remove_older_versions(out, name, &m.file);
-    zoo::manifest::write_atomic(&facts_path, &bytes)?;
+    zoo::manifest::write_atomic(&published_model, &bytes)?;
     zoo::manifest::write_atomic(
-        &zoo::Manifest::path_for_model(&facts_path),
+        &zoo::Manifest::path_for_model(&published_model),
         m.to_json().as_bytes(),
     )?;
     for (src, dst) in [
@@ -508,5 +508,5 @@ fn publish(
             zoo::manifest::write_atomic(&out.join(dst), &b)?;
         }
     }
-    Ok(facts_path)
+    Ok(published_model)
 }

@@ -229,7 +229,9 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     }
 
     // Data: whole splits on the device.
-    let mut train_raw = cifar::load(&cfg.data_dir, Split::Train)?;
+    // One pass over the files gives both the data and the manifest's dataset digest.
+    let (mut train_raw, dataset_digest) =
+        cifar::load_and_digest(&cfg.data_dir, Split::Train, true)?;
     if let Some(n) = cfg.train_limit {
         train_raw = train_raw.subset(0..n.min(train_raw.len()));
     }
@@ -250,7 +252,6 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     }
     let test_set = TensorDataset::from_cifar(&test_raw, device);
     drop(test_raw);
-    let dataset_digest = cifar::dataset_digest(&cfg.data_dir, Split::Train)?;
 
     // Model and optimizer, seeded.
     tch::manual_seed(cfg.seed as i64);
