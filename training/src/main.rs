@@ -14,6 +14,7 @@ use training::train::{RunConfig, train};
 use training::{device, zoo_models};
 use zoo::ResNetSpec;
 use zoo::arch::PRESETS;
+use zoo::arch::group_thousands as group;
 use zoo::manifest::{Metrics, TrainingRecord};
 
 const AFTER_HELP: &str = "\
@@ -269,19 +270,6 @@ fn list_presets(json: bool) {
             );
         }
     }
-}
-
-/// 4959770 → "4,959,770".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn load_spec(model: &str) -> Result<(String, ResNetSpec)> {

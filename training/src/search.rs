@@ -34,6 +34,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use zoo::ResNetSpec;
 use zoo::arch::LayerSpec;
+use zoo::arch::group_thousands as group;
 
 use crate::device;
 use crate::export::utc_now;
@@ -1497,19 +1498,6 @@ pub fn ranked(records: &[TrialRecord]) -> Vec<&TrialRecord> {
             .then_with(|| a.plan.index.cmp(&b.plan.index))
     });
     v
-}
-
-/// 4959770 → "4,959,770".
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Per-layer values as `3/5/3`.

@@ -407,6 +407,23 @@ impl ResNetSpec {
     }
 }
 
+/// Formats a count with thousands separators, as the paper's tables do.
+///
+/// ```
+/// assert_eq!(zoo::arch::group_thousands(4_959_770), "4,959,770");
+/// ```
+pub fn group_thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn check_odd(what: &str, kernel: usize) -> Result<(), SpecError> {
     if kernel % 2 == 0 {
         Err(SpecError::EvenKernel {
