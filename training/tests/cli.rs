@@ -1,6 +1,9 @@
 //! `train-zoo` as a user runs it: listing, training, exact resume after a kill,
 //! divergence and bad-input errors. Real CIFAR-10 from `CIFAR10_DIR`.
 
+mod common;
+use common::cifar_dir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -9,14 +12,6 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_train-zoo"));
     c.env_remove("RUST_BACKTRACE");
     c
-}
-
-fn cifar_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("CIFAR10_DIR").map(PathBuf::from);
-    if d.is_none() {
-        eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
-    }
-    d
 }
 
 fn text(o: &Output) -> String {

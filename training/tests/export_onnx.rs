@@ -4,7 +4,10 @@
 //! onnxruntime, fed real CIFAR-10 test images. Needs `CIFAR10_DIR` and the set-up's
 //! Python (`TPSNET_PYTHON`, set by .cargo/config.toml).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::cifar_dir;
+
+use std::path::Path;
 use std::process::Command;
 
 use tch::nn::{ModuleT, VarStore};
@@ -13,16 +16,6 @@ use training::export::{ExportFacts, export_model, weights_from_varstore};
 use training::model::{ResNet, predict_logits};
 use zoo::ResNetSpec;
 use zoo::cifar::{self, Split};
-
-fn cifar_dir() -> Option<PathBuf> {
-    match std::env::var_os("CIFAR10_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
-            None
-        }
-    }
-}
 
 fn python() -> String {
     std::env::var("TPSNET_PYTHON").unwrap_or_else(|_| "python3".into())

@@ -1,7 +1,10 @@
 //! `train-zoo search` and `train-zoo trial` as processes: sampling and settings checks
 //! (no training, no data), and the trial's per-epoch JSON stream (needs `CIFAR10_DIR`).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::cifar_dir;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -192,16 +195,6 @@ fn an_impossible_budget_fails_before_training() {
     assert!(!out.status.success());
     let e = text(&out.stderr);
     assert!(e.contains("2000 over the budget"), "{e}");
-}
-
-fn cifar_dir() -> Option<PathBuf> {
-    match std::env::var_os("CIFAR10_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
-            None
-        }
-    }
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! set (CPU, tiny networks): the ledger, the table, the plot, successive halving,
 //! `--retrain-top`, and resuming an interrupted search. Needs `CIFAR10_DIR`.
 
+mod common;
+use common::cifar_dir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,16 +29,6 @@ const TINY_SPACE: &str = r#"{
   "lr": {"min": 0.02, "max": 0.2, "log": true},
   "batch_size": [128]
 }"#;
-
-fn cifar_dir() -> Option<PathBuf> {
-    match std::env::var_os("CIFAR10_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
-            None
-        }
-    }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
