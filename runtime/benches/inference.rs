@@ -46,28 +46,36 @@ fn export_tpsnet(dir: &std::path::Path) -> PathBuf {
     let spec = zoo::ResNetSpec::preset("tpsnet").unwrap();
     let w = zoo::Weights::random(&spec, 0);
     let bytes = zoo::onnx::export(&spec, &w, &zoo::onnx::ExportOptions::default()).unwrap();
-    let sha = zoo::manifest::sha256_hex(&bytes);
-    let file = zoo::manifest::model_file_name("tpsnet-random", &sha);
-    std::fs::write(dir.join(&file), &bytes).unwrap();
-    // Minimal manifest: take the exporter example's layout from the zoo types.
-    let manifest = serde_json::json!({
-        "schema_version": zoo::manifest::SCHEMA_VERSION,
-        "name": "tpsnet-random", "file": file, "sha256": sha, "bytes": bytes.len(),
-        "spec": spec, "params": spec.params(), "macs": spec.macs(),
-        "input": zoo::manifest::InputContract::cifar10(),
-        "output": zoo::manifest::OutputContract::logits(10),
-        "classes": zoo::manifest::CIFAR10_CLASSES,
-        "metrics": {"dataset": "none", "images": 0, "top1": 0.0, "top1_flip_tta": null,
-                    "claim": "single", "how": "random weights"},
-        "training": {"recipe": "none", "recipe_config": {}, "seed": 0, "epochs": 0,
-                     "train_images": 0, "wall_time_s": 0.0, "images_per_s": 0.0,
-                     "device": "none", "dataset_digest": "none", "source_commit": "none",
-                     "finished_at": "1970-01-01T00:00:00Z"},
-        "onnx": {"opset": zoo::onnx::OPSET, "ir_version": zoo::onnx::IR_VERSION,
-                 "bn_folded": true, "producer": "tpsnet-zoo"}
-    });
-    let path = dir.join(file.replace(".onnx", ".json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let manifest = zoo::Manifest::describe(
+        "tpsnet-random",
+        &spec,
+        &bytes,
+        zoo::manifest::Metrics {
+            dataset: "none".into(),
+            images: 0,
+            top1: 0.0,
+            top1_flip_tta: None,
+            claim: "single".into(),
+            how: "random weights".into(),
+        },
+        zoo::manifest::TrainingRecord {
+            recipe: "none".into(),
+            recipe_config: serde_json::json!({}),
+            seed: 0,
+            epochs: 0,
+            train_images: 0,
+            wall_time_s: 0.0,
+            images_per_s: 0.0,
+            device: "none".into(),
+            dataset_digest: "none".into(),
+            source_commit: "none".into(),
+            finished_at: "1970-01-01T00:00:00Z".into(),
+        },
+    );
+    let model = dir.join(&manifest.file);
+    std::fs::write(&model, &bytes).unwrap();
+    let path = zoo::Manifest::path_for_model(&model);
+    std::fs::write(&path, manifest.to_json()).unwrap();
     path
 }
 

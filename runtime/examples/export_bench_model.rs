@@ -5,10 +5,7 @@
 //! `cargo run --release -p tpsnet-runtime --example export_bench_model -- OUT_DIR [PRESET] [SEED]`
 use std::path::PathBuf;
 
-use zoo::manifest::{
-    CIFAR10_CLASSES, InputContract, Manifest, Metrics, OnnxInfo, OutputContract, SCHEMA_VERSION,
-    TrainingRecord, model_file_name, sha256_hex, write_atomic,
-};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord, write_atomic};
 use zoo::{ResNetSpec, Weights};
 
 fn main() -> anyhow::Result<()> {
@@ -20,21 +17,12 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("unknown preset {preset}; use model1, model2 or tpsnet"))?;
     let weights = Weights::random(&spec, seed);
     let bytes = zoo::onnx::export(&spec, &weights, &zoo::onnx::ExportOptions::default())?;
-    let sha = sha256_hex(&bytes);
     let name = format!("{preset}-random");
-    let manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
-        name: name.clone(),
-        file: model_file_name(&name, &sha),
-        sha256: sha,
-        bytes: bytes.len() as u64,
-        params: spec.params(),
-        macs: spec.macs(),
-        spec: spec.clone(),
-        input: InputContract::cifar10(),
-        output: OutputContract::logits(10),
-        classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        metrics: Metrics {
+    let manifest = Manifest::describe(
+        &name,
+        &spec,
+        &bytes,
+        Metrics {
             dataset: "none".into(),
             images: 0,
             top1: 0.0,
@@ -42,7 +30,7 @@ fn main() -> anyhow::Result<()> {
             claim: "single".into(),
             how: "untrained: random weights for benchmarking only".into(),
         },
-        training: TrainingRecord {
+        TrainingRecord {
             recipe: "none".into(),
             recipe_config: serde_json::json!({}),
             seed,
@@ -55,13 +43,7 @@ fn main() -> anyhow::Result<()> {
             source_commit: "none".into(),
             finished_at: "1970-01-01T00:00:00Z".into(),
         },
-        onnx: OnnxInfo {
-            opset: zoo::onnx::OPSET,
-            ir_version: zoo::onnx::IR_VERSION,
-            bn_folded: true,
-            producer: "tpsnet-zoo".into(),
-        },
-    };
+    );
     let model_path = out.join(&manifest.file);
     write_atomic(&model_path, &bytes)?;
     let manifest_path = Manifest::path_for_model(&model_path);

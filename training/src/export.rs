@@ -4,10 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
 use tch::{Device, Kind};
-use zoo::manifest::{
-    self, CIFAR10_CLASSES, InputContract, Manifest, Metrics, OnnxInfo, OutputContract,
-    SCHEMA_VERSION, TrainingRecord,
-};
+use zoo::manifest::{self, Manifest, Metrics, TrainingRecord};
 use zoo::onnx::{self, ExportOptions};
 use zoo::{ResNetSpec, WeightTensor, Weights};
 
@@ -49,29 +46,8 @@ pub fn export_model(
     };
     let bytes =
         onnx::export(spec, weights, &opts).map_err(|e| format!("export of {}: {e}", facts.name))?;
-    let sha = manifest::sha256_hex(&bytes);
-    let file = manifest::model_file_name(&facts.name, &sha);
-    let m = Manifest {
-        schema_version: SCHEMA_VERSION,
-        name: facts.name.clone(),
-        file: file.clone(),
-        sha256: sha,
-        bytes: bytes.len() as u64,
-        spec: spec.clone(),
-        params: spec.params(),
-        macs: spec.macs(),
-        input: InputContract::cifar10(),
-        output: OutputContract::logits(spec.num_classes),
-        classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        metrics: facts.metrics,
-        training: facts.training,
-        onnx: OnnxInfo {
-            opset: onnx::OPSET,
-            ir_version: onnx::IR_VERSION,
-            bn_folded: true,
-            producer: format!("tpsnet-zoo {}", env!("CARGO_PKG_VERSION")),
-        },
-    };
+    let m = Manifest::describe(&facts.name, spec, &bytes, facts.metrics, facts.training);
+    let file = m.file.clone();
     std::fs::create_dir_all(out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let onnx_path = out_dir.join(&file);

@@ -211,6 +211,41 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The manifest of the ONNX file `onnx_bytes` written by [`crate::onnx::export`] for
+    /// `spec`: everything derivable (sha256, file name, size, parameter and MAC counts,
+    /// input/output contracts, classes, ONNX facts) is computed here, so no caller can
+    /// get it out of step with the file.
+    pub fn describe(
+        name: &str,
+        spec: &ResNetSpec,
+        onnx_bytes: &[u8],
+        metrics: Metrics,
+        training: TrainingRecord,
+    ) -> Self {
+        let sha256 = sha256_hex(onnx_bytes);
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            name: name.to_string(),
+            file: model_file_name(name, &sha256),
+            sha256,
+            bytes: onnx_bytes.len() as u64,
+            spec: spec.clone(),
+            params: spec.params(),
+            macs: spec.macs(),
+            input: InputContract::cifar10(),
+            output: OutputContract::logits(spec.num_classes),
+            classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+            metrics,
+            training,
+            onnx: OnnxInfo {
+                opset: crate::onnx::OPSET,
+                ir_version: crate::onnx::IR_VERSION,
+                bn_folded: true,
+                producer: format!("tpsnet-zoo {}", env!("CARGO_PKG_VERSION")),
+            },
+        }
+    }
+
     /// Reads and parses a manifest, checking its schema version.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {

@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::manifest::{
-    CIFAR10_CLASSES, InputContract, Manifest, Metrics, OnnxInfo, OutputContract, SCHEMA_VERSION,
-    TrainingRecord, model_file_name, sha256_hex, write_atomic,
-};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord, write_atomic};
 use zoo::{ResNetSpec, Weights};
 
 /// The small architecture the tests use ([1,1,1] blocks, C1 = 4).
@@ -22,20 +19,11 @@ pub fn manifest_for(
     top1: f64,
     tta: Option<f64>,
 ) -> Manifest {
-    let sha = sha256_hex(bytes);
-    Manifest {
-        schema_version: SCHEMA_VERSION,
-        name: name.into(),
-        file: model_file_name(name, &sha),
-        sha256: sha,
-        bytes: bytes.len() as u64,
-        params: spec.params(),
-        macs: spec.macs(),
-        spec: spec.clone(),
-        input: InputContract::cifar10(),
-        output: OutputContract::logits(10),
-        classes: CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-        metrics: Metrics {
+    Manifest::describe(
+        name,
+        spec,
+        bytes,
+        Metrics {
             dataset: "cifar10-test".into(),
             images: 10_000,
             top1,
@@ -43,7 +31,7 @@ pub fn manifest_for(
             claim: if tta.is_some() { "flip_tta" } else { "single" }.into(),
             how: "test fixture: random weights".into(),
         },
-        training: TrainingRecord {
+        TrainingRecord {
             recipe: "none".into(),
             recipe_config: serde_json::json!({}),
             seed: 0,
@@ -56,13 +44,7 @@ pub fn manifest_for(
             source_commit: "test".into(),
             finished_at: "2026-01-01T00:00:00Z".into(),
         },
-        onnx: OnnxInfo {
-            opset: zoo::onnx::OPSET,
-            ir_version: zoo::onnx::IR_VERSION,
-            bn_folded: true,
-            producer: "tpsnet-zoo".into(),
-        },
-    }
+    )
 }
 
 /// Writes `bytes` as a published model `<name>-<sha8>.onnx` with its manifest in `dir`;
