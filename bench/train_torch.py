@@ -47,6 +47,8 @@ def main():
         torch.set_num_threads(a.threads)
     spec = json.load(open(a.spec))
     dev = torch.device(a.device)
+    # Same as train-zoo on CUDA: fixed shapes, so let cuDNN time its kernels once.
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     torch.manual_seed(0)
     model = ZooResNet(spec).to(dev)
     if a.channels_last:

@@ -33,7 +33,7 @@ pub fn parse(spec: &str) -> Result<Device, String> {
     };
     match spec {
         "auto" => Ok(if cuda_count() > 0 {
-            Device::Cuda(0)
+            cuda_device(0)
         } else {
             Device::Cpu
         }),
@@ -51,13 +51,21 @@ pub fn parse(spec: &str) -> Result<Device, String> {
                     "device `{s}` was asked for, but libtorch sees {n} CUDA device(s); use --device cpu or auto"
                 ))
             } else {
-                Ok(Device::Cuda(idx))
+                Ok(cuda_device(idx))
             }
         }
         other => Err(format!(
             "unknown device `{other}`; use auto, cpu, cuda or cuda:N"
         )),
     }
+}
+
+/// CUDA device `idx`, with cuDNN's autotuner switched on: every step of a run has the
+/// same shapes, so timing the candidate kernels once per shape pays for itself within
+/// the first epoch (PyTorch's `torch.backends.cudnn.benchmark`).
+fn cuda_device(idx: usize) -> Device {
+    tch::Cuda::cudnn_set_benchmark(true);
+    Device::Cuda(idx)
 }
 
 /// A human description: `cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads, <model>)`.

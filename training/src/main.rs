@@ -225,6 +225,10 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("train-zoo bench: {} on {}", r.name, device::describe(dev));
             for m in model {
                 let (name, spec) = load_spec(&m)?;
+                let (r, why) = r.clone().fit_to_spec(&spec);
+                if let Some(why) = why {
+                    eprintln!("train-zoo bench: {name}: {why}");
+                }
                 let b = training::train::benchmark_steps(&spec, &r, dev, warmup, steps);
                 let v = serde_json::json!({
                     "bench": "train_step", "model": name, "params": spec.params(), "recipe": r.name,
@@ -345,6 +349,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
         if let Some(b) = args.batch_size {
             recipe.batch_size = b;
+        }
+        let (recipe, why) = recipe.fit_to_spec(&spec);
+        if let Some(why) = why.filter(|_| dev.is_cuda()) {
+            eprintln!("train-zoo: {name}: {why}");
         }
         let run_dir = match (&args.run_dir, args.all) {
             (Some(d), false) => d.clone(),

@@ -180,6 +180,36 @@ impl Recipe {
         ))
     }
 
+    /// Drops tricks that the spec cannot use safely, saying why (returned for the log).
+    ///
+    /// Channels-last is switched off when a convolution's channel count is not a multiple
+    /// of 8: on an H200 with torch 2.11+cu130, Model-2 (22/44/88/176 channels) and
+    /// Model-1 (34/68/136/272) both died in cuDNN with "CUDA error: misaligned address"
+    /// under bf16 + channels-last, while TPSNet (16/32/64/128) and both models in NCHW
+    /// trained fine (docs/training-log.md, 2026-11-26).
+    ///
+    /// ```
+    /// use training::recipe::Recipe;
+    /// let (r, why) = Recipe::fast().fit_to_spec(&zoo::ResNetSpec::preset("model2").unwrap());
+    /// assert!(!r.channels_last && why.is_some());
+    /// let (r, why) = Recipe::fast().fit_to_spec(&zoo::ResNetSpec::preset("tpsnet").unwrap());
+    /// assert!(r.channels_last && why.is_none());
+    /// ```
+    pub fn fit_to_spec(mut self, spec: &zoo::ResNetSpec) -> (Self, Option<String>) {
+        let odd: Vec<usize> = std::iter::once(spec.stem_channels)
+            .chain(spec.layers.iter().map(|l| l.channels))
+            .filter(|c| c % 8 != 0)
+            .collect();
+        if self.channels_last && !odd.is_empty() {
+            self.channels_last = false;
+            let why = format!(
+                "channels_last switched off: channel counts {odd:?} are not multiples of 8 (cuDNN misaligned-address failure)"
+            );
+            return (self, Some(why));
+        }
+        (self, None)
+    }
+
     /// Learning rate at fractional epoch `t` (e.g. 3.25 = a quarter into epoch 4).
     pub fn lr_at(&self, t: f64) -> f64 {
         let t = if self.schedule.per_step { t } else { t.floor() };

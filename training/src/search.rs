@@ -752,7 +752,8 @@ impl SearchMeta {
         r.epochs = plan.epochs;
         r.batch_size = plan.batch_size;
         r.optimizer.lr = plan.lr;
-        r
+        // Random widths are rarely multiples of 8: see Recipe::fit_to_spec.
+        r.fit_to_spec(&plan.spec).0
     }
 }
 
