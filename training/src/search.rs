@@ -349,6 +349,7 @@ impl SearchSpace {
                 conv_kernel: conv[i],
                 skip_kernel: skip[i],
                 stride: if i == 0 { 1 } else { 2 },
+                kind: Default::default(),
             })
             .collect();
         Candidate {
@@ -357,8 +358,10 @@ impl SearchSpace {
                 in_channels: 3,
                 stem_channels: c1,
                 stem_kernel: 3,
+                stem_padding: None,
                 layers,
                 pool,
+                head_pool: Default::default(),
                 dropout,
                 num_classes: 10,
             },

@@ -19,7 +19,7 @@ use zoo::cifar::{self, Split};
 
 use crate::data::{TensorDataset, to_unit_float};
 use crate::metrics::{EpochMetrics, write_logs, write_plots};
-use crate::model::{ResNet, predict_logits};
+use crate::model::{ResNet, predict_batches, predict_views, to_channels_last};
 use crate::optim::{Ema, FlatSgd};
 use crate::recipe::Recipe;
 
@@ -126,11 +126,6 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.ot")
 }
 
-/// Moves a batch to NHWC memory order, keeping its NCHW shape (CUDA tensor cores).
-fn channels_last(x: &Tensor) -> Tensor {
-    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
         path: path.to_path_buf(),
@@ -138,26 +133,59 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// Loss (mean), top-1 and flip-TTA top-1 (percent) of `model` on a dataset.
-pub fn evaluate(model: &ResNet, ds: &TensorDataset, device: Device, batch: usize) -> FinalMetrics {
+/// Loss (mean), top-1 and flip-TTA top-1 (percent) of `model` on a dataset, with the
+/// activations channels-last when `channels_last` (as in training).
+pub fn evaluate(
+    model: &ResNet,
+    ds: &TensorDataset,
+    device: Device,
+    batch: usize,
+    channels_last: bool,
+) -> FinalMetrics {
     let labels = ds.labels.to_device(Device::Cpu);
-    let single = predict_logits(model, &ds.images, device, batch as i64, false);
-    let tta = predict_logits(model, &ds.images, device, batch as i64, true);
-    let acc = |logits: &Tensor| {
-        100.0
-            * logits
-                .argmax(1, false)
-                .eq_tensor(&labels)
-                .to_kind(Kind::Double)
-                .mean(Kind::Double)
-                .double_value(&[])
-    };
+    // Two passes (image, mirror) give both numbers: TTA is their mean.
+    let (single, mirrored) = predict_views(model, &ds.images, device, batch as i64, channels_last);
+    let tta = (&single + mirrored) * 0.5;
     FinalMetrics {
         test_images: ds.len(),
-        top1: acc(&single),
-        top1_flip_tta: acc(&tta),
+        top1: top1(&single, &labels),
+        top1_flip_tta: top1(&tta, &labels),
         loss: single.cross_entropy_for_logits(&labels).double_value(&[]),
     }
+}
+
+/// Loss and single-view top-1 only: one pass, for the per-epoch curves (on a CPU a
+/// full two-view evaluation of 10,000 images costs about half a minute per epoch).
+fn evaluate_single_view(
+    model: &ResNet,
+    ds: &TensorDataset,
+    device: Device,
+    batch: usize,
+    channels_last: bool,
+) -> (f64, f64) {
+    let labels = ds.labels.to_device(Device::Cpu);
+    let logits = predict_batches(
+        model,
+        &ds.images,
+        device,
+        batch as i64,
+        false,
+        channels_last,
+    );
+    (
+        logits.cross_entropy_for_logits(&labels).double_value(&[]),
+        top1(&logits, &labels),
+    )
+}
+
+fn top1(logits: &Tensor, labels: &Tensor) -> f64 {
+    100.0
+        * logits
+            .argmax(1, false)
+            .eq_tensor(labels)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
 }
 
 fn save_checkpoint(
@@ -336,6 +364,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     let log_every = 10;
     let mut stopped_early = false;
     let mut epochs_this_call = 0;
+    let mut last_test: Option<FinalMetrics> = None;
 
     while meta.epochs_done < epochs {
         if cfg.stop_after.is_some_and(|k| epochs_this_call >= k) {
@@ -416,28 +445,41 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             });
         }
         let train_acc = 100.0 * correct.double_value(&[]) / n as f64;
-        let eval_model = |ds: &TensorDataset| -> FinalMetrics {
-            match &ema {
-                // Evaluate the averaged weights without disturbing the live ones.
-                Some(e) => with_ema_weights(&vs, e, || {
-                    evaluate(&model, ds, device, recipe.eval_batch_size)
-                }),
-                None => evaluate(&model, ds, device, recipe.eval_batch_size),
-            }
+        let (bs_eval, cl) = (recipe.eval_batch_size, recipe.channels_last);
+        let single_view = |ds: &TensorDataset| match &ema {
+            // Evaluate the averaged weights without disturbing the live ones.
+            Some(e) => with_ema_weights(&vs, e, || {
+                evaluate_single_view(&model, ds, device, bs_eval, cl)
+            }),
+            None => evaluate_single_view(&model, ds, device, bs_eval, cl),
         };
-        let val = val_set.as_ref().map(&eval_model);
+        let val = val_set.as_ref().map(&single_view);
         let last = epoch + 1 == epochs;
-        let test = (cfg.eval_test_every > 0 && ((epoch + 1) % cfg.eval_test_every == 0 || last))
-            .then(|| eval_model(&test_set));
+        let test = if cfg.eval_test_every > 0 && last {
+            // The final evaluation, computed once and reused for the result below.
+            let full = match &ema {
+                Some(e) => {
+                    with_ema_weights(&vs, e, || evaluate(&model, &test_set, device, bs_eval, cl))
+                }
+                None => evaluate(&model, &test_set, device, bs_eval, cl),
+            };
+            let curve = (full.loss, full.top1);
+            last_test = Some(full);
+            Some(curve)
+        } else if cfg.eval_test_every > 0 && (epoch + 1) % cfg.eval_test_every == 0 {
+            Some(single_view(&test_set))
+        } else {
+            None
+        };
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
             train_loss,
             train_acc,
-            val_loss: val.as_ref().map(|v| v.loss),
-            val_acc: val.as_ref().map(|v| v.top1),
-            test_loss: test.as_ref().map(|t| t.loss),
-            test_acc: test.as_ref().map(|t| t.top1),
+            val_loss: val.map(|v| v.0),
+            val_acc: val.map(|v| v.1),
+            test_loss: test.map(|t| t.0),
+            test_acc: test.map(|t| t.1),
             train_time_s: epoch_time,
             images_per_s: n as f64 / epoch_time,
         };
@@ -477,8 +519,17 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     if let Some(e) = &ema {
         e.copy_to_model();
     }
-    let final_metrics =
-        (!stopped_early).then(|| evaluate(&model, &test_set, device, recipe.eval_batch_size));
+    let final_metrics = (!stopped_early).then(|| {
+        last_test.unwrap_or_else(|| {
+            evaluate(
+                &model,
+                &test_set,
+                device,
+                recipe.eval_batch_size,
+                recipe.channels_last,
+            )
+        })
+    });
     let seen: f64 = meta.history.len() as f64 * n as f64;
     Ok(RunResult {
         vs,
@@ -498,7 +549,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
 }
 
 /// One optimisation step on a batch of uint8 images: augment on the device, forward
-/// (bf16 autocast and channels-last when the recipe asks and `cuda`), smoothed
+/// (channels-last when the recipe asks; bf16 autocast when it asks and `cuda`), smoothed
 /// cross-entropy, backward, SGD at `lr`. Returns the loss and the fp32 logits.
 pub fn train_step(
     model: &ResNet,
@@ -509,12 +560,32 @@ pub fn train_step(
     lr: f64,
     cuda: bool,
 ) -> (Tensor, Tensor) {
+    timed_train_step(model, opt, recipe, images_u8, labels, lr, cuda, &mut |_| {})
+}
+
+/// The phases of a training step, in order, as [`timed_train_step`] reports them.
+pub const STEP_PHASES: [&str; 4] = ["augment", "forward", "backward", "update"];
+
+/// [`train_step`] with `mark(i)` called as phase `i` of [`STEP_PHASES`] ends, so a
+/// profiler can read a clock there (and synchronise a GPU first).
+#[allow(clippy::too_many_arguments)]
+pub fn timed_train_step(
+    model: &ResNet,
+    opt: &mut FlatSgd,
+    recipe: &Recipe,
+    images_u8: &Tensor,
+    labels: &Tensor,
+    lr: f64,
+    cuda: bool,
+    mark: &mut dyn FnMut(usize),
+) -> (Tensor, Tensor) {
     let x = recipe.augment.apply(&to_unit_float(images_u8));
-    let x = if recipe.channels_last && cuda {
-        channels_last(&x)
+    let x = if recipe.channels_last {
+        to_channels_last(&x)
     } else {
         x
     };
+    mark(0);
     let logits = tch::autocast(recipe.bf16_autocast && cuda, || model.forward_t(&x, true))
         .to_kind(Kind::Float);
     let loss = logits.cross_entropy_loss::<Tensor>(
@@ -524,9 +595,12 @@ pub fn train_step(
         -100,
         recipe.label_smoothing,
     );
+    mark(1);
     opt.zero_grad();
     loss.backward();
+    mark(2);
     opt.step(lr);
+    mark(3);
     (loss, logits)
 }
 
@@ -539,6 +613,10 @@ pub struct StepBenchmark {
     pub step_seconds: Vec<f64>,
     /// Images per second from the median step time.
     pub median_images_per_s: f64,
+    /// Median seconds of each phase of a step ([`STEP_PHASES`] order): where the time
+    /// goes (on CUDA each phase ends with a synchronisation, so they add up to a bit
+    /// more than an unprofiled step).
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
 /// Times `steps` full training steps (augmentation, forward, backward, update) after
@@ -564,6 +642,11 @@ pub fn benchmark_steps(
             tch::Cuda::synchronize(device_index(device));
         }
     };
+    let median = |v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    };
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         sync();
@@ -575,14 +658,31 @@ pub fn benchmark_steps(
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    // Separate, profiled steps: the timed ones above stay free of the extra syncs.
+    let mut phases = vec![Vec::with_capacity(steps); STEP_PHASES.len()];
+    for _ in 0..steps {
+        sync();
+        let mut last = Instant::now();
+        let mut mark = |i: usize| {
+            sync();
+            let now = Instant::now();
+            phases[i].push((now - last).as_secs_f64());
+            last = now;
+        };
+        let _ = timed_train_step(
+            &model, &mut opt, recipe, &images, &labels, 1e-3, cuda, &mut mark,
+        );
+    }
     StepBenchmark {
         batch_size: recipe.batch_size,
         steps,
+        median_images_per_s: bs as f64 / median(&times),
         step_seconds: times,
-        median_images_per_s: bs as f64 / median,
+        phase_seconds: STEP_PHASES
+            .iter()
+            .zip(&phases)
+            .map(|(name, t)| (name.to_string(), median(t)))
+            .collect(),
     }
 }
 

@@ -142,6 +142,25 @@ fn unusual_specs_match_tch_in_onnxruntime() {
 }
 
 #[test]
+fn mixed_plain_and_residual_specs_match_tch_in_onnxruntime() {
+    let Some(dir) = cifar_dir() else { return };
+    // An unpadded 5x5 stem (32 -> 28), a residual layer, then plain layers (one with
+    // two blocks, one pooling by 3 with flooring: 14 -> 4), a max-pool head.
+    let mut spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+    spec.stem_kernel = 5;
+    spec.stem_padding = Some(0);
+    spec.layers[1].kind = zoo::BlockKind::Plain;
+    spec.layers[1].blocks = 2;
+    spec.layers[2].kind = zoo::BlockKind::Plain;
+    spec.layers[2].stride = 3;
+    spec.pool = 2;
+    spec.head_pool = zoo::HeadPool::Max;
+    spec.validate().unwrap();
+    assert_eq!(spec.final_size(), 4);
+    check_spec("mixed", &spec, &dir, 8);
+}
+
+#[test]
 fn export_model_writes_hashed_file_and_manifest() {
     let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
     let vs = VarStore::new(Device::Cpu);

@@ -19,7 +19,38 @@ use serde::{Deserialize, Serialize};
 /// BatchNorm epsilon used in training and when folding BN into convolutions for export.
 pub const BN_EPS: f64 = 1e-5;
 
-/// One residual layer: a stack of basic blocks with the same width.
+/// What a block of a layer is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// The paper's post-activation basic block: conv → BN → ReLU → [dropout] → conv → BN,
+    /// add the shortcut (projection when the shape changes), ReLU. `stride` strides the
+    /// first conv.
+    #[default]
+    Residual,
+    /// An airbench-style block with no shortcut: conv → BN → ReLU → max-pool(`stride`) →
+    /// conv → BN → ReLU. Pooling after the ReLU keeps every BN directly behind its conv,
+    /// so export folds it (a max-pool between conv and BN would not commute with a
+    /// negative BN scale). `skip_kernel` is unused.
+    Plain,
+}
+
+/// How the head pools the final feature map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadPool {
+    /// Average pool (the paper's).
+    #[default]
+    Avg,
+    /// Max pool (airbench's).
+    Max,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// One layer: a stack of blocks with the same width.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSpec {
     /// Number of basic blocks (B_i in the paper).
@@ -30,8 +61,12 @@ pub struct LayerSpec {
     pub conv_kernel: usize,
     /// Kernel size of the projection shortcut's convolution (K_i); odd.
     pub skip_kernel: usize,
-    /// Stride of the first block (1 keeps the resolution, 2 halves it).
+    /// Stride of the first block (1 keeps the resolution, 2 halves it). For `plain`
+    /// blocks it is the max-pool size (flooring, as PyTorch and ONNX do).
     pub stride: usize,
+    /// Block kind; `residual` (the paper's) when absent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: BlockKind,
 }
 
 /// A complete network description: everything needed to build, count and export it.
@@ -45,10 +80,17 @@ pub struct ResNetSpec {
     pub stem_channels: usize,
     /// Kernel size of the stem convolution; odd.
     pub stem_kernel: usize,
+    /// Zero padding of the stem convolution; `None` (the default) pads `stem_kernel / 2`,
+    /// keeping the input size. airbench-style specs use 0 (32 → 30 for a 3x3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem_padding: Option<usize>,
     /// The residual layers, in order (N = `layers.len()`).
     pub layers: Vec<LayerSpec>,
-    /// Average-pool kernel (and stride) applied to the final feature map (P).
+    /// Pool kernel (and stride) applied to the final feature map (P).
     pub pool: usize,
+    /// Average (default) or max pooling in the head.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub head_pool: HeadPool,
     /// Dropout probability between the two convolutions of each block (0 disables it).
     pub dropout: f64,
     /// Number of output classes.
@@ -82,6 +124,10 @@ pub enum SpecError {
     BadDropout(f64),
     #[error("{what} must be at least 1")]
     ZeroField { what: &'static str },
+    #[error(
+        "the {kernel}x{kernel} stem with this padding leaves nothing of a {size}x{size} input; use a smaller kernel or more padding"
+    )]
+    StemTooLarge { kernel: usize, size: usize },
 }
 
 /// One basic block, resolved to concrete shapes. Produced by [`ResNetSpec::blocks`].
@@ -95,8 +141,10 @@ pub struct BlockPlan {
     pub out_channels: usize,
     pub kernel: usize,
     pub stride: usize,
-    /// Kernel of the projection shortcut, or `None` for an identity shortcut.
+    /// Kernel of the projection shortcut, or `None` for an identity shortcut (and for
+    /// `plain` blocks, which have none).
     pub skip_kernel: Option<usize>,
+    pub kind: BlockKind,
     /// Side of the block's input feature map.
     pub in_size: usize,
     /// Side of the block's output feature map.
@@ -115,10 +163,8 @@ impl BlockPlan {
 pub struct Preset {
     pub name: &'static str,
     pub description: &'static str,
-    /// Blocks per layer (the paper's three models use three equal layers).
-    pub blocks: [usize; 3],
-    /// Stem channels C1.
-    pub c1: usize,
+    /// Builds the preset's spec.
+    pub build: fn() -> ResNetSpec,
     /// Top-1 the paper reports for this model after 300 epochs (its selection rule).
     pub paper_top1: Option<f64>,
 }
@@ -126,7 +172,7 @@ pub struct Preset {
 impl Preset {
     /// The preset's full spec.
     pub fn spec(&self) -> ResNetSpec {
-        ResNetSpec::paper(&self.blocks, self.c1, 2)
+        (self.build)()
     }
 }
 
@@ -136,29 +182,31 @@ pub const PRESETS: &[Preset] = &[
     Preset {
         name: "model1",
         description: "paper Model-1: ResNet [3,3,3], C1=34",
-        blocks: [3, 3, 3],
-        c1: 34,
+        build: || ResNetSpec::paper(&[3, 3, 3], 34, 2),
         paper_top1: Some(94.02),
     },
     Preset {
         name: "model2",
         description: "paper Model-2: ResNet [7,7,7], C1=22",
-        blocks: [7, 7, 7],
-        c1: 22,
+        build: || ResNetSpec::paper(&[7, 7, 7], 22, 2),
         paper_top1: Some(94.24),
     },
     Preset {
         name: "tpsnet",
         description: "paper TPSNet: ResNet [13,13,13], C1=16",
-        blocks: [13, 13, 13],
-        c1: 16,
+        build: || ResNetSpec::paper(&[13, 13, 13], 16, 2),
         paper_top1: Some(94.84),
     },
     Preset {
         name: "resnet20",
         description: "ResNet-20-sized member of the family: [3,3,3], C1=8; small enough to train on a 2-core CPU",
-        blocks: [3, 3, 3],
-        c1: 8,
+        build: || ResNetSpec::paper(&[3, 3, 3], 8, 2),
+        paper_top1: None,
+    },
+    Preset {
+        name: "plainnet",
+        description: "airbench94-shaped plain net for CPU training: unpadded 3x3 stem (24), plain blocks 64/256/256 with max-pool, global max pool",
+        build: ResNetSpec::plainnet,
         paper_top1: None,
     },
 ];
@@ -181,6 +229,7 @@ impl ResNetSpec {
                 conv_kernel: 3,
                 skip_kernel: 1,
                 stride: if i == 0 { 1 } else { 2 },
+                kind: BlockKind::Residual,
             })
             .collect();
         let final_size = 32 >> blocks.len().saturating_sub(1);
@@ -189,14 +238,51 @@ impl ResNetSpec {
             in_channels: 3,
             stem_channels: c1,
             stem_kernel: 3,
+            stem_padding: None,
             layers,
             pool: final_size.max(1),
+            head_pool: HeadPool::Avg,
             dropout: 0.0,
             num_classes: 10,
         }
     }
 
-    /// A preset by name (`model1`, `model2`, `tpsnet`, `resnet20`), see [`PRESETS`].
+    /// The airbench94 layout (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single
+    /// GPU": about 0.36 PFLOP of training for 94 %) in this spec's terms, with ReLU for
+    /// GELU and an ordinary trained stem for the whitening layer: 3x3 stem with 24
+    /// channels and no padding (32 → 30), then three plain blocks of widths 64, 256, 256,
+    /// each halving the map with a max-pool (30 → 15 → 7 → 3), a global 3x3 max pool and
+    /// a linear head. Few, wide layers at low resolution: cheap per image and fast to
+    /// train, which is what a 2-core CPU needs.
+    ///
+    /// ```
+    /// let s = zoo::ResNetSpec::plainnet();
+    /// assert_eq!((s.final_size(), s.params(), s.macs()), (3, 1_973_186, 117_610_528));
+    /// ```
+    pub fn plainnet() -> Self {
+        let plain = |channels| LayerSpec {
+            blocks: 1,
+            channels,
+            conv_kernel: 3,
+            skip_kernel: 1,
+            stride: 2,
+            kind: BlockKind::Plain,
+        };
+        ResNetSpec {
+            input_size: 32,
+            in_channels: 3,
+            stem_channels: 24,
+            stem_kernel: 3,
+            stem_padding: Some(0),
+            layers: vec![plain(64), plain(256), plain(256)],
+            pool: 3,
+            head_pool: HeadPool::Max,
+            dropout: 0.0,
+            num_classes: 10,
+        }
+    }
+
+    /// A preset by name (`model1`, `model2`, `tpsnet`, `resnet20`, `plainnet`), see [`PRESETS`].
     pub fn preset(name: &str) -> Option<Self> {
         PRESETS.iter().find(|p| p.name == name).map(Preset::spec)
     }
@@ -221,7 +307,13 @@ impl ResNetSpec {
             return Err(SpecError::BadDropout(self.dropout));
         }
         check_odd("stem", self.stem_kernel)?;
-        let mut size = self.input_size;
+        if self.stem_size() == 0 {
+            return Err(SpecError::StemTooLarge {
+                kernel: self.stem_kernel,
+                size: self.input_size,
+            });
+        }
+        let mut size = self.stem_size();
         for (i, l) in self.layers.iter().enumerate() {
             for (what, v) in [
                 ("blocks", l.blocks),
@@ -234,7 +326,11 @@ impl ResNetSpec {
             }
             check_odd(&format!("layer {i} conv"), l.conv_kernel)?;
             check_odd(&format!("layer {i} skip"), l.skip_kernel)?;
-            if size % l.stride != 0 {
+            let fits = match l.kind {
+                BlockKind::Residual => size % l.stride == 0,
+                BlockKind::Plain => size >= l.stride,
+            };
+            if !fits {
                 return Err(SpecError::StrideDoesNotFit {
                     layer: i,
                     stride: l.stride,
@@ -252,11 +348,21 @@ impl ResNetSpec {
         Ok(())
     }
 
+    /// Stem padding actually used (`stem_kernel / 2` unless the spec says otherwise).
+    pub fn stem_pad(&self) -> usize {
+        self.stem_padding.unwrap_or(self.stem_kernel / 2)
+    }
+
+    /// Side of the stem's output feature map (0 if the kernel does not fit).
+    pub fn stem_size(&self) -> usize {
+        (self.input_size + 2 * self.stem_pad() + 1).saturating_sub(self.stem_kernel)
+    }
+
     /// Side of the final feature map, before pooling.
     pub fn final_size(&self) -> usize {
         self.layers
             .iter()
-            .fold(self.input_size, |s, l| s / l.stride.max(1))
+            .fold(self.stem_size(), |s, l| s / l.stride.max(1))
     }
 
     /// Channels of the final feature map.
@@ -276,12 +382,13 @@ impl ResNetSpec {
     pub fn blocks(&self) -> Vec<BlockPlan> {
         let mut out = Vec::new();
         let mut in_ch = self.stem_channels;
-        let mut size = self.input_size;
+        let mut size = self.stem_size();
         for (li, l) in self.layers.iter().enumerate() {
             for b in 0..l.blocks {
                 let stride = if b == 0 { l.stride } else { 1 };
                 let out_size = size / stride.max(1);
-                let projection = stride != 1 || in_ch != l.channels;
+                let projection =
+                    l.kind == BlockKind::Residual && (stride != 1 || in_ch != l.channels);
                 out.push(BlockPlan {
                     layer: li,
                     index: b,
@@ -292,6 +399,7 @@ impl ResNetSpec {
                     skip_kernel: projection.then_some(l.skip_kernel),
                     in_size: size,
                     out_size,
+                    kind: l.kind,
                 });
                 in_ch = l.channels;
                 size = out_size;
@@ -325,10 +433,15 @@ impl ResNetSpec {
             self.in_channels,
             self.stem_channels,
             self.stem_kernel,
-            self.input_size,
+            self.stem_size(),
         );
         for b in self.blocks() {
-            n += conv(b.in_channels, b.out_channels, b.kernel, b.out_size);
+            // A residual block strides its first conv; a plain one pools after it.
+            let first_side = match b.kind {
+                BlockKind::Residual => b.out_size,
+                BlockKind::Plain => b.in_size,
+            };
+            n += conv(b.in_channels, b.out_channels, b.kernel, first_side);
             n += conv(b.out_channels, b.out_channels, b.kernel, b.out_size);
             if let Some(k) = b.skip_kernel {
                 n += conv(b.in_channels, b.out_channels, k, b.out_size);
@@ -342,7 +455,8 @@ impl ResNetSpec {
         1 + 2 * self.blocks().len() + 1
     }
 
-    /// A short human-readable summary, e.g. `ResNet[13,13,13] C=32/64/128 k3 s1 P8`.
+    /// A short human-readable summary, e.g. `ResNet[13,13,13] C=32/64/128 k3 s1 P8`;
+    /// `Plain[...]` when the layers are airbench-style blocks.
     pub fn summary(&self) -> String {
         let blocks: Vec<String> = self.layers.iter().map(|l| l.blocks.to_string()).collect();
         let chans: Vec<String> = self.layers.iter().map(|l| l.channels.to_string()).collect();
@@ -356,8 +470,13 @@ impl ResNetSpec {
             .iter()
             .map(|l| l.skip_kernel.to_string())
             .collect();
+        let family = if self.layers.iter().all(|l| l.kind == BlockKind::Plain) {
+            "Plain"
+        } else {
+            "ResNet"
+        };
         let mut s = format!(
-            "ResNet[{}] C1={} C={} F={} K={} P={}",
+            "{family}[{}] C1={} C={} F={} K={} P={}",
             blocks.join(","),
             self.stem_channels,
             chans.join("/"),
@@ -367,6 +486,12 @@ impl ResNetSpec {
         );
         if self.dropout > 0.0 {
             s.push_str(&format!(" dropout={}", self.dropout));
+        }
+        if self.head_pool == HeadPool::Max {
+            s.push_str(" maxpool");
+        }
+        if let Some(p) = self.stem_padding {
+            s.push_str(&format!(" stem_pad={p}"));
         }
         s
     }

@@ -4,8 +4,9 @@
 //! here with `prost` derives (field numbers from `onnx.proto`); no `protoc` is needed.
 //!
 //! The graph: `input` (N×3×32×32, RGB in [0, 1]) → Sub(mean) → Div(std) → stem Conv →
-//! Relu → blocks (Conv → Relu → Conv, shortcut Conv or identity, Add, Relu) →
-//! AveragePool(P) → Flatten → Gemm → `logits` (N×classes). Every BatchNorm is folded into
+//! Relu → blocks → AveragePool(P) (MaxPool for `head_pool: max`) → Flatten → Gemm →
+//! `logits` (N×classes). A residual block is Conv → Relu → Conv, shortcut Conv or
+//! identity, Add, Relu; a plain block is Conv → Relu → MaxPool → Conv → Relu. Every BatchNorm is folded into
 //! the convolution before it, so each conv carries a bias. The batch dimension is dynamic.
 //!
 //! ```
@@ -17,7 +18,7 @@
 
 use prost::Message;
 
-use crate::arch::{BN_EPS, ResNetSpec};
+use crate::arch::{BN_EPS, BlockKind, HeadPool, ResNetSpec};
 use crate::manifest::{CIFAR10_MEAN, CIFAR10_STD};
 use crate::weights::{WeightTensor, Weights, WeightsError};
 
@@ -282,6 +283,7 @@ impl GraphBuilder<'_> {
         conv: &str,
         bn: &str,
         stride: usize,
+        pad: Option<usize>,
     ) -> Result<String, WeightsError> {
         let w = self.weights.get(&format!("{conv}.weight"))?;
         let gamma = self.weights.get(&format!("{bn}.weight"))?;
@@ -292,7 +294,7 @@ impl GraphBuilder<'_> {
         let k = w.shape[2];
         let wn = self.initializer(&format!("{conv}.weight"), &w.shape, &folded_w);
         let bn_name = self.initializer(&format!("{conv}.bias"), &[w.shape[0]], &folded_b);
-        let pad = (k / 2) as i64;
+        let pad = pad.unwrap_or(k / 2) as i64;
         Ok(self.node(
             "Conv",
             conv,
@@ -401,21 +403,44 @@ pub fn build_model(
     let centred = g.node("Sub", "normalize.sub", &[&opts.input_name, &mean], vec![]);
     let x = g.node("Div", "normalize.div", &[&centred, &std], vec![]);
 
-    let stem = g.conv_bn(&x, "stem.conv", "stem.bn", 1)?;
+    let stem = g.conv_bn(&x, "stem.conv", "stem.bn", 1, spec.stem_padding)?;
     let mut x = g.node("Relu", "stem.relu", &[&stem], vec![]);
 
     for b in spec.blocks() {
         let p = b.prefix();
-        let c1 = g.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), b.stride)?;
+        if b.kind == BlockKind::Plain {
+            let c1 = g.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), 1, None)?;
+            let mut h = g.node("Relu", &format!("{p}.relu1"), &[&c1], vec![]);
+            if b.stride > 1 {
+                let s = b.stride as i64;
+                h = g.node(
+                    "MaxPool",
+                    &format!("{p}.pool"),
+                    &[&h],
+                    vec![ints("kernel_shape", &[s, s]), ints("strides", &[s, s])],
+                );
+            }
+            let c2 = g.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+            x = g.node("Relu", &format!("{p}.relu2"), &[&c2], vec![]);
+            continue;
+        }
+        let c1 = g.conv_bn(
+            &x,
+            &format!("{p}.conv1"),
+            &format!("{p}.bn1"),
+            b.stride,
+            None,
+        )?;
         let r1 = g.node("Relu", &format!("{p}.relu1"), &[&c1], vec![]);
         // Dropout is the identity at inference and is left out of the graph.
-        let c2 = g.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1)?;
+        let c2 = g.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
         let short = match b.skip_kernel {
             Some(_) => g.conv_bn(
                 &x,
                 &format!("{p}.shortcut.conv"),
                 &format!("{p}.shortcut.bn"),
                 b.stride,
+                None,
             )?,
             None => x.clone(),
         };
@@ -424,8 +449,12 @@ pub fn build_model(
     }
 
     let p = spec.pool as i64;
+    let pool_op = match spec.head_pool {
+        HeadPool::Avg => "AveragePool",
+        HeadPool::Max => "MaxPool",
+    };
     let pooled = g.node(
-        "AveragePool",
+        pool_op,
         "head.pool",
         &[&x],
         vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
