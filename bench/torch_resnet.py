@@ -2,7 +2,9 @@
 
 Post-activation basic blocks (conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3 -> BN, add the
 shortcut, ReLU); a 1x1 conv + BN projection whenever the stride or the width changes;
-stem conv -> BN -> ReLU; average pool P, flatten, linear. Parameter names match the Rust
+stem conv -> BN -> ReLU; average pool P, flatten, linear. Layers of kind "plain" are
+airbench-style blocks instead (conv -> BN -> ReLU -> max-pool(stride) -> conv -> BN -> ReLU,
+no shortcut); `stem_padding` and `head_pool: "max"` are honoured as in the Rust spec. Parameter names match the Rust
 `zoo` crate (`stem.conv.weight`, `layer1.block0.shortcut.bn.running_var`, `fc.bias`...),
 so weights written by `export_bench_model` load one to one. The input is RGB in [0, 1];
 normalisation happens inside `forward`, as in the exported ONNX graph.
@@ -20,9 +22,10 @@ STD = (0.2023, 0.1994, 0.2010)
 
 
 class ConvBN(nn.Module):
-    def __init__(self, cin, cout, k, stride):
+    def __init__(self, cin, cout, k, stride, padding=None):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+        pad = k // 2 if padding is None else padding
+        self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=1e-5)
 
     def forward(self, x):
@@ -46,29 +49,51 @@ class BasicBlock(nn.Module):
         return torch.relu(y + s)
 
 
+class PlainBlock(nn.Module):
+    def __init__(self, cin, cout, k, pool, dropout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv2d(cout, cout, k, padding=k // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+
+    def forward(self, x):
+        y = self.drop(self.pool(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(self.bn2(self.conv2(y)))
+
+
 class ZooResNet(nn.Module):
     def __init__(self, spec):
         super().__init__()
         c1 = spec["stem_channels"]
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1))
-        self.stem = ConvBN(spec["in_channels"], c1, spec["stem_kernel"], 1)
+        k0, pad0 = spec["stem_kernel"], spec.get("stem_padding")
+        self.stem = ConvBN(spec["in_channels"], c1, k0, 1, pad0)
         self.layer_names = []
-        cin, size = c1, spec["input_size"]
+        pad0 = k0 // 2 if pad0 is None else pad0
+        cin, size = c1, spec["input_size"] + 2 * pad0 - k0 + 1
         for i, layer in enumerate(spec["layers"]):
             mod = nn.Module()
             names = []
             for j in range(layer["blocks"]):
                 stride = layer["stride"] if j == 0 else 1
-                block = BasicBlock(cin, layer["channels"], layer["conv_kernel"], stride,
-                                   layer["skip_kernel"], spec["dropout"])
+                if layer.get("kind", "residual") == "plain":
+                    block = PlainBlock(cin, layer["channels"], layer["conv_kernel"], stride,
+                                       spec["dropout"])
+                else:
+                    block = BasicBlock(cin, layer["channels"], layer["conv_kernel"], stride,
+                                       layer["skip_kernel"], spec["dropout"])
                 setattr(mod, f"block{j}", block)
                 names.append(f"block{j}")
                 cin = layer["channels"]
             size //= layer["stride"]
             setattr(self, f"layer{i}", mod)
             self.layer_names.append((f"layer{i}", names))
-        self.pool = nn.AvgPool2d(spec["pool"])
+        p = spec["pool"]
+        self.pool = nn.MaxPool2d(p) if spec.get("head_pool", "avg") == "max" else nn.AvgPool2d(p)
         feats = cin * (size // spec["pool"]) ** 2
         self.fc = nn.Linear(feats, spec["num_classes"])
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Training-step throughput, ours (train-zoo bench, tch) vs plain PyTorch eager, same
-# model, batch, augmentation and update, same machine, one run. Prints JSON lines and
-# a markdown table with the ratio (ours / PyTorch, medians of the timed steps).
+# Training-step throughput, ours (train-zoo bench, tch) vs plain PyTorch eager: same
+# model, batch, memory format, precision, augmentation and update, same machine, one
+# run. Prints JSON lines and a markdown table with the ratio (ours / PyTorch, medians of
+# the timed steps).
 # Usage: bench/train-throughput.sh [cpu|cuda] [batch] [steps] [models...]
 # Env: TRAIN_ZOO (binary, default target/release/train-zoo), PYTHON (default .venv/bin/python).
 set -euo pipefail
@@ -11,7 +12,9 @@ models=("$@"); [ ${#models[@]} -gt 0 ] || models=(tpsnet model2 model1)
 bin=${TRAIN_ZOO:-target/release/train-zoo}
 py=${PYTHON:-.venv/bin/python}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-recipe=paper; extra=()
+# Both sides channels-last (the faster layout on the CPU's oneDNN and on tensor cores);
+# bf16 autocast on CUDA only (slower on this CPU, DESIGN.md section 7).
+recipe=cpu; extra=(--channels-last)
 if [ "$device" != cpu ]; then recipe=fast; extra=(--amp --channels-last); fi
 "$bin" list --json > "$tmp/presets.jsonl"
 echo "| model | device | batch | ours img/s | PyTorch eager img/s | ratio |"

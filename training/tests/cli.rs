@@ -98,6 +98,50 @@ fn list_shows_exact_counts() {
 }
 
 #[test]
+fn bench_reports_where_the_step_time_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tiny_spec(tmp.path());
+    let o = bin()
+        .args(["bench", "--model", spec.to_str().unwrap(), "plainnet"])
+        .args([
+            "--recipe",
+            "cpu",
+            "--batch-size",
+            "16",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+        ])
+        .args(["--device", "cpu", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", text(&o));
+    for r in &rows {
+        let phases = r["phase_seconds"].as_object().unwrap();
+        let names: Vec<&str> = phases.keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 4, "{r}");
+        for n in ["augment", "forward", "backward", "update"] {
+            let t = phases[n].as_f64().unwrap();
+            assert!(t > 0.0 && t < 60.0, "{n}: {t} in {r}");
+        }
+        // Forward and backward through a conv net dwarf the flat SGD update.
+        assert!(
+            phases["backward"].as_f64() > phases["update"].as_f64(),
+            "{r}"
+        );
+        assert!(r["median_images_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(rows[1]["model"], "plainnet");
+    assert_eq!(rows[1]["params"], 1_973_186);
+}
+
+#[test]
 fn help_teaches() {
     let o = bin().arg("--help").output().unwrap();
     let s = String::from_utf8_lossy(&o.stdout);

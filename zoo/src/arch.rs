@@ -580,6 +580,7 @@ mod tests {
         assert_eq!(ResNetSpec::paper(&[17, 17, 17], 14, 2).params(), 4_987_384);
         assert_eq!(ResNetSpec::paper(&[23, 23, 23], 12, 2).params(), 4_976_470);
         assert_eq!(count("resnet20"), 271_250);
+        assert_eq!(count("plainnet"), 1_973_186);
     }
 
     #[test]
@@ -641,6 +642,79 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.head_features(), 32 * 4);
         assert_eq!(s.params(), global + 32 * 3 * 10);
+    }
+
+    /// airbench94's published layout, counted by hand: 3x3 stem 3→24 with BN, then per
+    /// block conv(c_in→c)+BN and conv(c→c)+BN, then a 256→10 linear layer with bias.
+    #[test]
+    fn plainnet_counts_by_hand() {
+        let s = ResNetSpec::plainnet();
+        s.validate().unwrap();
+        let conv = |i: u64, o: u64| i * o * 9;
+        let block = |i: u64, o: u64| conv(i, o) + 2 * o + conv(o, o) + 2 * o;
+        let params =
+            conv(3, 24) + 2 * 24 + block(24, 64) + block(64, 256) + block(256, 256) + 256 * 10 + 10;
+        assert_eq!(s.params(), params);
+        // MACs: stem at 30x30; each block's first conv before its pool, second after.
+        let macs = conv(3, 24) * 900
+            + conv(24, 64) * 900
+            + conv(64, 64) * 225
+            + conv(64, 256) * 225
+            + conv(256, 256) * 49
+            + conv(256, 256) * 49
+            + conv(256, 256) * 9
+            + 2560;
+        assert_eq!(s.macs(), macs);
+        assert_eq!(
+            s.summary(),
+            "Plain[1,1,1] C1=24 C=64/256/256 F=3/3/3 K=1/1/1 P=3 maxpool stem_pad=0"
+        );
+        assert_eq!(
+            s.blocks()
+                .iter()
+                .filter(|b| b.skip_kernel.is_some())
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn new_fields_keep_old_specs_and_their_json_unchanged() {
+        // Published manifests predate `kind`, `stem_padding` and `head_pool`: they parse,
+        // and the paper's specs serialise without them.
+        let text = serde_json::to_string(&ResNetSpec::preset("tpsnet").unwrap()).unwrap();
+        for field in ["kind", "stem_padding", "head_pool"] {
+            assert!(!text.contains(field), "{field} in {text}");
+        }
+        let back: ResNetSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.params(), 4_959_770);
+        let plain = serde_json::to_string(&ResNetSpec::plainnet()).unwrap();
+        assert!(plain.contains(r#""kind":"plain""#) && plain.contains(r#""head_pool":"max""#));
+        assert_eq!(
+            serde_json::from_str::<ResNetSpec>(&plain).unwrap(),
+            ResNetSpec::plainnet()
+        );
+    }
+
+    #[test]
+    fn plain_and_stem_validation() {
+        let mut s = ResNetSpec::plainnet();
+        s.input_size = 2;
+        assert!(matches!(s.validate(), Err(SpecError::StemTooLarge { .. })));
+        // Plain layers floor (15 -> 7), residual layers must divide.
+        let mut s = ResNetSpec::plainnet();
+        s.validate().unwrap();
+        s.layers[1].kind = BlockKind::Residual;
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::StrideDoesNotFit { layer: 1, .. })
+        ));
+        let mut s = ResNetSpec::plainnet();
+        s.layers[2].stride = 8;
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::StrideDoesNotFit { layer: 2, .. })
+        ));
     }
 
     proptest! {
