@@ -58,19 +58,7 @@ fn export_tpsnet(dir: &std::path::Path) -> PathBuf {
             claim: "single".into(),
             how: "random weights".into(),
         },
-        zoo::manifest::TrainingRecord {
-            recipe: "none".into(),
-            recipe_config: serde_json::json!({}),
-            seed: 0,
-            epochs: 0,
-            train_images: 0,
-            wall_time_s: 0.0,
-            images_per_s: 0.0,
-            device: "none".into(),
-            dataset_digest: "none".into(),
-            source_commit: "none".into(),
-            finished_at: "1970-01-01T00:00:00Z".into(),
-        },
+        zoo::manifest::TrainingRecord::untrained(0),
     );
     let model = dir.join(&manifest.file);
     std::fs::write(&model, &bytes).unwrap();

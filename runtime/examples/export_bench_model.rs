@@ -30,19 +30,7 @@ fn main() -> anyhow::Result<()> {
             claim: "single".into(),
             how: "untrained: random weights for benchmarking only".into(),
         },
-        TrainingRecord {
-            recipe: "none".into(),
-            recipe_config: serde_json::json!({}),
-            seed,
-            epochs: 0,
-            train_images: 0,
-            wall_time_s: 0.0,
-            images_per_s: 0.0,
-            device: "none".into(),
-            dataset_digest: "none".into(),
-            source_commit: "none".into(),
-            finished_at: "1970-01-01T00:00:00Z".into(),
-        },
+        TrainingRecord::untrained(seed),
     );
     let model_path = out.join(&manifest.file);
     write_atomic(&model_path, &bytes)?;

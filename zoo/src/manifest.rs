@@ -181,6 +181,31 @@ pub struct TrainingRecord {
     pub finished_at: String,
 }
 
+impl TrainingRecord {
+    /// The record of weights that were never trained (benchmark models, test fixtures):
+    /// every field says so.
+    ///
+    /// ```
+    /// let r = zoo::manifest::TrainingRecord::untrained(7);
+    /// assert_eq!((r.recipe.as_str(), r.seed, r.epochs), ("none", 7, 0));
+    /// ```
+    pub fn untrained(seed: u64) -> Self {
+        TrainingRecord {
+            recipe: "none".into(),
+            recipe_config: serde_json::json!({}),
+            seed,
+            epochs: 0,
+            train_images: 0,
+            wall_time_s: 0.0,
+            images_per_s: 0.0,
+            device: "none".into(),
+            dataset_digest: "none".into(),
+            source_commit: "none".into(),
+            finished_at: "1970-01-01T00:00:00Z".into(),
+        }
+    }
+}
+
 /// Facts of the ONNX encoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OnnxInfo {

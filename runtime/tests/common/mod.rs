@@ -31,19 +31,7 @@ pub fn manifest_for(
             claim: if tta.is_some() { "flip_tta" } else { "single" }.into(),
             how: "test fixture: random weights".into(),
         },
-        TrainingRecord {
-            recipe: "none".into(),
-            recipe_config: serde_json::json!({}),
-            seed: 0,
-            epochs: 0,
-            train_images: 0,
-            wall_time_s: 0.0,
-            images_per_s: 0.0,
-            device: "cpu".into(),
-            dataset_digest: "none".into(),
-            source_commit: "test".into(),
-            finished_at: "2026-01-01T00:00:00Z".into(),
-        },
+        TrainingRecord::untrained(0),
     )
 }
 
