@@ -446,23 +446,18 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
         }
         let train_acc = 100.0 * correct.double_value(&[]) / n as f64;
         let (bs_eval, cl) = (recipe.eval_batch_size, recipe.channels_last);
-        let single_view = |ds: &TensorDataset| match &ema {
-            // Evaluate the averaged weights without disturbing the live ones.
-            Some(e) => with_ema_weights(&vs, e, || {
+        let single_view = |ds: &TensorDataset| {
+            on_eval_weights(&vs, ema.as_ref(), || {
                 evaluate_single_view(&model, ds, device, bs_eval, cl)
-            }),
-            None => evaluate_single_view(&model, ds, device, bs_eval, cl),
+            })
         };
         let val = val_set.as_ref().map(&single_view);
         let last = epoch + 1 == epochs;
         let test = if cfg.eval_test_every > 0 && last {
             // The final evaluation, computed once and reused for the result below.
-            let full = match &ema {
-                Some(e) => {
-                    with_ema_weights(&vs, e, || evaluate(&model, &test_set, device, bs_eval, cl))
-                }
-                None => evaluate(&model, &test_set, device, bs_eval, cl),
-            };
+            let full = on_eval_weights(&vs, ema.as_ref(), || {
+                evaluate(&model, &test_set, device, bs_eval, cl)
+            });
             let curve = (full.loss, full.top1);
             last_test = Some(full);
             Some(curve)
@@ -690,6 +685,15 @@ fn device_index(d: Device) -> i64 {
     match d {
         Device::Cuda(i) => i as i64,
         _ => 0,
+    }
+}
+
+/// Runs an evaluation `f` on the weights the run reports: the EMA ones when the recipe
+/// averages (swapped in without disturbing the live ones), else the live ones.
+fn on_eval_weights<T>(vs: &VarStore, ema: Option<&Ema>, f: impl FnOnce() -> T) -> T {
+    match ema {
+        Some(e) => with_ema_weights(vs, e, f),
+        None => f(),
     }
 }
 
