@@ -235,8 +235,11 @@ fn interrupted_search_resumes_without_redoing_finished_trials() {
         .spawn()
         .unwrap();
     let ckpt = dir.join("trials/t0001/checkpoint.ot");
+    let t1_log = dir.join("trials/t0001/metrics.jsonl");
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !ckpt.exists() {
+    // The epoch's log is written just after its checkpoint: wait for both, or a kill in
+    // between leaves no log lines to compare (seen once under a loaded machine).
+    while !ckpt.exists() || std::fs::metadata(&t1_log).map_or(true, |m| m.len() == 0) {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the search ended before it could be interrupted"
