@@ -4,7 +4,9 @@ Post-activation basic blocks (conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3 -> B
 shortcut, ReLU); a 1x1 conv + BN projection whenever the stride or the width changes;
 stem conv -> BN -> ReLU; average pool P, flatten, linear. Layers of kind "plain" are
 airbench-style blocks instead (conv -> BN -> ReLU -> max-pool(stride) -> conv -> BN -> ReLU,
-no shortcut); `stem_padding` and `head_pool: "max"` are honoured as in the Rust spec. Parameter names match the Rust
+no shortcut), "plain_pool_first" ones pool right after the first conv (airbench94's order);
+`stem_padding` (even stem kernels included), `head_pool: "max"` and `activation: "gelu"`
+are honoured as in the Rust spec. Parameter names match the Rust
 `zoo` crate (`stem.conv.weight`, `layer1.block0.shortcut.bn.running_var`, `fc.bias`...),
 so weights written by `export_bench_model` load one to one. The input is RGB in [0, 1];
 normalisation happens inside `forward`, as in the exported ONNX graph.
@@ -33,8 +35,9 @@ class ConvBN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, k, stride, skip_k, dropout):
+    def __init__(self, cin, cout, k, stride, skip_k, dropout, act=None):
         super().__init__()
+        self.act = act or nn.ReLU()
         self.conv1 = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(cout, eps=1e-5)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -43,15 +46,21 @@ class BasicBlock(nn.Module):
         self.shortcut = ConvBN(cin, cout, skip_k, stride) if (stride != 1 or cin != cout) else None
 
     def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.act(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(self.drop(y)))
         s = x if self.shortcut is None else self.shortcut(x)
-        return torch.relu(y + s)
+        return self.act(y + s)
+
+
+def activation(spec):
+    return nn.GELU() if spec.get("activation", "relu") == "gelu" else nn.ReLU()
 
 
 class PlainBlock(nn.Module):
-    def __init__(self, cin, cout, k, pool, dropout):
+    def __init__(self, cin, cout, k, pool, dropout, act=None, pool_first=False):
         super().__init__()
+        self.act = act or nn.ReLU()
+        self.pool_first = pool_first
         self.conv1 = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(cout, eps=1e-5)
         self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
@@ -60,8 +69,11 @@ class PlainBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
 
     def forward(self, x):
-        y = self.drop(self.pool(torch.relu(self.bn1(self.conv1(x)))))
-        return torch.relu(self.bn2(self.conv2(y)))
+        if self.pool_first:
+            y = self.drop(self.act(self.bn1(self.pool(self.conv1(x)))))
+        else:
+            y = self.drop(self.pool(self.act(self.bn1(self.conv1(x)))))
+        return self.act(self.bn2(self.conv2(y)))
 
 
 class ZooResNet(nn.Module):
@@ -80,12 +92,14 @@ class ZooResNet(nn.Module):
             names = []
             for j in range(layer["blocks"]):
                 stride = layer["stride"] if j == 0 else 1
-                if layer.get("kind", "residual") == "plain":
+                kind = layer.get("kind", "residual")
+                if kind in ("plain", "plain_pool_first"):
                     block = PlainBlock(cin, layer["channels"], layer["conv_kernel"], stride,
-                                       spec["dropout"])
+                                       spec["dropout"], activation(spec),
+                                       kind == "plain_pool_first")
                 else:
                     block = BasicBlock(cin, layer["channels"], layer["conv_kernel"], stride,
-                                       layer["skip_kernel"], spec["dropout"])
+                                       layer["skip_kernel"], spec["dropout"], activation(spec))
                 setattr(mod, f"block{j}", block)
                 names.append(f"block{j}")
                 cin = layer["channels"]
@@ -96,10 +110,11 @@ class ZooResNet(nn.Module):
         self.pool = nn.MaxPool2d(p) if spec.get("head_pool", "avg") == "max" else nn.AvgPool2d(p)
         feats = cin * (size // spec["pool"]) ** 2
         self.fc = nn.Linear(feats, spec["num_classes"])
+        self.act = activation(spec)
 
     def forward(self, x):
         x = (x - self.mean) / self.std
-        x = torch.relu(self.stem(x))
+        x = self.act(self.stem(x))
         for lname, bnames in self.layer_names:
             layer = getattr(self, lname)
             for b in bnames:

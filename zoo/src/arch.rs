@@ -33,6 +33,28 @@ pub enum BlockKind {
     /// so export folds it (a max-pool between conv and BN would not commute with a
     /// negative BN scale). `skip_kernel` is unused.
     Plain,
+    /// airbench's exact plain block: conv → max-pool(`stride`) → BN → act → conv → BN →
+    /// act. BatchNorm then sees the pooled map (its statistics and normalisation are
+    /// those of what the next conv reads); export keeps that BN as its own node.
+    PlainPoolFirst,
+}
+
+impl BlockKind {
+    /// Whether the block is one of the shortcut-free, pooling kinds.
+    pub fn is_plain(self) -> bool {
+        matches!(self, BlockKind::Plain | BlockKind::PlainPoolFirst)
+    }
+}
+
+/// The nonlinearity after every BatchNorm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The paper's.
+    #[default]
+    Relu,
+    /// Exact (erf) GELU, airbench's choice.
+    Gelu,
 }
 
 /// How the head pools the final feature map.
@@ -78,7 +100,8 @@ pub struct ResNetSpec {
     pub in_channels: usize,
     /// Channels of the stem convolution (C1 in the paper).
     pub stem_channels: usize,
-    /// Kernel size of the stem convolution; odd.
+    /// Kernel size of the stem convolution; odd, or even with an explicit
+    /// `stem_padding` (airbench's 2x2 whitening stem).
     pub stem_kernel: usize,
     /// Zero padding of the stem convolution; `None` (the default) pads `stem_kernel / 2`,
     /// keeping the input size. airbench-style specs use 0 (32 → 30 for a 3x3).
@@ -91,6 +114,9 @@ pub struct ResNetSpec {
     /// Average (default) or max pooling in the head.
     #[serde(default, skip_serializing_if = "is_default")]
     pub head_pool: HeadPool,
+    /// Nonlinearity after every BatchNorm; ReLU (the paper's) when absent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub activation: Activation,
     /// Dropout probability between the two convolutions of each block (0 disables it).
     pub dropout: f64,
     /// Number of output classes.
@@ -204,6 +230,12 @@ pub const PRESETS: &[Preset] = &[
         paper_top1: None,
     },
     Preset {
+        name: "airnet",
+        description: "airbench94's network, the zoo's CPU model: 2x2 whitening stem (24), conv-pool-BN-GELU blocks 64/256/256, global max pool",
+        build: ResNetSpec::airnet,
+        paper_top1: None,
+    },
+    Preset {
         name: "plainnet",
         description: "airbench94-shaped plain net for CPU training: unpadded 3x3 stem (24), plain blocks 64/256/256 with max-pool, global max pool",
         build: ResNetSpec::plainnet,
@@ -242,6 +274,7 @@ impl ResNetSpec {
             layers,
             pool: final_size.max(1),
             head_pool: HeadPool::Avg,
+            activation: Activation::Relu,
             dropout: 0.0,
             num_classes: 10,
         }
@@ -277,12 +310,49 @@ impl ResNetSpec {
             layers: vec![plain(64), plain(256), plain(256)],
             pool: 3,
             head_pool: HeadPool::Max,
+            activation: Activation::Relu,
             dropout: 0.0,
             num_classes: 10,
         }
     }
 
-    /// A preset by name (`model1`, `model2`, `tpsnet`, `resnet20`, `plainnet`), see [`PRESETS`].
+    /// airbench94's network (Jordan 2024) in this spec language: a 2x2 unpadded stem of
+    /// 24 channels (12 whitening directions and their negatives when the recipe whitens
+    /// it), three [`BlockKind::PlainPoolFirst`] blocks of 64, 256 and 256 channels, GELU
+    /// after every BatchNorm, and a global max pool (3x3) before the linear head.
+    /// Unlike airbench the stem keeps its BatchNorm (behind a frozen whitening conv it
+    /// acts as the bias airbench gives that conv) and the head has a bias.
+    ///
+    /// ```
+    /// let s = zoo::ResNetSpec::airnet();
+    /// assert_eq!((s.params(), s.macs()), (1_972_826, 118_147_360));
+    /// assert_eq!(s.final_size(), 3);
+    /// ```
+    pub fn airnet() -> Self {
+        let block = |channels| LayerSpec {
+            blocks: 1,
+            channels,
+            conv_kernel: 3,
+            skip_kernel: 1,
+            stride: 2,
+            kind: BlockKind::PlainPoolFirst,
+        };
+        ResNetSpec {
+            input_size: 32,
+            in_channels: 3,
+            stem_channels: 24,
+            stem_kernel: 2,
+            stem_padding: Some(0),
+            layers: vec![block(64), block(256), block(256)],
+            pool: 3,
+            head_pool: HeadPool::Max,
+            activation: Activation::Gelu,
+            dropout: 0.0,
+            num_classes: 10,
+        }
+    }
+
+    /// A preset by name (`model1`, `model2`, `tpsnet`, `resnet20`, `airnet`, `plainnet`), see [`PRESETS`].
     pub fn preset(name: &str) -> Option<Self> {
         PRESETS.iter().find(|p| p.name == name).map(Preset::spec)
     }
@@ -306,7 +376,9 @@ impl ResNetSpec {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(SpecError::BadDropout(self.dropout));
         }
-        check_odd("stem", self.stem_kernel)?;
+        if self.stem_padding.is_none() {
+            check_odd("stem", self.stem_kernel)?;
+        }
         if self.stem_size() == 0 {
             return Err(SpecError::StemTooLarge {
                 kernel: self.stem_kernel,
@@ -328,7 +400,7 @@ impl ResNetSpec {
             check_odd(&format!("layer {i} skip"), l.skip_kernel)?;
             let fits = match l.kind {
                 BlockKind::Residual => size % l.stride == 0,
-                BlockKind::Plain => size >= l.stride,
+                BlockKind::Plain | BlockKind::PlainPoolFirst => size >= l.stride,
             };
             if !fits {
                 return Err(SpecError::StrideDoesNotFit {
@@ -439,7 +511,7 @@ impl ResNetSpec {
             // A residual block strides its first conv; a plain one pools after it.
             let first_side = match b.kind {
                 BlockKind::Residual => b.out_size,
-                BlockKind::Plain => b.in_size,
+                BlockKind::Plain | BlockKind::PlainPoolFirst => b.in_size,
             };
             n += conv(b.in_channels, b.out_channels, b.kernel, first_side);
             n += conv(b.out_channels, b.out_channels, b.kernel, b.out_size);
@@ -470,7 +542,7 @@ impl ResNetSpec {
             .iter()
             .map(|l| l.skip_kernel.to_string())
             .collect();
-        let family = if self.layers.iter().all(|l| l.kind == BlockKind::Plain) {
+        let family = if self.layers.iter().all(|l| l.kind.is_plain()) {
             "Plain"
         } else {
             "ResNet"
@@ -489,6 +561,9 @@ impl ResNetSpec {
         }
         if self.head_pool == HeadPool::Max {
             s.push_str(" maxpool");
+        }
+        if self.activation == Activation::Gelu {
+            s.push_str(" gelu");
         }
         if let Some(p) = self.stem_padding {
             s.push_str(&format!(" stem_pad={p}"));

@@ -16,6 +16,6 @@ pub mod manifest;
 pub mod onnx;
 pub mod weights;
 
-pub use arch::{BlockKind, HeadPool, LayerSpec, ResNetSpec, SpecError};
+pub use arch::{Activation, BlockKind, HeadPool, LayerSpec, ResNetSpec, SpecError};
 pub use manifest::Manifest;
 pub use weights::{WeightTensor, Weights};

@@ -18,7 +18,7 @@
 
 use prost::Message;
 
-use crate::arch::{BN_EPS, BlockKind, HeadPool, ResNetSpec};
+use crate::arch::{Activation, BN_EPS, BlockKind, HeadPool, ResNetSpec};
 use crate::manifest::{CIFAR10_MEAN, CIFAR10_STD};
 use crate::weights::{WeightTensor, Weights, WeightsError};
 
@@ -276,6 +276,17 @@ impl GraphBuilder<'_> {
         name.to_string()
     }
 
+    /// A BatchNorm's scale, shift, running mean and running variance.
+    fn bn(&self, bn: &str) -> Result<[&WeightTensor; 4], WeightsError> {
+        let get = |what: &str| self.weights.get(&format!("{bn}.{what}"));
+        Ok([
+            get("weight")?,
+            get("bias")?,
+            get("running_mean")?,
+            get("running_var")?,
+        ])
+    }
+
     /// Conv with its BatchNorm folded in: `w' = w·γ/√(σ²+ε)`, `b' = β − μ·γ/√(σ²+ε)`.
     fn conv_bn(
         &mut self,
@@ -286,10 +297,7 @@ impl GraphBuilder<'_> {
         pad: Option<usize>,
     ) -> Result<String, WeightsError> {
         let w = self.weights.get(&format!("{conv}.weight"))?;
-        let gamma = self.weights.get(&format!("{bn}.weight"))?;
-        let beta = self.weights.get(&format!("{bn}.bias"))?;
-        let mean = self.weights.get(&format!("{bn}.running_mean"))?;
-        let var = self.weights.get(&format!("{bn}.running_var"))?;
+        let [gamma, beta, mean, var] = self.bn(bn)?;
         let (folded_w, folded_b) = fold_bn(w, gamma, beta, mean, var);
         let k = w.shape[2];
         let wn = self.initializer(&format!("{conv}.weight"), &w.shape, &folded_w);
@@ -307,6 +315,79 @@ impl GraphBuilder<'_> {
                 int("group", 1),
             ],
         ))
+    }
+}
+
+impl GraphBuilder<'_> {
+    /// The spec's nonlinearity. GELU is written as `0.5·x·(1 + erf(x/√2))` (opset 17 has
+    /// no Gelu operator; ONNX Runtime fuses this pattern back into one kernel).
+    fn act(&mut self, act: Activation, name: &str, x: &str) -> String {
+        match act {
+            Activation::Relu => self.node("Relu", name, &[x], vec![]),
+            Activation::Gelu => {
+                let sqrt2 =
+                    self.initializer(&format!("{name}.sqrt2"), &[], &[std::f32::consts::SQRT_2]);
+                let one = self.initializer(&format!("{name}.one"), &[], &[1.0]);
+                let half = self.initializer(&format!("{name}.half"), &[], &[0.5]);
+                let d = self.node("Div", &format!("{name}.div"), &[x, &sqrt2], vec![]);
+                let e = self.node("Erf", &format!("{name}.erf"), &[&d], vec![]);
+                let a = self.node("Add", &format!("{name}.add"), &[&e, &one], vec![]);
+                let m = self.node("Mul", &format!("{name}.mul"), &[x, &a], vec![]);
+                self.node("Mul", name, &[&m, &half], vec![])
+            }
+        }
+    }
+
+    /// A bias-free Conv followed, after a max-pool, by its BatchNorm as a scale and shift
+    /// (`PlainPoolFirst` blocks: folding into the conv would not commute with the pool
+    /// where a BN scale is negative).
+    fn conv_pool_bn(
+        &mut self,
+        x: &str,
+        (conv, bn, pool): (&str, &str, &str),
+        s: usize,
+    ) -> Result<String, WeightsError> {
+        let w = self.weights.get(&format!("{conv}.weight"))?;
+        let [gamma, beta, mean, var] = self.bn(bn)?;
+        let k = w.shape[2];
+        let c = w.shape[0];
+        let (w_shape, w_data) = (w.shape.clone(), w.data.clone());
+        let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+            .map(|o| {
+                let sc = gamma.data[o] as f64 / (var.data[o] as f64 + BN_EPS).sqrt();
+                (
+                    sc as f32,
+                    (beta.data[o] as f64 - mean.data[o] as f64 * sc) as f32,
+                )
+            })
+            .unzip();
+        let wn = self.initializer(&format!("{conv}.weight"), &w_shape, &w_data);
+        let pad = (k / 2) as i64;
+        let mut h = self.node(
+            "Conv",
+            conv,
+            &[x, &wn],
+            vec![
+                ints("kernel_shape", &[k as i64, k as i64]),
+                ints("strides", &[1, 1]),
+                ints("pads", &[pad, pad, pad, pad]),
+                ints("dilations", &[1, 1]),
+                int("group", 1),
+            ],
+        );
+        if s > 1 {
+            let s = s as i64;
+            h = self.node(
+                "MaxPool",
+                pool,
+                &[&h],
+                vec![ints("kernel_shape", &[s, s]), ints("strides", &[s, s])],
+            );
+        }
+        let scale = self.initializer(&format!("{bn}.scale"), &[1, c, 1, 1], &scale);
+        let shift = self.initializer(&format!("{bn}.shift"), &[1, c, 1, 1], &shift);
+        let m = self.node("Mul", &format!("{bn}.mul"), &[&h, &scale], vec![]);
+        Ok(self.node("Add", bn, &[&m, &shift], vec![]))
     }
 }
 
@@ -403,14 +484,27 @@ pub fn build_model(
     let centred = g.node("Sub", "normalize.sub", &[&opts.input_name, &mean], vec![]);
     let x = g.node("Div", "normalize.div", &[&centred, &std], vec![]);
 
+    let act = spec.activation;
     let stem = g.conv_bn(&x, "stem.conv", "stem.bn", 1, spec.stem_padding)?;
-    let mut x = g.node("Relu", "stem.relu", &[&stem], vec![]);
+    let mut x = g.act(act, "stem.relu", &stem);
 
     for b in spec.blocks() {
         let p = b.prefix();
+        if b.kind == BlockKind::PlainPoolFirst {
+            let names = (
+                format!("{p}.conv1"),
+                format!("{p}.bn1"),
+                format!("{p}.pool"),
+            );
+            let c1 = g.conv_pool_bn(&x, (&names.0, &names.1, &names.2), b.stride)?;
+            let h = g.act(act, &format!("{p}.relu1"), &c1);
+            let c2 = g.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+            x = g.act(act, &format!("{p}.relu2"), &c2);
+            continue;
+        }
         if b.kind == BlockKind::Plain {
             let c1 = g.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), 1, None)?;
-            let mut h = g.node("Relu", &format!("{p}.relu1"), &[&c1], vec![]);
+            let mut h = g.act(act, &format!("{p}.relu1"), &c1);
             if b.stride > 1 {
                 let s = b.stride as i64;
                 h = g.node(
@@ -421,7 +515,7 @@ pub fn build_model(
                 );
             }
             let c2 = g.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
-            x = g.node("Relu", &format!("{p}.relu2"), &[&c2], vec![]);
+            x = g.act(act, &format!("{p}.relu2"), &c2);
             continue;
         }
         let c1 = g.conv_bn(
@@ -431,7 +525,7 @@ pub fn build_model(
             b.stride,
             None,
         )?;
-        let r1 = g.node("Relu", &format!("{p}.relu1"), &[&c1], vec![]);
+        let r1 = g.act(act, &format!("{p}.relu1"), &c1);
         // Dropout is the identity at inference and is left out of the graph.
         let c2 = g.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
         let short = match b.skip_kernel {
@@ -445,7 +539,7 @@ pub fn build_model(
             None => x.clone(),
         };
         let sum = g.node("Add", &format!("{p}.add"), &[&c2, &short], vec![]);
-        x = g.node("Relu", &format!("{p}.relu2"), &[&sum], vec![]);
+        x = g.act(act, &format!("{p}.relu2"), &sum);
     }
 
     let p = spec.pool as i64;
