@@ -12,6 +12,40 @@ use training::train::{RunConfig, train};
 use zoo::ResNetSpec;
 use zoo::cifar::{self, Split};
 
+/// Manifest facts for a quick run measured on the first `held_out` test images.
+fn quick_facts(
+    name: &str,
+    recipe: &Recipe,
+    result: &training::train::RunResult,
+    held_out: usize,
+) -> ExportFacts {
+    let fm = result.final_metrics.clone().unwrap();
+    ExportFacts {
+        name: name.into(),
+        metrics: zoo::manifest::Metrics {
+            dataset: format!("cifar10-test[:{held_out}]"),
+            images: held_out as u64,
+            top1: fm.top1,
+            top1_flip_tta: Some(fm.top1_flip_tta),
+            claim: "single".into(),
+            how: "final epoch, e2e test".into(),
+        },
+        training: zoo::manifest::TrainingRecord {
+            recipe: recipe.name.clone(),
+            recipe_config: serde_json::to_value(recipe).unwrap(),
+            seed: 1,
+            epochs: result.epochs_done,
+            train_images: result.train_images as u64,
+            wall_time_s: result.train_time_s,
+            images_per_s: result.images_per_s,
+            device: "cpu".into(),
+            dataset_digest: result.dataset_digest.clone(),
+            source_commit: training::export::source_commit(),
+            finished_at: training::export::utc_now(),
+        },
+    }
+}
+
 #[test]
 fn train_export_and_serve_on_cpu() {
     let Some(data) = tpsnet_e2e::cifar10_dir() else {
@@ -53,30 +87,7 @@ fn train_export_and_serve_on_cpu() {
         fm.top1
     );
 
-    let facts = ExportFacts {
-        name: "e2e".into(),
-        metrics: zoo::manifest::Metrics {
-            dataset: format!("cifar10-test[:{held_out}]"),
-            images: held_out as u64,
-            top1: fm.top1,
-            top1_flip_tta: Some(fm.top1_flip_tta),
-            claim: "single".into(),
-            how: "final epoch, e2e test".into(),
-        },
-        training: zoo::manifest::TrainingRecord {
-            recipe: recipe.name.clone(),
-            recipe_config: serde_json::to_value(&recipe).unwrap(),
-            seed: 1,
-            epochs: 1,
-            train_images: 8000,
-            wall_time_s: result.train_time_s,
-            images_per_s: result.images_per_s,
-            device: "cpu".into(),
-            dataset_digest: result.dataset_digest.clone(),
-            source_commit: training::export::source_commit(),
-            finished_at: training::export::utc_now(),
-        },
-    };
+    let facts = quick_facts("e2e", &recipe, &result, held_out);
     let (onnx, _) =
         export_model(&spec, &weights_from_varstore(&result.vs), facts, tmp.path()).unwrap();
 
@@ -87,17 +98,8 @@ fn train_export_and_serve_on_cpu() {
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
 
     let clf = Classifier::open(&onnx, &SessionOptions::default()).unwrap();
-    let inputs: Vec<InputImage> = (0..held_out)
-        .map(|i| InputImage::from_planar_rgb8(test.image(i)))
-        .collect();
-    let got = clf.logits(&inputs).unwrap();
-    let diff = want
-        .iter()
-        .zip(&got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    eprintln!("max |tch - runtime| logits: {diff:e}");
-    assert!(diff < 1e-4, "runtime logits differ from tch by {diff}");
+    let inputs = runtime_inputs(&test);
+    assert_runtime_matches(&clf, &inputs, &want, "paper spec");
 
     let preds = clf.classify(&inputs, 1).unwrap();
     let correct = preds
@@ -110,5 +112,85 @@ fn train_export_and_serve_on_cpu() {
         (acc - fm.top1).abs() < 0.2,
         "runtime accuracy {acc} vs tch {}",
         fm.top1
+    );
+
+    // `verify` checks the claim on the images it was measured on (the first 1,000).
+    let full = cifar::load(&data, Split::Test).unwrap();
+    let report = runtime::verify::verify_model(
+        &clf,
+        &full,
+        &runtime::verify::VerifyOptions {
+            tta: true,
+            ..Default::default()
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.single.images, held_out as u64);
+    assert!(report.passed, "{:?}", report.checks);
+}
+
+/// The CPU model's whole recipe (whitened frozen stem, identity init, frozen BN scales,
+/// 64x BN-shift rate, logits scaled by 1/9, lookahead over weights and BN statistics,
+/// alternating flips, reflect crops) for a few steps, then export: the ONNX file that
+/// the runtime loads computes what libtorch computes.
+#[test]
+fn cpu_recipe_trains_and_exports_airnet_faithfully() {
+    let Some(data) = tpsnet_e2e::cifar10_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = ResNetSpec::preset("airnet").unwrap();
+    let mut recipe = Recipe::cpu();
+    recipe.epochs = 2;
+    recipe.schedule.warmup_epochs = 0.5;
+    let n_test = 200;
+    let cfg = RunConfig {
+        name: "airnet-e2e".into(),
+        spec: spec.clone(),
+        recipe,
+        seed: 3,
+        device: Device::Cpu,
+        data_dir: data.clone(),
+        run_dir: tmp.path().join("run"),
+        train_limit: Some(1024),
+        test_limit: Some(n_test),
+        val_size: 0,
+        eval_test_every: 0,
+        resume: false,
+        progress: false,
+        stop_after: None,
+    };
+    let recipe = cfg.recipe.clone();
+    let result = train(&cfg).unwrap();
+    let facts = quick_facts("airnet-e2e", &recipe, &result, n_test);
+    let (onnx, _) =
+        export_model(&spec, &weights_from_varstore(&result.vs), facts, tmp.path()).unwrap();
+    let test = cifar::load(&data, Split::Test).unwrap().subset(0..n_test);
+    let images = tch::Tensor::from_slice(&test.images).view([n_test as i64, 3, 32, 32]);
+    let want = training::model::predict_logits(&result.model, &images, Device::Cpu, 100, false);
+    let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
+    let clf = Classifier::open(&onnx, &SessionOptions::default()).unwrap();
+    assert_runtime_matches(&clf, &runtime_inputs(&test), &want, "airnet, cpu recipe");
+}
+
+fn runtime_inputs(test: &cifar::Cifar10) -> Vec<InputImage> {
+    (0..test.len())
+        .map(|i| InputImage::from_planar_rgb8(test.image(i)))
+        .collect()
+}
+
+/// The runtime's logits for `inputs` equal libtorch's `want` within 1e-4.
+fn assert_runtime_matches(clf: &Classifier, inputs: &[InputImage], want: &[f32], what: &str) {
+    let got = clf.logits(inputs).unwrap();
+    let diff = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("{what}: max |tch - runtime| logits {diff:e}");
+    assert!(
+        diff < 1e-4,
+        "{what}: runtime logits differ from tch by {diff}"
     );
 }

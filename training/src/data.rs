@@ -91,6 +91,15 @@ pub struct Augment {
     pub rotate_deg: f64,
     /// Random horizontal flip with probability 1/2.
     pub flip: bool,
+    /// Fill the border that a crop shift uncovers by mirroring the image (airbench's
+    /// reflect padding) instead of with zeros.
+    #[serde(default)]
+    pub reflect: bool,
+    /// Trick "alternating flip" (airbench): each image gets one random orientation for
+    /// the run and is shown mirrored in every other epoch, so consecutive epochs see both
+    /// views instead of a fresh coin toss each time. Needs `flip`.
+    #[serde(default)]
+    pub alternate_flip: bool,
 }
 
 impl Augment {
@@ -99,6 +108,8 @@ impl Augment {
             crop_pad: 0,
             rotate_deg: 0.0,
             flip: false,
+            reflect: false,
+            alternate_flip: false,
         }
     }
 
@@ -107,6 +118,8 @@ impl Augment {
             crop_pad: 4,
             rotate_deg: 5.0,
             flip: true,
+            reflect: false,
+            alternate_flip: false,
         }
     }
 
@@ -121,6 +134,12 @@ impl Augment {
     /// shift lands on pixel centres, so crop-only is exact; with rotation the result
     /// equals crop-then-rotate up to the zero fill in the corners.
     pub fn apply(&self, x: &Tensor) -> Tensor {
+        self.apply_with_flips(x, None)
+    }
+
+    /// [`Augment::apply`] with the mirror decision of each image given (`flips`: N
+    /// values, nonzero = mirror) instead of drawn, when `flip` is on.
+    pub fn apply_with_flips(&self, x: &Tensor, flips: Option<&Tensor>) -> Tensor {
         if self.is_identity() {
             return x.shallow_clone();
         }
@@ -143,7 +162,11 @@ impl Augment {
         };
         let (tx, ty) = (shift(w), shift(h));
         let flip = if self.flip {
-            Tensor::randint(2, [n], opts) * -2.0 + 1.0
+            let bits = match flips {
+                Some(f) => f.ne(0).to_kind(Kind::Float),
+                None => Tensor::randint(2, [n], opts),
+            };
+            bits * -2.0 + 1.0
         } else {
             Tensor::ones([n], opts)
         };
@@ -153,8 +176,9 @@ impl Augment {
         let row1 = Tensor::stack(&[&sin * &flip, cos, ty], 1);
         let theta = Tensor::stack(&[row0, row1], 1);
         let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
-        // interpolation 0 = bilinear, padding 0 = zeros.
-        x.grid_sampler(&grid.to_kind(x.kind()), 0, 0, false)
+        // interpolation 0 = bilinear; padding 0 = zeros, 2 = reflection.
+        let padding = if self.reflect { 2 } else { 0 };
+        x.grid_sampler(&grid.to_kind(x.kind()), 0, padding, false)
     }
 }
 
@@ -183,6 +207,47 @@ mod tests {
                 yi.allclose(&xi, 1e-5, 1e-6, false)
                     || yi.allclose(&xi.flip([2]), 1e-5, 1e-6, false),
                 "image {i} is neither itself nor its mirror"
+            );
+        }
+    }
+
+    #[test]
+    fn given_flips_mirror_exactly_those_images() {
+        let x = ramp(4);
+        let a = Augment {
+            flip: true,
+            ..Augment::none()
+        };
+        let flips = Tensor::from_slice(&[1i64, 0, 0, 1]);
+        let y = a.apply_with_flips(&x, Some(&flips));
+        for (i, mirrored) in [true, false, false, true].into_iter().enumerate() {
+            let want = if mirrored {
+                x.get(i as i64).flip([2])
+            } else {
+                x.get(i as i64)
+            };
+            assert!(
+                y.get(i as i64).allclose(&want, 1e-5, 1e-6, false),
+                "image {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn reflect_fill_mirrors_the_border() {
+        let x = ramp(1) + 1.0;
+        let a = Augment {
+            crop_pad: 2,
+            reflect: true,
+            ..Augment::none()
+        };
+        tch::manual_seed(5);
+        // Whatever the shift, reflect fill leaves no zeros behind.
+        for _ in 0..8 {
+            let y = a.apply(&x);
+            assert!(
+                y.min().double_value(&[]) >= 1.0,
+                "reflect fill must not zero-pad"
             );
         }
     }

@@ -3,6 +3,7 @@
 //! * [`model`]: the network of a [`zoo::ResNetSpec`], variable names shared with the ONNX writer.
 //! * [`data`]: CIFAR-10 as device tensors, batched on-device augmentation.
 //! * [`recipe`]: the `paper` and `fast` recipes, every trick named and switchable.
+//! * [`init`]: airbench's whitened stem and identity (dirac) block initialisation.
 //! * [`optim`]: flat-buffer SGD (checkpointable state) and weight EMA.
 //! * [`train`]: the loop, per-epoch atomic checkpoints, exact resume, divergence stop.
 //! * [`metrics`]: JSONL/CSV logs and loss/accuracy curves.
@@ -14,6 +15,7 @@
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -7,7 +7,7 @@
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
-use zoo::{BlockKind, HeadPool, ResNetSpec};
+use zoo::{Activation, BlockKind, HeadPool, ResNetSpec};
 
 struct ConvBn {
     conv: nn::Conv2D,
@@ -18,21 +18,29 @@ impl ConvBn {
     fn new(
         vs: nn::Path,
         (conv, bn): (&str, &str),
-        c_in: usize,
-        c_out: usize,
-        k: usize,
+        (c_in, c_out, k): (usize, usize, usize),
         s: usize,
         pad: Option<usize>,
+        opts: &BuildOptions,
     ) -> Self {
         let cfg = nn::ConvConfig {
             stride: s as i64,
             padding: pad.unwrap_or(k / 2) as i64,
             bias: false,
+            ws_init: opts.weight_init(),
             ..Default::default()
         };
+        let bn_momentum = opts.bn_momentum;
         ConvBn {
             conv: nn::conv2d(&vs / conv, c_in as i64, c_out as i64, k as i64, cfg),
-            bn: nn::batch_norm2d(&vs / bn, c_out as i64, Default::default()),
+            bn: nn::batch_norm2d(
+                &vs / bn,
+                c_out as i64,
+                nn::BatchNormConfig {
+                    momentum: bn_momentum,
+                    ..Default::default()
+                },
+            ),
         }
     }
 
@@ -41,38 +49,55 @@ impl ConvBn {
     }
 }
 
+fn activate(x: Tensor, act: Activation) -> Tensor {
+    match act {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.gelu("none"),
+    }
+}
+
+fn max_pool(x: Tensor, s: i64) -> Tensor {
+    if s > 1 {
+        x.max_pool2d([s, s], [s, s], [0, 0], [1, 1], false)
+    } else {
+        x
+    }
+}
+
 struct BasicBlock {
     first: ConvBn,
     second: ConvBn,
     shortcut: Option<ConvBn>,
     dropout: f64,
-    /// `Some(s)`: a plain block that max-pools by `s` between its convolutions and has
-    /// no shortcut (zoo's `BlockKind::Plain`).
-    plain_pool: Option<i64>,
+    act: Activation,
+    kind: BlockKind,
+    /// Max-pool size of a plain block (its `stride`).
+    pool: i64,
 }
 
 impl BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        if let Some(s) = self.plain_pool {
-            let mut h = self.first.forward_t(x, train).relu();
-            if s > 1 {
-                h = h.max_pool2d([s, s], [s, s], [0, 0], [1, 1], false);
+        let act = self.act;
+        let mut h = match self.kind {
+            BlockKind::Plain => max_pool(activate(self.first.forward_t(x, train), act), self.pool),
+            BlockKind::PlainPoolFirst => {
+                let c = max_pool(x.apply(&self.first.conv), self.pool);
+                activate(c.apply_t(&self.first.bn, train), act)
             }
-            if self.dropout > 0.0 {
-                h = h.dropout(self.dropout, train);
-            }
-            return self.second.forward_t(&h, train).relu();
-        }
-        let mut h = self.first.forward_t(x, train).relu();
+            BlockKind::Residual => activate(self.first.forward_t(x, train), act),
+        };
         if self.dropout > 0.0 {
             h = h.dropout(self.dropout, train);
         }
         let h = self.second.forward_t(&h, train);
+        if self.kind.is_plain() {
+            return activate(h, act);
+        }
         let short = match &self.shortcut {
             Some(s) => s.forward_t(x, train),
             None => x.shallow_clone(),
         };
-        (h + short).relu()
+        activate(h + short, act)
     }
 }
 
@@ -84,21 +109,76 @@ pub struct ResNet {
     fc: nn::Linear,
     pool: i64,
     head_max: bool,
+    act: Activation,
+    logit_scale: f64,
     mean: Tensor,
     inv_std: Tensor,
 }
 
+/// Training-time choices that do not change the exported network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BuildOptions {
+    /// BatchNorm running-statistics momentum (PyTorch convention).
+    pub bn_momentum: f64,
+    /// Factor on the logits; [`ResNet::fold_logit_scale`] moves it into the head.
+    pub logit_scale: f64,
+    /// Draw conv and linear weights as PyTorch does (uniform ±1/√fan_in) instead of
+    /// tch's default (uniform ±√6/√fan_in, 2.45× wider).
+    pub pytorch_init: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            bn_momentum: 0.1,
+            logit_scale: 1.0,
+            pytorch_init: false,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// The options a recipe asks for.
+    pub fn from_recipe(r: &crate::recipe::Recipe) -> Self {
+        BuildOptions {
+            bn_momentum: r.bn_momentum,
+            logit_scale: r.logit_scale,
+            pytorch_init: r.pytorch_init,
+        }
+    }
+
+    /// The weight initialisation of convolutions and the linear head.
+    fn weight_init(&self) -> nn::Init {
+        if self.pytorch_init {
+            // PyTorch's kaiming_uniform_(a=√5): gain √(2/(1+5)), bound gain·√(3/fan_in).
+            nn::Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Uniform,
+                fan: nn::init::FanInOut::FanIn,
+                non_linearity: nn::init::NonLinearity::ExplicitGain((1.0f64 / 3.0).sqrt()),
+            }
+        } else {
+            nn::init::DEFAULT_KAIMING_UNIFORM
+        }
+    }
+}
+
 impl ResNet {
-    /// Creates the network's variables under `vs` (PyTorch-default initialisation).
+    /// Creates the network's variables under `vs` (tch's default initialisation; see
+    /// [`BuildOptions::pytorch_init`]).
     pub fn new(vs: &nn::Path, spec: &ResNetSpec) -> Self {
+        Self::with_options(vs, spec, BuildOptions::default())
+    }
+
+    /// [`ResNet::new`] with training-time [`BuildOptions`].
+    pub fn with_options(vs: &nn::Path, spec: &ResNetSpec, opts: BuildOptions) -> Self {
+        let m = &opts;
         let stem = ConvBn::new(
             vs / "stem",
             ("conv", "bn"),
-            spec.in_channels,
-            spec.stem_channels,
-            spec.stem_kernel,
+            (spec.in_channels, spec.stem_channels, spec.stem_kernel),
             1,
             spec.stem_padding,
+            m,
         );
         let blocks = spec
             .blocks()
@@ -106,17 +186,33 @@ impl ResNet {
             .map(|b| {
                 let p = vs / format!("layer{}", b.layer) / format!("block{}", b.index);
                 let (i, o, k) = (b.in_channels, b.out_channels, b.kernel);
-                let plain = b.kind == BlockKind::Plain;
+                let plain = b.kind.is_plain();
                 // A plain block pools instead of striding its first conv.
                 let conv_stride = if plain { 1 } else { b.stride };
                 BasicBlock {
-                    first: ConvBn::new(p.clone(), ("conv1", "bn1"), i, o, k, conv_stride, None),
-                    second: ConvBn::new(p.clone(), ("conv2", "bn2"), o, o, k, 1, None),
+                    first: ConvBn::new(
+                        p.clone(),
+                        ("conv1", "bn1"),
+                        (i, o, k),
+                        conv_stride,
+                        None,
+                        m,
+                    ),
+                    second: ConvBn::new(p.clone(), ("conv2", "bn2"), (o, o, k), 1, None, m),
                     shortcut: b.skip_kernel.map(|sk| {
-                        ConvBn::new(&p / "shortcut", ("conv", "bn"), i, o, sk, b.stride, None)
+                        ConvBn::new(
+                            &p / "shortcut",
+                            ("conv", "bn"),
+                            (i, o, sk),
+                            b.stride,
+                            None,
+                            m,
+                        )
                     }),
                     dropout: spec.dropout,
-                    plain_pool: plain.then_some(b.stride as i64),
+                    act: spec.activation,
+                    kind: b.kind,
+                    pool: b.stride as i64,
                 }
             })
             .collect();
@@ -124,7 +220,10 @@ impl ResNet {
             vs / "fc",
             spec.head_features() as i64,
             spec.num_classes as i64,
-            Default::default(),
+            nn::LinearConfig {
+                ws_init: opts.weight_init(),
+                ..Default::default()
+            },
         );
         let device = vs.device();
         let channel = |v: [f32; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]).to_device(device);
@@ -134,9 +233,25 @@ impl ResNet {
             fc,
             pool: spec.pool as i64,
             head_max: spec.head_pool == HeadPool::Max,
+            act: spec.activation,
+            logit_scale: opts.logit_scale,
             mean: channel(CIFAR10_MEAN),
             inv_std: channel(CIFAR10_STD.map(|s| 1.0 / s)),
         }
+    }
+
+    /// Moves the logit scale into the head's weights and bias, so the variables alone
+    /// (what export reads) compute the same logits. Idempotent.
+    pub fn fold_logit_scale(&mut self) {
+        if self.logit_scale == 1.0 {
+            return;
+        }
+        let _guard = tch::no_grad_guard();
+        let _ = self.fc.ws.g_mul_scalar_(self.logit_scale);
+        if let Some(b) = self.fc.bs.as_mut() {
+            let _ = b.g_mul_scalar_(self.logit_scale);
+        }
+        self.logit_scale = 1.0;
     }
 }
 
@@ -149,7 +264,7 @@ impl std::fmt::Debug for ResNet {
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let x = (x - &self.mean.to_kind(x.kind())) * &self.inv_std.to_kind(x.kind());
-        let mut x = self.stem.forward_t(&x, train).relu();
+        let mut x = activate(self.stem.forward_t(&x, train), self.act);
         for b in &self.blocks {
             x = b.forward_t(&x, train);
         }
@@ -159,7 +274,12 @@ impl ModuleT for ResNet {
         } else {
             x.avg_pool2d(p, p, [0, 0], false, true, None)
         };
-        x.flatten(1, -1).apply(&self.fc)
+        let logits = x.flatten(1, -1).apply(&self.fc);
+        if self.logit_scale == 1.0 {
+            logits
+        } else {
+            logits * self.logit_scale
+        }
     }
 }
 
@@ -268,17 +388,18 @@ mod tests {
             prop::sample::select(vec![1usize, 3, 5]),
             prop::sample::select(vec![1usize, 3]),
             1usize..3,
-            any::<bool>(),
+            0u8..3,
         );
         (
             1usize..10,
-            prop::sample::select(vec![1usize, 3]),
+            prop::sample::select(vec![1usize, 2, 3]),
             prop::option::of(0usize..2),
             prop::collection::vec(layer, 1..4),
             0.0f64..0.5,
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(c1, stem_k, stem_pad, layers, dropout, head_max)| {
+            .prop_map(|(c1, stem_k, stem_pad, layers, dropout, head_max, gelu)| {
                 let mut spec = ResNetSpec::paper(&[1], c1, 1);
                 spec.stem_kernel = stem_k;
                 spec.stem_padding = stem_pad;
@@ -286,20 +407,23 @@ mod tests {
                 if head_max {
                     spec.head_pool = HeadPool::Max;
                 }
+                if gelu {
+                    spec.activation = Activation::Gelu;
+                }
                 spec.layers = layers
                     .into_iter()
                     .map(
-                        |(blocks, channels, conv_kernel, skip_kernel, stride, plain)| {
+                        |(blocks, channels, conv_kernel, skip_kernel, stride, kind)| {
                             zoo::LayerSpec {
                                 blocks,
                                 channels,
                                 conv_kernel,
                                 skip_kernel,
                                 stride,
-                                kind: if plain {
-                                    BlockKind::Plain
-                                } else {
-                                    BlockKind::Residual
+                                kind: match kind {
+                                    0 => BlockKind::Residual,
+                                    1 => BlockKind::Plain,
+                                    _ => BlockKind::PlainPoolFirst,
                                 },
                             }
                         },
@@ -316,6 +440,57 @@ mod tests {
             })
             // Unpadded stems give odd maps that a residual stride-2 layer rejects.
             .prop_filter("buildable", |s| s.validate().is_ok())
+    }
+
+    /// Folding the logit scale into the head leaves the logits unchanged.
+    #[test]
+    fn folded_logit_scale_gives_the_same_logits() {
+        let spec = ResNetSpec::preset("airnet").unwrap();
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let opts = BuildOptions {
+            logit_scale: 1.0 / 9.0,
+            ..Default::default()
+        };
+        let mut m = ResNet::with_options(&vs.root(), &spec, opts);
+        let x = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let before = m.forward_t(&x, false);
+        m.fold_logit_scale();
+        let after = m.forward_t(&x, false);
+        let d = (&before - &after).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{d}");
+        m.fold_logit_scale(); // idempotent
+        assert!(
+            (m.forward_t(&x, false) - &after)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-7
+        );
+    }
+
+    /// `pytorch_init` draws within PyTorch's ±1/√fan_in; tch's default goes 2.45× wider.
+    #[test]
+    fn pytorch_init_matches_pytorch_bounds() {
+        let spec = ResNetSpec::preset("airnet").unwrap();
+        let widest = |pytorch_init: bool| {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let opts = BuildOptions {
+                pytorch_init,
+                ..Default::default()
+            };
+            let _m = ResNet::with_options(&vs.root(), &spec, opts);
+            // layer1.block0.conv2: 256 -> 256, 3x3: fan_in 2304.
+            let w = &vs.variables()["layer1.block0.conv2.weight"];
+            w.abs().max().double_value(&[]) * (2304f64).sqrt()
+        };
+        let (ours, tch_default) = (widest(true), widest(false));
+        assert!(ours <= 1.0 && ours > 0.99, "{ours}");
+        assert!(
+            tch_default <= 6f64.sqrt() && tch_default > 2.4,
+            "{tch_default}"
+        );
     }
 
     proptest::proptest! {

@@ -16,7 +16,61 @@ pub struct FlatSgd {
     momentum: Tensor,
     /// Per-element weight decay (0 where decay is switched off).
     decay: Tensor,
+    /// Per-element learning-rate multiplier: 0 for frozen tensors, `bias_lr_scale` for
+    /// shifts and biases, 1 elsewhere.
+    lr_scale: Tensor,
     cfg: SgdConfig,
+}
+
+/// What the optimizer does with one named trainable tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParamRule {
+    pub lr_scale: f64,
+    pub weight_decay: f64,
+}
+
+impl ParamRule {
+    /// The rule for `name` under `cfg`, with `frozen` tensors never changing.
+    ///
+    /// BN scales and shifts and all biases get no decay unless `decay_bn_and_bias`; the
+    /// shifts of the blocks' BatchNorms learn `bias_lr_scale` times faster with their
+    /// decay divided by the same factor (airbench's "bias_scaler": lr × decay is kept).
+    ///
+    /// ```
+    /// use training::optim::ParamRule;
+    /// let mut cfg = training::recipe::Recipe::cpu().optimizer;
+    /// cfg.bias_lr_scale = 64.0;
+    /// assert_eq!(ParamRule::for_param("layer0.block0.bn1.bias", &cfg, false).lr_scale, 64.0);
+    /// assert_eq!(ParamRule::for_param("fc.bias", &cfg, false).lr_scale, 1.0);
+    /// assert_eq!(ParamRule::for_param("stem.bn.bias", &cfg, false).lr_scale, 1.0);
+    /// assert_eq!(ParamRule::for_param("stem.conv.weight", &cfg, true).lr_scale, 0.0);
+    /// ```
+    pub fn for_param(name: &str, cfg: &SgdConfig, frozen: bool) -> Self {
+        if frozen {
+            return ParamRule {
+                lr_scale: 0.0,
+                weight_decay: 0.0,
+            };
+        }
+        let is_bn = name.contains(".bn");
+        let is_bias = name.ends_with("bias");
+        let mut wd = if (is_bn || is_bias) && !cfg.decay_bn_and_bias {
+            0.0
+        } else {
+            cfg.weight_decay
+        };
+        // airbench scales BatchNorm shifts only: its head has no bias, and its whitening
+        // layer's bias (here the stem BN's shift behind the frozen whitening conv) keeps
+        // the base rate. A 64x rate on the head's bias made the logits swing from step
+        // to step (eval accuracy near chance mid-run in the 2026-11-26 sweep).
+        let scaled = is_bn && is_bias && !name.starts_with("stem.");
+        let lr_scale = if scaled { cfg.bias_lr_scale } else { 1.0 };
+        wd /= lr_scale;
+        ParamRule {
+            lr_scale,
+            weight_decay: wd,
+        }
+    }
 }
 
 /// Trainable variables in the spec's canonical order, with their names.
@@ -35,11 +89,23 @@ pub fn named_trainables(vs: &VarStore, spec: &zoo::ResNetSpec) -> Vec<(String, T
 impl FlatSgd {
     /// Moves the trainables of `vs` into one buffer and sets up the optimizer state.
     pub fn new(vs: &VarStore, spec: &zoo::ResNetSpec, cfg: SgdConfig) -> Self {
+        Self::with_frozen(vs, spec, cfg, &|_| false)
+    }
+
+    /// [`FlatSgd::new`] where the tensors named by `frozen` keep their values (learning
+    /// rate and decay 0; they still get gradients, which costs little next to a conv).
+    pub fn with_frozen(
+        vs: &VarStore,
+        spec: &zoo::ResNetSpec,
+        cfg: SgdConfig,
+        frozen: &dyn Fn(&str) -> bool,
+    ) -> Self {
         let named = named_trainables(vs, spec);
         let device = vs.device();
         let total: i64 = named.iter().map(|(_, t)| t.numel() as i64).sum();
         let flat = Tensor::zeros([total], (Kind::Float, device));
         let mut decay = Vec::with_capacity(named.len());
+        let mut lr_scale = Vec::with_capacity(named.len());
         let mut params = Vec::with_capacity(named.len());
         let mut offset = 0;
         let _guard = tch::no_grad_guard();
@@ -49,13 +115,9 @@ impl FlatSgd {
             view.view(t.size().as_slice()).copy_(&t);
             let mut var = t.shallow_clone();
             var.set_data(&view.view(t.size().as_slice()));
-            let is_bn_or_bias = name.contains(".bn") || name.ends_with("bias");
-            let wd = if is_bn_or_bias && !cfg.decay_bn_and_bias {
-                0.0
-            } else {
-                cfg.weight_decay
-            };
-            decay.push(Tensor::full([n], wd, (Kind::Float, device)));
+            let rule = ParamRule::for_param(&name, &cfg, frozen(&name));
+            decay.push(Tensor::full([n], rule.weight_decay, (Kind::Float, device)));
+            lr_scale.push(Tensor::full([n], rule.lr_scale, (Kind::Float, device)));
             params.push(var);
             offset += n;
         }
@@ -63,6 +125,7 @@ impl FlatSgd {
             params,
             momentum: flat.zeros_like(),
             decay: Tensor::cat(&decay, 0),
+            lr_scale: Tensor::cat(&lr_scale, 0),
             flat,
             cfg,
         }
@@ -93,7 +156,7 @@ impl FlatSgd {
         } else {
             g
         };
-        let _ = self.flat.g_add_(&(update * -lr));
+        let _ = self.flat.g_add_(&(update * &self.lr_scale * -lr));
     }
 
     /// The momentum buffer, for checkpoints.
@@ -150,19 +213,38 @@ impl Ema {
         self.pairs.iter().map(|(n, _, a)| (n.as_str(), a))
     }
 
-    /// Restores averaged tensors by name.
+    /// Restores averaged tensors saved as `ema.<name>`.
     pub fn load(
         &mut self,
         saved: &std::collections::HashMap<String, Tensor>,
     ) -> Result<(), String> {
+        self.load_prefixed(saved, "ema")
+    }
+
+    /// Restores averaged tensors saved as `<prefix>.<name>`.
+    pub fn load_prefixed(
+        &mut self,
+        saved: &std::collections::HashMap<String, Tensor>,
+        prefix: &str,
+    ) -> Result<(), String> {
         let _guard = tch::no_grad_guard();
         for (n, _, a) in &mut self.pairs {
             let t = saved
-                .get(&format!("ema.{n}"))
-                .ok_or_else(|| format!("checkpoint lacks the EMA copy of `{n}`"))?;
+                .get(&format!("{prefix}.{n}"))
+                .ok_or_else(|| format!("checkpoint lacks the {prefix} copy of `{n}`"))?;
             a.copy_(t);
         }
         Ok(())
+    }
+
+    /// Trick "lookahead" (Zhang et al. 2019, as airbench uses it): the slow copy moves
+    /// `1 - decay` of the way to the live variables, which then restart from it. Like
+    /// airbench's, it covers the BatchNorm statistics too, so they always belong to the
+    /// weights they are used with.
+    pub fn lookahead(&mut self, decay: f64) {
+        self.decay = decay;
+        self.update();
+        self.copy_to_model();
     }
 
     /// Copies the averaged weights into the live variables (before evaluation/export).
@@ -179,6 +261,79 @@ mod tests {
     use super::*;
     use tch::nn::{ModuleT, OptimizerConfig};
     use tch::{Device, nn};
+
+    /// Lookahead moves the slow copy toward the live variables and restarts them from
+    /// it, BatchNorm statistics included.
+    #[test]
+    fn lookahead_interpolates_weights_and_statistics() {
+        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        let vs = VarStore::new(Device::Cpu);
+        let _net = crate::model::ResNet::new(&vs.root(), &spec);
+        let mut la = Ema::new(&vs, 0.0);
+        let vars = vs.variables();
+        let w = vars["stem.conv.weight"].shallow_clone();
+        let rm = vars["stem.bn.running_mean"].shallow_clone();
+        let (w0, rm0) = (w.detach().copy(), rm.detach().copy());
+        {
+            let _g = tch::no_grad_guard();
+            let _ = w.shallow_clone().g_add_scalar_(1.0);
+            let _ = rm.shallow_clone().g_add_scalar_(2.0);
+        }
+        la.lookahead(0.75);
+        let near = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-6;
+        assert!(
+            near(&w, &(&w0 + 0.25)),
+            "live weights restart from the slow ones"
+        );
+        assert!(near(&rm, &(&rm0 + 0.5)), "BN statistics move with them");
+        la.lookahead(1.0);
+        assert!(near(&w, &(&w0 + 0.25)), "decay 1 keeps the slow weights");
+    }
+
+    /// Frozen tensors never change and BN shifts take the scaled rate.
+    #[test]
+    fn frozen_tensors_stay_and_bn_shifts_move_faster() {
+        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let net = crate::model::ResNet::new(&vs.root(), &spec);
+        let cfg = SgdConfig {
+            lr: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            decay_bn_and_bias: false,
+            bias_lr_scale: 64.0,
+        };
+        let before: std::collections::HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        let mut opt = FlatSgd::with_frozen(&vs, &spec, cfg, &|n| n == "stem.conv.weight");
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        opt.zero_grad();
+        net.forward_t(&x, true)
+            .cross_entropy_for_logits(&y)
+            .backward();
+        let vars = vs.variables();
+        let grad = |n: &str| vars[n].grad().detach().copy();
+        let (g_bias, g_fc) = (grad("layer0.block0.bn1.bias"), grad("fc.bias"));
+        opt.step(0.1);
+        let moved = |n: &str| &before[n] - &vars[n];
+        assert_eq!(moved("stem.conv.weight").abs().max().double_value(&[]), 0.0);
+        let d = (moved("layer0.block0.bn1.bias") - g_bias * 6.4).abs().max();
+        assert!(
+            d.double_value(&[]) < 1e-5,
+            "BN shift step is 64 x lr x grad"
+        );
+        let d = (moved("fc.bias") - g_fc * 0.1).abs().max();
+        assert!(
+            d.double_value(&[]) < 1e-6,
+            "the head's bias keeps the base rate"
+        );
+    }
 
     /// Our flat SGD must follow exactly the trajectory of tch's (= PyTorch's) SGD.
     #[test]
@@ -197,6 +352,7 @@ mod tests {
                 nesterov,
                 weight_decay: 5e-4,
                 decay_bn_and_bias: true,
+                bias_lr_scale: 1.0,
             };
             let mut ours = FlatSgd::new(&vs_a, &spec, cfg.clone());
             let mut theirs = nn::Sgd {

@@ -362,6 +362,7 @@ impl SearchSpace {
                 layers,
                 pool,
                 head_pool: Default::default(),
+                activation: Default::default(),
                 dropout,
                 num_classes: 10,
             },

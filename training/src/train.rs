@@ -18,8 +18,9 @@ use zoo::ResNetSpec;
 use zoo::cifar::{self, Split};
 
 use crate::data::{TensorDataset, to_unit_float};
+use crate::init;
 use crate::metrics::{EpochMetrics, write_logs, write_plots};
-use crate::model::{ResNet, predict_batches, predict_views, to_channels_last};
+use crate::model::{BuildOptions, ResNet, predict_batches, predict_views, to_channels_last};
 use crate::optim::{Ema, FlatSgd};
 use crate::recipe::Recipe;
 
@@ -82,6 +83,8 @@ pub enum TrainError {
     },
     #[error("torch error: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
 }
 
 /// What the checkpoint's `meta` entry records, besides tensors.
@@ -193,6 +196,7 @@ fn save_checkpoint(
     vs: &VarStore,
     opt: &FlatSgd,
     ema: Option<&Ema>,
+    lookahead: Option<&Ema>,
     meta: &CheckpointMeta,
 ) -> Result<(), TrainError> {
     let meta_bytes = serde_json::to_vec(meta).expect("meta serialises");
@@ -202,6 +206,12 @@ fn save_checkpoint(
         .map(|(n, t)| (format!("model.{n}"), t))
         .collect();
     named.push(("optim.momentum".into(), opt.state().shallow_clone()));
+    if let Some(l) = lookahead {
+        named.extend(
+            l.averaged()
+                .map(|(n, t)| (format!("lookahead.{n}"), t.shallow_clone())),
+        );
+    }
     if let Some(e) = ema {
         named.extend(
             e.averaged()
@@ -284,9 +294,24 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     // Model and optimizer, seeded.
     tch::manual_seed(cfg.seed as i64);
     let vs = VarStore::new(device);
-    let model = ResNet::new(&vs.root(), &cfg.spec);
-    let mut opt = FlatSgd::new(&vs, &cfg.spec, recipe.optimizer.clone());
+    let mut model = ResNet::with_options(&vs.root(), &cfg.spec, BuildOptions::from_recipe(recipe));
+    if recipe.whiten_stem {
+        // airbench whitens from 5,000 training images; the statistics barely move
+        // with more.
+        let k = train_set.len().min(5000) as i64;
+        init::whiten_stem(&vs, &cfg.spec, &train_set.images.narrow(0, 0, k))?;
+    }
+    if recipe.dirac_init {
+        init::dirac_init(&vs, &cfg.spec);
+    }
+    let mut opt = FlatSgd::with_frozen(
+        &vs,
+        &cfg.spec,
+        recipe.optimizer.clone(),
+        &frozen_params(recipe),
+    );
     let mut ema = recipe.ema.as_ref().map(|e| Ema::new(&vs, e.decay));
+    let mut lookahead = recipe.lookahead.as_ref().map(|_| Ema::new(&vs, 0.0));
 
     let mut meta = CheckpointMeta {
         spec: cfg.spec.clone(),
@@ -334,6 +359,9 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             .get("optim.momentum")
             .ok_or_else(|| bad("missing optimizer state".into()))?;
         opt.load_state(m).map_err(bad)?;
+        if let Some(l) = lookahead.as_mut() {
+            l.load_prefixed(&tensors, "lookahead").map_err(bad)?;
+        }
         if let Some(e) = ema.as_mut() {
             e.load(&tensors).map_err(bad)?;
         }
@@ -341,6 +369,11 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
     }
 
     let n = train_set.len() as i64;
+    // Alternating flip: one seeded orientation per image, inverted every other epoch.
+    let base_flips = (recipe.augment.flip && recipe.augment.alternate_flip).then(|| {
+        tch::manual_seed((cfg.seed as i64).wrapping_mul(1_000_003).wrapping_sub(1));
+        Tensor::randint(2, [n], (Kind::Int64, device))
+    });
     let bs = recipe.batch_size as i64;
     let steps_per_epoch = (n + bs - 1) / bs;
     let epochs = recipe.epochs;
@@ -393,15 +426,34 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             let idx = perm.narrow(0, start, len);
             let y = train_set.labels.index_select(0, &idx);
             lr = recipe.lr_at(epoch as f64 + step as f64 / steps_per_epoch as f64);
+            let flips = base_flips
+                .as_ref()
+                .map(|b| b.index_select(0, &idx).bitwise_xor((epoch % 2) as i64));
             let (loss, logits) = train_step(
                 &model,
                 &mut opt,
                 recipe,
                 &train_set.images.index_select(0, &idx),
                 &y,
+                flips.as_ref(),
                 lr,
                 cuda,
             );
+            if let Some(la) = &recipe.lookahead {
+                let global = epoch as i64 * steps_per_epoch + step + 1;
+                if global % la.every_steps.max(1) as i64 == 0 {
+                    let t = global as f64 / steps_per_epoch as f64;
+                    if let Some(l) = lookahead.as_mut() {
+                        l.lookahead(recipe.lookahead_decay_at(t).unwrap_or(0.0));
+                    }
+                }
+                if epoch + 1 == epochs && step + 1 == steps_per_epoch {
+                    // The run ends on the slow weights (airbench's final decay 1).
+                    if let Some(l) = lookahead.as_mut() {
+                        l.lookahead(1.0);
+                    }
+                }
+            }
             if let (Some(e), Some(ec)) = (ema.as_mut(), recipe.ema.as_ref()) {
                 if (step as u32) % ec.every_steps.max(1) == 0 {
                     e.update();
@@ -502,7 +554,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
         meta.history.push(m);
         meta.epochs_done = epoch + 1;
         meta.train_time_s += epoch_time;
-        save_checkpoint(&ckpt, &vs, &opt, ema.as_ref(), &meta)?;
+        save_checkpoint(&ckpt, &vs, &opt, ema.as_ref(), lookahead.as_ref(), &meta)?;
         write_logs(&cfg.run_dir, &meta.history).map_err(io_err(&cfg.run_dir))?;
         if let Err(e) = write_plots(&cfg.run_dir, &cfg.name, &meta.history) {
             bar.println(format!("warning: could not draw the curves: {e}"));
@@ -525,6 +577,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             )
         })
     });
+    model.fold_logit_scale();
     let seen: f64 = meta.history.len() as f64 * n as f64;
     Ok(RunResult {
         vs,
@@ -546,16 +599,29 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
 /// One optimisation step on a batch of uint8 images: augment on the device, forward
 /// (channels-last when the recipe asks; bf16 autocast when it asks and `cuda`), smoothed
 /// cross-entropy, backward, SGD at `lr`. Returns the loss and the fp32 logits.
+/// `flips` gives each image's mirror decision (alternating flip); `None` draws them.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &ResNet,
     opt: &mut FlatSgd,
     recipe: &Recipe,
     images_u8: &Tensor,
     labels: &Tensor,
+    flips: Option<&Tensor>,
     lr: f64,
     cuda: bool,
 ) -> (Tensor, Tensor) {
-    timed_train_step(model, opt, recipe, images_u8, labels, lr, cuda, &mut |_| {})
+    timed_train_step(
+        model,
+        opt,
+        recipe,
+        images_u8,
+        labels,
+        flips,
+        lr,
+        cuda,
+        &mut |_| {},
+    )
 }
 
 /// The phases of a training step, in order, as [`timed_train_step`] reports them.
@@ -570,11 +636,14 @@ pub fn timed_train_step(
     recipe: &Recipe,
     images_u8: &Tensor,
     labels: &Tensor,
+    flips: Option<&Tensor>,
     lr: f64,
     cuda: bool,
     mark: &mut dyn FnMut(usize),
 ) -> (Tensor, Tensor) {
-    let x = recipe.augment.apply(&to_unit_float(images_u8));
+    let x = recipe
+        .augment
+        .apply_with_flips(&to_unit_float(images_u8), flips);
     let x = if recipe.channels_last {
         to_channels_last(&x)
     } else {
@@ -626,8 +695,8 @@ pub fn benchmark_steps(
 ) -> StepBenchmark {
     tch::manual_seed(0);
     let vs = VarStore::new(device);
-    let model = ResNet::new(&vs.root(), spec);
-    let mut opt = FlatSgd::new(&vs, spec, recipe.optimizer.clone());
+    let model = ResNet::with_options(&vs.root(), spec, BuildOptions::from_recipe(recipe));
+    let mut opt = FlatSgd::with_frozen(&vs, spec, recipe.optimizer.clone(), &frozen_params(recipe));
     let bs = recipe.batch_size as i64;
     let images = Tensor::randint(256, [bs, 3, 32, 32], (Kind::Uint8, device));
     let labels = Tensor::randint(spec.num_classes as i64, [bs], (Kind::Int64, device));
@@ -646,7 +715,7 @@ pub fn benchmark_steps(
     for i in 0..warmup + steps {
         sync();
         let t0 = Instant::now();
-        let (loss, _) = train_step(&model, &mut opt, recipe, &images, &labels, 1e-3, cuda);
+        let (loss, _) = train_step(&model, &mut opt, recipe, &images, &labels, None, 1e-3, cuda);
         let _ = loss.double_value(&[]);
         sync();
         if i >= warmup {
@@ -665,7 +734,7 @@ pub fn benchmark_steps(
             last = now;
         };
         let _ = timed_train_step(
-            &model, &mut opt, recipe, &images, &labels, 1e-3, cuda, &mut mark,
+            &model, &mut opt, recipe, &images, &labels, None, 1e-3, cuda, &mut mark,
         );
     }
     StepBenchmark {
@@ -678,6 +747,16 @@ pub fn benchmark_steps(
             .zip(&phases)
             .map(|(name, t)| (name.to_string(), median(t)))
             .collect(),
+    }
+}
+
+/// The trainable tensors a recipe keeps fixed: the whitened stem, and BN scales when
+/// they are frozen.
+fn frozen_params(recipe: &Recipe) -> impl Fn(&str) -> bool {
+    let (stem, bn_scale) = (recipe.whiten_stem, recipe.freeze_bn_scale);
+    move |name: &str| {
+        (stem && name == "stem.conv.weight")
+            || (bn_scale && name.contains(".bn") && name.ends_with(".weight"))
     }
 }
 

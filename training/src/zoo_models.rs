@@ -1,12 +1,12 @@
 //! The models `train-zoo --all` trains and publishes, in training order.
 
 /// `(model name, preset, recipe)`. TPSNet first: if a run is cut short, the paper's
-/// headline model is the one that finished. `plainnet` is the zoo's CPU-trainable model.
+/// headline model is the one that finished. `airnet` is the zoo's CPU-trainable model.
 pub const PUBLISHED: &[(&str, &str, &str)] = &[
     ("tpsnet", "tpsnet", "fast"),
     ("model2", "model2", "fast"),
     ("model1", "model1", "fast"),
-    ("plainnet", "plainnet", "cpu"),
+    ("airnet", "airnet", "cpu"),
 ];
 
 /// Where published models live: `<workspace>/models`.

@@ -161,6 +161,27 @@ fn mixed_plain_and_residual_specs_match_tch_in_onnxruntime() {
 }
 
 #[test]
+fn gelu_and_pool_first_specs_match_tch_in_onnxruntime() {
+    let Some(dir) = cifar_dir() else { return };
+    // GELU everywhere, an even 4x4 stem padded by 1 (32 -> 31), a residual layer, a
+    // two-block pool-first layer pooling by 3 (31 -> 10), a plain layer (10 -> 5); the
+    // randomised BN scales include negative ones, which pool-first export must survive.
+    let mut spec = ResNetSpec::paper(&[1, 2, 1], 4, 2);
+    spec.activation = zoo::Activation::Gelu;
+    spec.stem_kernel = 4;
+    spec.stem_padding = Some(1);
+    spec.layers[0].stride = 1;
+    spec.layers[1].kind = zoo::BlockKind::PlainPoolFirst;
+    spec.layers[1].stride = 3;
+    spec.layers[2].kind = zoo::BlockKind::Plain;
+    spec.pool = 5;
+    spec.head_pool = zoo::HeadPool::Max;
+    spec.validate().unwrap();
+    assert_eq!(spec.final_size(), 5);
+    check_spec("gelu-pool-first", &spec, &dir, 8);
+}
+
+#[test]
 fn export_model_writes_hashed_file_and_manifest() {
     let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
     let vs = VarStore::new(Device::Cpu);
