@@ -31,16 +31,17 @@ impl ConvBn {
             ..Default::default()
         };
         let bn_momentum = opts.bn_momentum;
+        let mut bn_cfg = nn::BatchNormConfig {
+            momentum: bn_momentum,
+            ..Default::default()
+        };
+        if opts.bn_scale_one {
+            // tch draws BN scales from U(0, 1); PyTorch (and airbench) start them at 1.
+            bn_cfg.ws_init = nn::Init::Const(1.0);
+        }
         ConvBn {
             conv: nn::conv2d(&vs / conv, c_in as i64, c_out as i64, k as i64, cfg),
-            bn: nn::batch_norm2d(
-                &vs / bn,
-                c_out as i64,
-                nn::BatchNormConfig {
-                    momentum: bn_momentum,
-                    ..Default::default()
-                },
-            ),
+            bn: nn::batch_norm2d(&vs / bn, c_out as i64, bn_cfg),
         }
     }
 
@@ -125,6 +126,11 @@ pub struct BuildOptions {
     /// Draw conv and linear weights as PyTorch does (uniform ±1/√fan_in) instead of
     /// tch's default (uniform ±√6/√fan_in, 2.45× wider).
     pub pytorch_init: bool,
+    /// Start BatchNorm scales at 1, as PyTorch does, instead of tch's default draw from
+    /// U(0, 1). Needed wherever the scales are frozen: frozen at a random draw, a
+    /// channel with scale 0.01 is all but dead and the whitened stem loses its equal
+    /// variances (the bug behind `airnet-b8c9d1af`'s plateau, docs/training-log.md).
+    pub bn_scale_one: bool,
 }
 
 impl Default for BuildOptions {
@@ -133,6 +139,7 @@ impl Default for BuildOptions {
             bn_momentum: 0.1,
             logit_scale: 1.0,
             pytorch_init: false,
+            bn_scale_one: false,
         }
     }
 }
@@ -144,6 +151,10 @@ impl BuildOptions {
             bn_momentum: r.bn_momentum,
             logit_scale: r.logit_scale,
             pytorch_init: r.pytorch_init,
+            // Frozen scales must be airbench's 1; `pytorch_init` means PyTorch's init
+            // throughout. Otherwise tch's draw is kept, so that the published GPU models'
+            // recipes still reproduce them.
+            bn_scale_one: r.freeze_bn_scale || r.pytorch_init,
         }
     }
 
@@ -491,6 +502,40 @@ mod tests {
             tch_default <= 6f64.sqrt() && tch_default > 2.4,
             "{tch_default}"
         );
+    }
+
+    /// A recipe that freezes BN scales gets them at exactly 1 (airbench, PyTorch), in
+    /// the stem and in every block; tch's own default draws them from U(0, 1), which
+    /// the published GPU recipes keep so that they still reproduce.
+    #[test]
+    fn frozen_bn_scales_start_at_one() {
+        let spec = ResNetSpec::preset("airnet").unwrap();
+        let scales = |recipe: &crate::recipe::Recipe| {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _m = ResNet::with_options(&vs.root(), &spec, BuildOptions::from_recipe(recipe));
+            let vars = vs.variables();
+            let names: Vec<String> = vars
+                .keys()
+                .filter(|n| n.contains(".bn") && n.ends_with(".weight"))
+                .cloned()
+                .collect();
+            assert_eq!(names.len(), 7, "stem + two per block");
+            Tensor::cat(
+                &names.iter().map(|n| vars[n].view([-1])).collect::<Vec<_>>(),
+                0,
+            )
+        };
+        let cpu = crate::recipe::Recipe::cpu();
+        assert!(cpu.freeze_bn_scale);
+        let s = scales(&cpu);
+        assert_eq!(s.min().double_value(&[]), 1.0);
+        assert_eq!(s.max().double_value(&[]), 1.0);
+        let fast = crate::recipe::Recipe::fast();
+        assert!(!fast.freeze_bn_scale && !fast.pytorch_init);
+        let s = scales(&fast);
+        assert!(s.min().double_value(&[]) >= 0.0 && s.max().double_value(&[]) < 1.0);
+        assert!(s.std(true).double_value(&[]) > 0.1, "tch's U(0, 1) draw");
     }
 
     proptest::proptest! {
