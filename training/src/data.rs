@@ -95,6 +95,11 @@ pub struct Augment {
     /// reflect padding) instead of with zeros.
     #[serde(default)]
     pub reflect: bool,
+    /// With `reflect`, mirror about the border pixel (`dcb|abcd`: PyTorch's `reflect`
+    /// padding, OpenCV's BORDER_REFLECT_101, what airbench pads with) instead of about the
+    /// image edge (`cba|abcd`, grid_sample's reflection, which repeats the border pixel).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reflect_101: bool,
     /// Trick "alternating flip" (airbench): each image gets one random orientation for
     /// the run and is shown mirrored in every other epoch, so consecutive epochs see both
     /// views instead of a fresh coin toss each time. Needs `flip`.
@@ -109,6 +114,7 @@ impl Augment {
             rotate_deg: 0.0,
             flip: false,
             reflect: false,
+            reflect_101: false,
             alternate_flip: false,
         }
     }
@@ -119,6 +125,7 @@ impl Augment {
             rotate_deg: 5.0,
             flip: true,
             reflect: false,
+            reflect_101: false,
             alternate_flip: false,
         }
     }
@@ -174,11 +181,21 @@ impl Augment {
         // Output pixel p samples the input at R·F·p + t (F = optional mirror in x).
         let row0 = Tensor::stack(&[&cos * &flip, -&sin, tx], 1);
         let row1 = Tensor::stack(&[&sin * &flip, cos, ty], 1);
+        // Border-pixel reflection: pad first, then sample the padded image. Its pixel
+        // p + pad sits at normalised (w / (w + 2·pad)) times the original's, so scaling
+        // a row of θ by that ratio keeps every integer shift on a pixel centre.
+        let (src, row0, row1) = if self.reflect && self.reflect_101 && self.crop_pad > 0 {
+            let p = self.crop_pad;
+            let (sx, sy) = (w as f64 / (w + 2 * p) as f64, h as f64 / (h + 2 * p) as f64);
+            (x.reflection_pad2d([p, p, p, p]), row0 * sx, row1 * sy)
+        } else {
+            (x.shallow_clone(), row0, row1)
+        };
         let theta = Tensor::stack(&[row0, row1], 1);
         let grid = Tensor::affine_grid_generator(&theta, size.as_slice(), false);
         // interpolation 0 = bilinear; padding 0 = zeros, 2 = reflection.
         let padding = if self.reflect { 2 } else { 0 };
-        x.grid_sampler(&grid.to_kind(x.kind()), 0, padding, false)
+        src.grid_sampler(&grid.to_kind(x.kind()), 0, padding, false)
     }
 }
 
@@ -249,6 +266,54 @@ mod tests {
                 y.min().double_value(&[]) >= 1.0,
                 "reflect fill must not zero-pad"
             );
+        }
+    }
+
+    /// Every 32x32 window of a C×36×36 image (the crops a ±2 shift can yield).
+    fn reflect_crops(padded: &Tensor) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        for dy in 0..=4 {
+            for dx in 0..=4 {
+                out.push(padded.narrow(1, dy, 32).narrow(2, dx, 32));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn reflect_modes_mirror_about_the_edge_or_the_border_pixel() {
+        let x = ramp(6) + 1.0;
+        // Edge mirror repeats the border pixel: x[-1] = x[0], x[-2] = x[1].
+        let edge = |xi: &Tensor| {
+            let idx: Vec<i64> = [1, 0].into_iter().chain(0..32).chain([31, 30]).collect();
+            let idx = Tensor::from_slice(&idx);
+            xi.index_select(1, &idx).index_select(2, &idx)
+        };
+        // Border-pixel mirror (PyTorch's reflect): x[-1] = x[1], x[-2] = x[2].
+        let b101 = |xi: &Tensor| {
+            xi.unsqueeze(0)
+                .reflection_pad2d([2, 2, 2, 2])
+                .squeeze_dim(0)
+        };
+        for (reflect_101, pad) in [(false, &edge as &dyn Fn(&Tensor) -> Tensor), (true, &b101)] {
+            let a = Augment {
+                crop_pad: 2,
+                reflect: true,
+                reflect_101,
+                ..Augment::none()
+            };
+            tch::manual_seed(11);
+            let y = a.apply(&x);
+            for i in 0..6 {
+                let crops = reflect_crops(&pad(&x.get(i)));
+                let hit = crops
+                    .iter()
+                    .any(|c| c.allclose(&y.get(i), 1e-4, 1e-5, false));
+                assert!(
+                    hit,
+                    "reflect_101={reflect_101}: image {i} is no crop of its padding"
+                );
+            }
         }
     }
 

@@ -98,10 +98,13 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct TrainArgs {
-    /// Train and publish every zoo model (tpsnet, model2, model1 with the fast recipe).
+    /// Train and publish every zoo model: tpsnet, model2 and model1 with the fast recipe,
+    /// airnet with the cpu recipe, then airnet-wide with the wide recipe.
     #[arg(long, conflicts_with = "model")]
     all: bool,
-    /// Preset name (model1, model2, tpsnet) or a spec JSON file.
+    /// Preset name (`train-zoo list`: tpsnet, model1, model2, resnet20, airnet, airnet-wide,
+    /// plainnet)
+    /// or a spec JSON file.
     #[arg(long, short)]
     model: Option<String>,
     /// Name used for files and the manifest (default: the preset or spec file stem).

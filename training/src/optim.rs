@@ -259,6 +259,7 @@ impl Ema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use tch::nn::{ModuleT, OptimizerConfig};
     use tch::{Device, nn};
 
@@ -290,6 +291,42 @@ mod tests {
         assert!(near(&w, &(&w0 + 0.25)), "decay 1 keeps the slow weights");
     }
 
+    /// One SGD step at `cfg.lr` on a random batch of 4, `frozen` held fixed: how far each
+    /// variable moved (before - after) and the gradient it was given.
+    fn step_once(
+        vs: &VarStore,
+        net: &crate::model::ResNet,
+        spec: &zoo::ResNetSpec,
+        cfg: SgdConfig,
+        frozen: &dyn Fn(&str) -> bool,
+    ) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
+        let lr = cfg.lr;
+        let before: HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        let mut opt = FlatSgd::with_frozen(vs, spec, cfg, frozen);
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        opt.zero_grad();
+        net.forward_t(&x, true)
+            .cross_entropy_for_logits(&y)
+            .backward();
+        let vars = vs.variables();
+        let grads = vars
+            .iter()
+            .filter(|(_, t)| t.grad().defined())
+            .map(|(n, t)| (n.clone(), t.grad().detach().copy()))
+            .collect();
+        opt.step(lr);
+        let moved = vars
+            .iter()
+            .map(|(n, t)| (n.clone(), &before[n] - t))
+            .collect();
+        (moved, grads)
+    }
+
     /// Frozen tensors never change and BN shifts take the scaled rate.
     #[test]
     fn frozen_tensors_stay_and_bn_shifts_move_faster() {
@@ -305,33 +342,70 @@ mod tests {
             decay_bn_and_bias: false,
             bias_lr_scale: 64.0,
         };
-        let before: std::collections::HashMap<String, Tensor> = vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().copy()))
-            .collect();
-        let mut opt = FlatSgd::with_frozen(&vs, &spec, cfg, &|n| n == "stem.conv.weight");
-        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
-        let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
-        opt.zero_grad();
-        net.forward_t(&x, true)
-            .cross_entropy_for_logits(&y)
-            .backward();
-        let vars = vs.variables();
-        let grad = |n: &str| vars[n].grad().detach().copy();
-        let (g_bias, g_fc) = (grad("layer0.block0.bn1.bias"), grad("fc.bias"));
-        opt.step(0.1);
-        let moved = |n: &str| &before[n] - &vars[n];
-        assert_eq!(moved("stem.conv.weight").abs().max().double_value(&[]), 0.0);
-        let d = (moved("layer0.block0.bn1.bias") - g_bias * 6.4).abs().max();
+        let (moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n == "stem.conv.weight");
+        let (g_bias, g_fc) = (&g["layer0.block0.bn1.bias"], &g["fc.bias"]);
+        assert_eq!(moved["stem.conv.weight"].abs().max().double_value(&[]), 0.0);
+        let d = (&moved["layer0.block0.bn1.bias"] - g_bias * 6.4)
+            .abs()
+            .max();
         assert!(
             d.double_value(&[]) < 1e-5,
             "BN shift step is 64 x lr x grad"
         );
-        let d = (moved("fc.bias") - g_fc * 0.1).abs().max();
+        let d = (&moved["fc.bias"] - g_fc * 0.1).abs().max();
         assert!(
             d.double_value(&[]) < 1e-6,
             "the head's bias keeps the base rate"
+        );
+    }
+
+    /// With `decay_bn_and_bias`, a BN shift at 64x rate decays with the base rate's
+    /// strength (airbench: lr x decay is the same for every tensor), the head's bias at
+    /// the base rate decays as a weight does, and frozen tensors do not decay at all.
+    #[test]
+    fn scaled_bn_shifts_decay_at_the_base_strength() {
+        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let net = crate::model::ResNet::new(&vs.root(), &spec);
+        {
+            // Nonzero shifts, so that decay shows.
+            let _g = tch::no_grad_guard();
+            for (n, t) in vs.variables() {
+                if n.ends_with(".bias") {
+                    t.shallow_clone().copy_(&(t.rand_like() + 0.5));
+                }
+            }
+        }
+        let (lr, wd) = (0.1, 0.01);
+        let cfg = SgdConfig {
+            lr,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: wd,
+            decay_bn_and_bias: true,
+            bias_lr_scale: 64.0,
+        };
+        let before: HashMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        let (moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n.ends_with("bn1.weight"));
+        let (g_shift, g_fc) = (&g["layer0.block0.bn1.bias"], &g["fc.bias"]);
+        let max_abs = |t: Tensor| t.abs().max().double_value(&[]);
+        let shift = "layer0.block0.bn1.bias";
+        let want = g_shift * (64.0 * lr) + &before[shift] * (lr * wd);
+        assert!(max_abs(&moved[shift] - want) < 1e-5, "64x step, 1x decay");
+        let want = g_fc * lr + &before["fc.bias"] * (lr * wd);
+        assert!(
+            max_abs(&moved["fc.bias"] - want) < 1e-6,
+            "head bias: base rate, decayed"
+        );
+        assert_eq!(
+            max_abs(moved["layer0.block0.bn1.weight"].shallow_clone()),
+            0.0,
+            "frozen: no decay"
         );
     }
 
