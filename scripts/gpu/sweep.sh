@@ -3,7 +3,7 @@
 # Each variant is `plainnet` (unless the line names a --model) with the recipe $RECIPE
 # (default scripts/gpu/recipes/cpu-v1.json, the `cpu` recipe the four 2026-11-26 rounds
 # started from), plus the overrides of one line of
-# scripts/gpu/sweep-plainnet.txt (`name  args...`), run JOBS at a time on the one GPU
+# scripts/gpu/sweep-plainnet.txt (`name  args...`; a line's own --model or --recipe wins), run JOBS at a time on the one GPU
 # (a batch-256 step of this small net leaves most of an H100 idle). The CPU run of the
 # winner then takes ~50 minutes instead of every variant doing so.
 # Writes $OUT/sweep.jsonl (one `--json` summary per variant, plus its name and args),
@@ -31,9 +31,10 @@ start=$(date +%s)
 run_one() {
   local name=$1; shift
   local t0; t0=$(date +%s)
-  local model=(--model plainnet)
+  local model=(--model plainnet) recipe=(--recipe "$RECIPE")
   [[ " $* " == *" --model "* ]] && model=()
-  "$bin" "${model[@]}" --recipe "$RECIPE" --device "$DEVICE" --data-dir /tmp/cifar \
+  [[ " $* " == *" --recipe "* ]] && recipe=()
+  "$bin" "${model[@]}" "${recipe[@]}" --device "$DEVICE" --data-dir /tmp/cifar \
     --run-dir "/tmp/sweep/$name" --name "plainnet-$name" --json --no-progress "${extra[@]}" "$@" \
     > "/tmp/sweep/$name.json" 2> >(grep -v 'autocast::' > "/tmp/sweep/$name.log")
   local rc=$?
