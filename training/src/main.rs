@@ -103,8 +103,7 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "model")]
     all: bool,
     /// Preset name (`train-zoo list`: tpsnet, model1, model2, resnet20, airnet, airnet-wide,
-    /// plainnet)
-    /// or a spec JSON file.
+    /// plainnet) or a spec JSON file.
     #[arg(long, short)]
     model: Option<String>,
     /// Name used for files and the manifest (default: the preset or spec file stem).
