@@ -56,11 +56,20 @@ peers() {
      --only "$1" --json "$OUT/$2.json" >/dev/null)
 }
 # Rounds alternate the three engines, so load that comes and goes hits all alike; ratios
-# are taken per round (paired) and their median reported.
+# are taken per round (paired) and their median reported. The order rotates from round
+# to round: with a fixed order this runtime always ran right after PyTorch, and its
+# batch-1 latency came out ~10 % above onnxruntime's, a gap that vanished when the two
+# were alternated (docs/benchmarks.md, batch-1 follow-up).
 echo "load before: $(cat /proc/loadavg)" >&2
 for r in $(seq 1 "$ROUNDS"); do
-  echo "== round $r/$ROUNDS: this runtime, Python onnxruntime, PyTorch eager" >&2
-  rust "rust-$r"; peers ort "ort-$r"; peers torch "torch-$r"
+  case $(( (r - 1) % 3 )) in
+    0) echo "== round $r/$ROUNDS: this runtime, Python onnxruntime, PyTorch eager" >&2
+       rust "rust-$r"; peers ort "ort-$r"; peers torch "torch-$r" ;;
+    1) echo "== round $r/$ROUNDS: Python onnxruntime, PyTorch eager, this runtime" >&2
+       peers ort "ort-$r"; peers torch "torch-$r"; rust "rust-$r" ;;
+    2) echo "== round $r/$ROUNDS: PyTorch eager, this runtime, Python onnxruntime" >&2
+       peers torch "torch-$r"; rust "rust-$r"; peers ort "ort-$r" ;;
+  esac
 done
 echo "load after: $(cat /proc/loadavg)" >&2
 
