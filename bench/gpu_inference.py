@@ -13,12 +13,11 @@ usage: gpu_inference.py [--batch 1024] [--repeats 30] [--warmup 10] [--device cu
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import torch_resnet
+from bench_peers import timed
 
 
 def median_seconds(model, x, repeats, warmup, bf16):
@@ -29,14 +28,7 @@ def median_seconds(model, x, repeats, warmup, bf16):
             model(x)
         sync()
 
-    for _ in range(warmup):
-        once()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return timed(once, repeats, warmup)
 
 
 def main():

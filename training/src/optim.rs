@@ -291,17 +291,21 @@ mod tests {
         assert!(near(&w, &(&w0 + 0.25)), "decay 1 keeps the slow weights");
     }
 
-    /// One SGD step at `cfg.lr` on a random batch of 4, `frozen` held fixed: how far each
-    /// variable moved (before - after) and the gradient it was given.
+    /// Tensors by variable name.
+    type Named = HashMap<String, Tensor>;
+
+    /// One SGD step at `cfg.lr` on a random batch of 4, `frozen` held fixed: each
+    /// variable before the step, how far it moved (before - after), and the gradient it
+    /// was given.
     fn step_once(
         vs: &VarStore,
         net: &crate::model::ResNet,
         spec: &zoo::ResNetSpec,
         cfg: SgdConfig,
         frozen: &dyn Fn(&str) -> bool,
-    ) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
+    ) -> (Named, Named, Named) {
         let lr = cfg.lr;
-        let before: HashMap<String, Tensor> = vs
+        let before: Named = vs
             .variables()
             .into_iter()
             .map(|(n, t)| (n, t.detach().copy()))
@@ -324,7 +328,7 @@ mod tests {
             .iter()
             .map(|(n, t)| (n.clone(), &before[n] - t))
             .collect();
-        (moved, grads)
+        (before, moved, grads)
     }
 
     /// Frozen tensors never change and BN shifts take the scaled rate.
@@ -342,7 +346,7 @@ mod tests {
             decay_bn_and_bias: false,
             bias_lr_scale: 64.0,
         };
-        let (moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n == "stem.conv.weight");
+        let (_, moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n == "stem.conv.weight");
         let (g_bias, g_fc) = (&g["layer0.block0.bn1.bias"], &g["fc.bias"]);
         assert_eq!(moved["stem.conv.weight"].abs().max().double_value(&[]), 0.0);
         let d = (&moved["layer0.block0.bn1.bias"] - g_bias * 6.4)
@@ -386,12 +390,7 @@ mod tests {
             decay_bn_and_bias: true,
             bias_lr_scale: 64.0,
         };
-        let before: HashMap<String, Tensor> = vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.detach().copy()))
-            .collect();
-        let (moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n.ends_with("bn1.weight"));
+        let (before, moved, g) = step_once(&vs, &net, &spec, cfg, &|n| n.ends_with("bn1.weight"));
         let (g_shift, g_fc) = (&g["layer0.block0.bn1.bias"], &g["fc.bias"]);
         let max_abs = |t: Tensor| t.abs().max().double_value(&[]);
         let shift = "layer0.block0.bn1.bias";

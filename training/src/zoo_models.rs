@@ -25,14 +25,14 @@ mod tests {
     use crate::recipe::Recipe;
     use zoo::{Manifest, ResNetSpec};
 
-    /// The shipped manifest of `name` in `models/`, if the zoo ships one.
-    fn shipped(name: &str) -> Option<Manifest> {
+    /// Every manifest shipped in `models/`.
+    fn shipped() -> Vec<Manifest> {
         std::fs::read_dir(models_dir())
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .filter_map(|p| Manifest::load(&p).ok())
-            .find(|m| m.name == name)
+            .collect()
     }
 
     /// `train-zoo --all` rebuilds what the zoo ships: every shipped model's spec is its
@@ -43,8 +43,9 @@ mod tests {
     /// were sized to the device time, with `--epochs`, so only their specs are compared.)
     #[test]
     fn published_models_match_their_presets_and_recipes() {
+        let shipped = shipped();
         for (name, preset, recipe) in PUBLISHED {
-            let Some(m) = shipped(name) else {
+            let Some(m) = shipped.iter().find(|m| m.name == *name) else {
                 panic!("the zoo ships no {name} in {}", models_dir().display())
             };
             assert_eq!(m.spec, ResNetSpec::preset(preset).unwrap(), "{name}: spec");
