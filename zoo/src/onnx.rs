@@ -27,7 +27,9 @@ pub const OPSET: i64 = 17;
 /// ONNX IR version the writer targets.
 pub const IR_VERSION: i64 = 8;
 
-/// The protobuf messages of `onnx.proto` that the writer needs.
+/// The protobuf messages of `onnx.proto` that the writer needs, with the fields a reader
+/// of zoo-style graphs needs too (`tpsnet-quantize` decodes models with them). Fields
+/// not declared here are skipped when decoding.
 pub mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelProto {
@@ -107,6 +109,9 @@ pub mod proto {
     pub mod attribute_type {
         pub const FLOAT: i32 = 1;
         pub const INT: i32 = 2;
+        pub const STRING: i32 = 3;
+        pub const TENSOR: i32 = 4;
+        pub const FLOATS: i32 = 6;
         pub const INTS: i32 = 7;
     }
 
@@ -122,6 +127,8 @@ pub mod proto {
         pub i: i64,
         #[prost(bytes = "vec", tag = "4")]
         pub s: Vec<u8>,
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<TensorProto>,
         #[prost(float, repeated, tag = "7")]
         pub floats: Vec<f32>,
         #[prost(int64, repeated, tag = "8")]
@@ -131,8 +138,14 @@ pub mod proto {
     /// `TensorProto.DataType` values.
     pub mod data_type {
         pub const FLOAT: i32 = 1;
+        pub const UINT8: i32 = 2;
+        pub const INT8: i32 = 3;
+        pub const INT32: i32 = 6;
         pub const INT64: i32 = 7;
     }
+
+    /// `TensorProto.DataLocation.EXTERNAL`: the data lives in another file.
+    pub const DATA_LOCATION_EXTERNAL: i32 = 1;
 
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TensorProto {
@@ -146,8 +159,15 @@ pub mod proto {
         pub raw_data: Vec<u8>,
         #[prost(float, repeated, tag = "4")]
         pub float_data: Vec<f32>,
+        /// Also holds INT8/UINT8/INT16/... values, one per element.
+        #[prost(int32, repeated, tag = "5")]
+        pub int32_data: Vec<i32>,
         #[prost(int64, repeated, tag = "7")]
         pub int64_data: Vec<i64>,
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+        #[prost(int32, tag = "14")]
+        pub data_location: i32,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
