@@ -63,6 +63,95 @@ pub struct Manifest {
     pub metrics: Metrics,
     pub training: TrainingRecord,
     pub onnx: OnnxInfo,
+    /// Numeric format: `fp32` (left out of the JSON) or `int8` for a quantized variant.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// How a quantized variant was made from its fp32 source (absent for fp32 models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<QuantizationRecord>,
+}
+
+/// Numeric format of a published model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float weights and activations (what the trainer exports).
+    #[default]
+    Fp32,
+    /// 8-bit integer weights and activations (`tpsnet-quantize`, docs/quantization.md).
+    Int8,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// `fp32` or `int8`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a quantized model was made: from which fp32 file, in which layout, calibrated on
+/// which images.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantizationRecord {
+    /// The fp32 model the variant was made from.
+    pub source: SourceModel,
+    /// The graph layout, e.g. `QOperator (QLinearConv, QLinearAdd)`.
+    pub layout: String,
+    /// How weights are stored, e.g. `int8, symmetric, per output channel`.
+    pub weights: String,
+    /// How activations are stored, e.g. `uint8, asymmetric, per tensor`.
+    pub activations: String,
+    /// Where the activation ranges came from.
+    pub calibration: CalibrationRecord,
+    /// Nodes of the source graph that were left in fp32, by name.
+    pub float_nodes: Vec<String>,
+    /// Tool and version, e.g. `tpsnet-quantize 0.1.0`.
+    pub tool: String,
+    /// Source commit of the tool (`-dirty` when modified).
+    pub source_commit: String,
+    /// UTC time the quantization finished (RFC 3339).
+    pub finished_at: String,
+}
+
+/// The fp32 model a quantized variant was made from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceModel {
+    pub name: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+/// The images activation ranges were calibrated on (always training images, never the
+/// test set) and how the ranges were chosen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// Data split, `train`.
+    pub split: String,
+    /// Number of calibration images.
+    pub images: u64,
+    /// Seed of the permutation the images were taken from.
+    pub seed: u64,
+    /// Which images, in words (reproducible from `seed`).
+    pub selection: String,
+    /// sha256 of the comma-separated calibration indices.
+    pub indices_sha256: String,
+    /// How each activation's clipping range was chosen, e.g. `mse`.
+    pub range_method: String,
+    /// How that method was chosen, in words (on training images only).
+    pub chosen_by: String,
 }
 
 /// What the graph expects as input.
@@ -268,6 +357,8 @@ impl Manifest {
                 bn_folded: true,
                 producer: format!("tpsnet-zoo {}", env!("CARGO_PKG_VERSION")),
             },
+            precision: Precision::Fp32,
+            quantization: None,
         }
     }
 
@@ -415,6 +506,8 @@ mod tests {
                 bn_folded: true,
                 producer: "tpsnet-zoo".into(),
             },
+            precision: Precision::Fp32,
+            quantization: None,
         }
     }
 
@@ -439,6 +532,42 @@ mod tests {
             Manifest::load(&p),
             Err(ManifestError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn fp32_manifests_keep_their_json_and_int8_round_trips() {
+        let m = sample();
+        let json = m.to_json();
+        assert!(!json.contains("precision") && !json.contains("quantization"));
+        let mut q = sample();
+        q.precision = Precision::Int8;
+        q.quantization = Some(QuantizationRecord {
+            source: SourceModel {
+                name: "tiny".into(),
+                file: "tiny-0123abcd.onnx".into(),
+                sha256: "0123abcd".repeat(8),
+            },
+            layout: "QOperator".into(),
+            weights: "int8".into(),
+            activations: "uint8".into(),
+            calibration: CalibrationRecord {
+                split: "train".into(),
+                images: 512,
+                seed: 0,
+                selection: "first 512".into(),
+                indices_sha256: "ab".repeat(32),
+                range_method: "mse".into(),
+                chosen_by: "fixed".into(),
+            },
+            float_nodes: vec!["head.fc".into()],
+            tool: "tpsnet-quantize".into(),
+            source_commit: "x".into(),
+            finished_at: "2026-11-30T00:00:00Z".into(),
+        });
+        let json = q.to_json();
+        assert!(json.contains("\"precision\": \"int8\""), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, q);
     }
 
     #[test]
