@@ -91,10 +91,19 @@ impl Registry {
         Ok(reg)
     }
 
-    /// The model with the highest claimed top-1 (ties: the first by name).
+    /// The fp32 model with the highest claimed top-1 (ties: the first by name).
+    ///
+    /// Quantized variants (`<name>-int8`, docs/quantization.md) are only picked when the
+    /// folder holds nothing else: they trade a little accuracy for speed, a choice a user
+    /// makes by name (`--model tpsnet-int8`), and their accuracy can come out a hair
+    /// above the fp32 source's on the test set without being the better model.
     pub fn best(&self) -> Result<&ModelEntry> {
         let mut best: Option<&ModelEntry> = None;
+        let has_fp32 = self.models.iter().any(|m| m.manifest.precision.is_fp32());
         for m in &self.models {
+            if has_fp32 && !m.manifest.precision.is_fp32() {
+                continue;
+            }
             if best.is_none_or(|b| m.claimed_top1() > b.claimed_top1()) {
                 best = Some(m);
             }
@@ -154,4 +163,50 @@ pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
         return Ok(as_path.to_path_buf());
     }
     Ok(Registry::scan(dir)?.find(arg)?.manifest_path.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zoo::manifest::{Metrics, Precision, TrainingRecord, write_atomic};
+
+    fn write_manifest(dir: &Path, name: &str, top1: f64, precision: Precision) {
+        let spec = zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2);
+        let mut m = Manifest::describe(
+            name,
+            &spec,
+            name.as_bytes(),
+            Metrics {
+                dataset: "cifar10-test".into(),
+                images: 10_000,
+                top1,
+                top1_flip_tta: None,
+                claim: "single".into(),
+                how: "test".into(),
+            },
+            TrainingRecord::untrained(0),
+        );
+        m.precision = precision;
+        let path = dir.join(Manifest::path_for_model(Path::new(&m.file)));
+        write_atomic(&path, m.to_json().as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn best_skips_quantized_variants_which_are_found_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write_manifest(dir.path(), "tiny", 90.0, Precision::Fp32);
+        write_manifest(dir.path(), "tiny-int8", 90.1, Precision::Int8);
+        let reg = Registry::scan(dir.path()).unwrap();
+        assert_eq!(reg.best().unwrap().manifest.name, "tiny");
+        let int8 = reg.find("tiny-int8").unwrap();
+        assert_eq!(int8.manifest.precision, Precision::Int8);
+        let path = resolve_model(Some("tiny-int8"), dir.path()).unwrap();
+        assert_eq!(path, int8.manifest_path);
+
+        // A folder of quantized models only still has a best model.
+        let only = tempfile::tempdir().unwrap();
+        write_manifest(only.path(), "tiny-int8", 90.1, Precision::Int8);
+        let reg = Registry::scan(only.path()).unwrap();
+        assert_eq!(reg.best().unwrap().manifest.name, "tiny-int8");
+    }
 }

@@ -195,8 +195,10 @@ pub fn available_providers() -> Result<Vec<String>> {
 }
 
 /// Creates one session for `model_bytes` (already hash-checked) on the requested device,
-/// falling back to the CPU only when the options allow it.
-pub(crate) fn create_session(
+/// falling back to the CPU only when the options allow it. `model_path` only names the
+/// model in errors. Public for tools that need raw sessions on the same ONNX Runtime
+/// (`tpsnet-quantize` reads intermediate tensors while calibrating).
+pub fn create_session(
     model_path: &Path,
     model_bytes: &[u8],
     opts: &SessionOptions,
