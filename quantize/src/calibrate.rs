@@ -1,0 +1,98 @@
+//! Measuring the activations the int8 graph will quantize, on training images.
+//!
+//! The fp32 graph (after the exact rewrites of [`crate::rewrite`]) is run with the
+//! tensor measured for each entry of [`crate::plan::Plan::calibrate`] ([`crate::plan::Plan::measured`]) as an
+//! extra output: once for the ranges, once for the histograms ([`crate::ranges`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use prost::Message;
+use rayon::prelude::*;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::images::TrainingImages;
+use crate::params::ActivationParams;
+use crate::ranges::{RangeMethod, TensorStats};
+
+/// What calibration measured: one [`TensorStats`] per planned tensor.
+///
+/// (Which tensor is measured for which: [`crate::plan::Plan::measured`].)
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub stats: BTreeMap<String, TensorStats>,
+    /// Tensors whose range must start at 0 (fused ReLUs).
+    pub non_negative: Vec<String>,
+}
+
+impl Calibration {
+    /// Quantization parameters of every tensor with `method`.
+    pub fn params(&self, method: RangeMethod) -> HashMap<String, ActivationParams> {
+        self.stats
+            .iter()
+            .map(|(name, s)| {
+                let (lo, hi) = s.range(method, self.non_negative.contains(name));
+                (name.clone(), ActivationParams::from_range(lo, hi))
+            })
+            .collect()
+    }
+}
+
+/// Runs the fp32 graph over training images `indices` (two passes, batches of `batch`,
+/// `threads` ONNX Runtime threads) and measures, for each `(tensor, measured)` pair, the
+/// values of `measured` as `tensor`'s statistics (see [`crate::plan::Plan::measured`]).
+/// `non_negative` tensors get ranges that start at 0. `progress(pass, images_done)`
+/// reports as it goes.
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate(
+    g: &Graph,
+    tensors: &[(String, String)],
+    non_negative: &BTreeSet<String>,
+    images: &TrainingImages,
+    indices: &[usize],
+    batch: usize,
+    threads: usize,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Calibration> {
+    let names: Vec<String> = tensors.iter().map(|(t, _)| t.clone()).collect();
+    let measured: Vec<String> = tensors.iter().map(|(_, m)| m.clone()).collect();
+    let bytes = g.fp32_model(&measured).encode_to_vec();
+    let mut engine = Engine::new(&g.path, &bytes, &g.input.name, &g.output.name, threads)?;
+    let mut stats: Vec<TensorStats> = vec![TensorStats::default(); names.len()];
+
+    let mut done = 0;
+    engine.for_each_batch(images, indices, batch, &measured, &mut |n, values| {
+        let bad: Vec<Option<f32>> = stats
+            .par_iter_mut()
+            .zip(values.par_iter())
+            .map(|(s, v)| s.observe_range(v))
+            .collect();
+        if let Some((i, v)) = bad.iter().enumerate().find_map(|(i, b)| b.map(|v| (i, v))) {
+            return Err(Error::NotFinite {
+                path: g.path.clone(),
+                tensor: measured[i].clone(),
+                value: v,
+            });
+        }
+        done += n;
+        progress(1, done);
+        Ok(())
+    })?;
+
+    let mut done = 0;
+    engine.for_each_batch(images, indices, batch, &measured, &mut |n, values| {
+        stats
+            .par_iter_mut()
+            .zip(values.par_iter())
+            .for_each(|(s, v)| s.observe_histogram(v));
+        done += n;
+        progress(2, done);
+        Ok(())
+    })?;
+
+    Ok(Calibration {
+        stats: names.into_iter().zip(stats).collect(),
+        non_negative: non_negative.iter().cloned().collect(),
+    })
+}

@@ -1,0 +1,305 @@
+//! Writing the int8 graph of a [`Plan`] with calibrated activation parameters.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use zoo::onnx::proto::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    data_type,
+};
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::params::{ActivationParams, WeightClip, quantize_bias, quantize_weights};
+use crate::plan::{Lowering, Plan};
+
+pub use crate::rewrite::MS_DOMAIN;
+
+/// Name of the uint8 form of tensor `t`.
+pub fn quantized_name(t: &str) -> String {
+    format!("{t}_quantized")
+}
+
+/// Settings of the emitted graph.
+#[derive(Clone, Debug)]
+pub struct EmitOptions {
+    /// How each conv's per-channel weight range is chosen.
+    pub weight_clip: WeightClip,
+    /// Extra `metadata_props` (key, value) for the model.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Builds the int8 model. `params` holds the quantization parameters of every tensor in
+/// `plan.calibrate`.
+pub fn emit(
+    g: &Graph,
+    plan: &Plan,
+    params: &HashMap<String, ActivationParams>,
+    opts: &EmitOptions,
+) -> Result<ModelProto> {
+    let mut e = Emitter {
+        g,
+        plan,
+        params,
+        nodes: Vec::new(),
+        inits: BTreeMap::new(),
+        emitted_params: HashSet::new(),
+    };
+    let consumers = g.consumer_map();
+    let float_reader = |t: &str| -> bool {
+        t == g.output.name
+            || consumers
+                .get(t)
+                .is_some_and(|v| v.iter().any(|&i| plan.lowering[i] == Lowering::Float))
+    };
+
+    // The graph input, if an integer op reads it directly.
+    if plan.quantize_from_float.contains(&g.input.name) {
+        e.quantize_linear(&g.input.name)?;
+    }
+    for (i, n) in g.nodes.iter().enumerate() {
+        let produced: Vec<String> = match &plan.lowering[i] {
+            Lowering::FusedRelu => continue,
+            Lowering::Float => {
+                e.nodes.push(n.clone());
+                for o in &n.output {
+                    if plan.quantize_from_float.contains(o) {
+                        e.quantize_linear(o)?;
+                    }
+                }
+                continue;
+            }
+            Lowering::Conv { output } => {
+                e.conv(n, output, opts.weight_clip)?;
+                vec![output.clone()]
+            }
+            Lowering::Add { output } => {
+                e.add(n, output)?;
+                vec![output.clone()]
+            }
+            Lowering::MaxPool => {
+                let mut pool = n.clone();
+                pool.input = vec![quantized_name(&n.input[0])];
+                pool.output = vec![quantized_name(&n.output[0])];
+                e.nodes.push(pool);
+                vec![n.output[0].clone()]
+            }
+        };
+        for t in produced {
+            if float_reader(&t) {
+                e.dequantize_linear(&t)?;
+            }
+        }
+    }
+
+    let Emitter { nodes, inits, .. } = e;
+    let used: HashSet<&str> = nodes
+        .iter()
+        .flat_map(|n| n.input.iter().map(|s| s.as_str()))
+        .collect();
+    let mut initializer: Vec<TensorProto> = inits.into_values().collect();
+    for (name, t) in &g.constants {
+        if used.contains(name.as_str()) {
+            initializer.push(f32_tensor(name, &t.dims, &t.data));
+        }
+    }
+    initializer.extend(
+        g.other_initializers
+            .iter()
+            .filter(|t| used.contains(t.name.as_str()))
+            .cloned(),
+    );
+    initializer.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut model = g.model.clone();
+    model.opset_import.retain(|o| o.domain != MS_DOMAIN);
+    model.opset_import.push(OperatorSetIdProto {
+        domain: MS_DOMAIN.into(),
+        version: 1,
+    });
+    model
+        .metadata_props
+        .retain(|p| !opts.metadata.iter().any(|(k, _)| *k == p.key));
+    model
+        .metadata_props
+        .extend(opts.metadata.iter().map(|(k, v)| StringStringEntryProto {
+            key: k.clone(),
+            value: v.clone(),
+        }));
+    model.graph = Some(GraphProto {
+        node: nodes,
+        name: format!("{}_int8", g.graph_name),
+        initializer,
+        doc_string: "int8 (QOperator: QLinearConv, QLinearAdd; uint8 activations, int8 \
+                     per-channel weights), made by tpsnet-quantize"
+            .into(),
+        input: vec![g.input.clone()],
+        output: vec![g.output.clone()],
+        value_info: Vec::new(),
+    });
+    Ok(model)
+}
+
+struct Emitter<'a> {
+    g: &'a Graph,
+    plan: &'a Plan,
+    params: &'a HashMap<String, ActivationParams>,
+    nodes: Vec<NodeProto>,
+    inits: BTreeMap<String, TensorProto>,
+    emitted_params: HashSet<String>,
+}
+
+impl Emitter<'_> {
+    /// The (scale, zero point) initializer names of tensor `t`, and its parameters.
+    fn activation(&mut self, t: &str) -> Result<(String, String, ActivationParams)> {
+        let root = self.plan.quantized.get(t).ok_or_else(|| self.internal(t))?;
+        let p = *self.params.get(root).ok_or_else(|| self.internal(root))?;
+        let (s, z) = (format!("{root}_scale"), format!("{root}_zero_point"));
+        if self.emitted_params.insert(root.clone()) {
+            self.inits
+                .insert(s.clone(), f32_tensor(&s, &[], &[p.scale]));
+            self.inits.insert(
+                z.clone(),
+                TensorProto {
+                    name: z.clone(),
+                    data_type: data_type::UINT8,
+                    raw_data: vec![p.zero_point],
+                    ..Default::default()
+                },
+            );
+        }
+        Ok((s, z, p))
+    }
+
+    fn internal(&self, t: &str) -> Error {
+        Error::Unsupported {
+            path: self.g.path.clone(),
+            reason: format!("internal: no quantization parameters for tensor `{t}`"),
+        }
+    }
+
+    fn quantize_linear(&mut self, t: &str) -> Result<()> {
+        let (s, z, _) = self.activation(t)?;
+        self.nodes.push(NodeProto {
+            input: vec![t.into(), s, z],
+            output: vec![quantized_name(t)],
+            name: format!("{t}_QuantizeLinear"),
+            op_type: "QuantizeLinear".into(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    fn dequantize_linear(&mut self, t: &str) -> Result<()> {
+        let (s, z, _) = self.activation(t)?;
+        self.nodes.push(NodeProto {
+            input: vec![quantized_name(t), s, z],
+            output: vec![t.into()],
+            name: format!("{t}_DequantizeLinear"),
+            op_type: "DequantizeLinear".into(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    fn conv(&mut self, n: &NodeProto, output: &str, clip: WeightClip) -> Result<()> {
+        let x = &n.input[0];
+        let (xs, xz, xp) = self.activation(x)?;
+        let (ys, yz, _) = self.activation(output)?;
+        let w = &self.g.constants[&n.input[1]];
+        let m = w.dims[0] as usize;
+        let q = quantize_weights(&w.data, m, clip);
+        let wname = format!("{}.weight_quantized", n.name);
+        let wscale = format!("{}.weight_scale", n.name);
+        let wzero = format!("{}.weight_zero_point", n.name);
+        self.inits.insert(
+            wname.clone(),
+            TensorProto {
+                dims: w.dims.clone(),
+                data_type: data_type::INT8,
+                name: wname.clone(),
+                raw_data: q.values.iter().map(|&v| v as u8).collect(),
+                ..Default::default()
+            },
+        );
+        self.inits
+            .insert(wscale.clone(), f32_tensor(&wscale, &[m as i64], &q.scales));
+        self.inits.insert(
+            wzero.clone(),
+            TensorProto {
+                dims: vec![m as i64],
+                data_type: data_type::INT8,
+                name: wzero.clone(),
+                raw_data: vec![0; m],
+                ..Default::default()
+            },
+        );
+        let mut inputs = vec![quantized_name(x), xs, xz, wname, wscale, wzero, ys, yz];
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            let bias = &self.g.constants[b].data;
+            let qb = quantize_bias(bias, xp.scale, &q.scales).ok_or_else(|| Error::Unsupported {
+                path: self.g.path.clone(),
+                reason: format!(
+                    "the bias of `{}` does not fit in int32 at input scale {} (its input range is degenerate)",
+                    n.name, xp.scale
+                ),
+            })?;
+            let bname = format!("{}.bias_quantized", n.name);
+            self.inits.insert(
+                bname.clone(),
+                TensorProto {
+                    dims: vec![m as i64],
+                    data_type: data_type::INT32,
+                    name: bname.clone(),
+                    raw_data: qb.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    ..Default::default()
+                },
+            );
+            inputs.push(bname);
+        }
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![quantized_name(output)],
+            name: n.name.clone(),
+            op_type: "QLinearConv".into(),
+            attribute: n.attribute.clone(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    fn add(&mut self, n: &NodeProto, output: &str) -> Result<()> {
+        let (a, b) = (&n.input[0], &n.input[1]);
+        let (a_s, a_z, _) = self.activation(a)?;
+        let (b_s, b_z, _) = self.activation(b)?;
+        let (c_s, c_z, _) = self.activation(output)?;
+        self.nodes.push(NodeProto {
+            input: vec![
+                quantized_name(a),
+                a_s,
+                a_z,
+                quantized_name(b),
+                b_s,
+                b_z,
+                c_s,
+                c_z,
+            ],
+            output: vec![quantized_name(output)],
+            name: n.name.clone(),
+            op_type: "QLinearAdd".into(),
+            domain: MS_DOMAIN.into(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+}
+
+/// A float32 initializer (raw little-endian data).
+pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        name: name.into(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,333 @@
+//! fp32 ONNX bytes in, int8 ONNX bytes out: read, rewrite, plan, calibrate, choose the
+//! range method on validation images, emit.
+
+use std::path::Path;
+
+use prost::Message;
+use serde::Serialize;
+
+use crate::calibrate::{Calibration, calibrate};
+use crate::emit::{EmitOptions, emit};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::images::{Selection, TrainingImages};
+use crate::params::WeightClip;
+use crate::plan::{Plan, plan};
+use crate::ranges::RangeMethod;
+use crate::rewrite::{FoldReport, fold_pooled_batchnorm, fuse_gelu};
+use crate::validate::{Agreement, compare};
+
+/// Calibration images used unless told otherwise (as in the issue's onnxruntime runs).
+pub const DEFAULT_CALIBRATION_IMAGES: usize = 512;
+/// Validation images used to choose the range method unless told otherwise.
+pub const DEFAULT_VALIDATION_IMAGES: usize = 2000;
+
+/// The range methods tried when none is forced, in order of preference on ties.
+pub fn default_methods() -> Vec<RangeMethod> {
+    vec![
+        RangeMethod::Mse,
+        RangeMethod::Percentile { percentile: 99.999 },
+        RangeMethod::Percentile { percentile: 99.99 },
+        RangeMethod::MinMax,
+    ]
+}
+
+/// Settings of one quantization.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    /// Training images the activation ranges are measured on.
+    pub calibration_images: usize,
+    /// Further training images the candidate methods are compared on (0: no comparison;
+    /// then exactly one method must be given).
+    pub validation_images: usize,
+    /// Seed of the permutation both sets are drawn from.
+    pub seed: u64,
+    /// Candidate range methods; the one closest to fp32 on validation wins.
+    pub methods: Vec<RangeMethod>,
+    /// How conv weight ranges are chosen.
+    pub weight_clip: WeightClip,
+    /// Nodes (Conv or Add) to keep in fp32.
+    pub keep_fp32: Vec<String>,
+    /// Whether the first convolution runs in int8, fp32, or whichever the validation
+    /// images prefer.
+    pub first_conv: FirstConv,
+    /// Images per ONNX Runtime call.
+    pub batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: one per physical core).
+    pub threads: usize,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            calibration_images: DEFAULT_CALIBRATION_IMAGES,
+            validation_images: DEFAULT_VALIDATION_IMAGES,
+            seed: 0,
+            methods: default_methods(),
+            weight_clip: WeightClip::MaxAbs,
+            keep_fp32: Vec::new(),
+            first_conv: FirstConv::Choose,
+            batch_size: 64,
+            threads: 0,
+        }
+    }
+}
+
+/// Where the first convolution (the one reading the normalised image) runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstConv {
+    Int8,
+    Fp32,
+    /// Try both on the validation images and keep the closer to fp32 (int8 when there
+    /// are no validation images).
+    #[default]
+    Choose,
+}
+
+/// One candidate (range method, first conv's precision) and how it did on the
+/// validation images.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub method: String,
+    /// Nodes kept in fp32 for this candidate (beyond the ops that are always fp32).
+    pub fp32_nodes: Vec<String>,
+    pub validation: Option<Agreement>,
+}
+
+/// The int8 model and how it was made.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The int8 ONNX file.
+    pub bytes: Vec<u8>,
+    /// The range method used.
+    pub method: RangeMethod,
+    /// Every method tried, with its validation result.
+    pub candidates: Vec<Candidate>,
+    /// The images used.
+    pub selection: Selection,
+    /// Nodes of the (rewritten) fp32 graph left in fp32.
+    pub float_nodes: Vec<String>,
+    /// Nodes lowered to integer ops.
+    pub integer_nodes: usize,
+    /// Convs and Adds kept in fp32 (asked for, or the first conv when that measured closer).
+    pub kept_fp32: Vec<String>,
+    /// The BatchNorm-behind-pool rewrite.
+    pub folded: FoldReport,
+    /// In words: how the method was chosen.
+    pub chosen_by: String,
+}
+
+/// Where a quantization is (for progress display).
+#[derive(Clone, Copy, Debug)]
+pub enum Stage<'a> {
+    /// Calibration pass 1 (ranges) or 2 (histograms): images done of total.
+    Calibrate {
+        pass: usize,
+        done: usize,
+        total: usize,
+    },
+    /// The fp32 model's validation logits are being computed.
+    Reference { images: usize },
+    /// A candidate was measured on the validation images.
+    Validated {
+        candidate: &'a Candidate,
+        agreement: &'a Agreement,
+    },
+}
+
+/// An fp32 graph after the exact rewrites, with its lowering planned.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub graph: Graph,
+    pub plan: Plan,
+    pub folded: FoldReport,
+}
+
+/// Reads `bytes`, makes the exact fp32 rewrites and plans the lowering (keeping the
+/// nodes `keep_fp32` in fp32): everything short of calibration, so a model the
+/// quantizer cannot handle is refused before any image is read.
+pub fn prepare(path: &Path, bytes: &[u8], keep_fp32: &[String]) -> Result<Prepared> {
+    let mut g = Graph::decode(path, bytes)?;
+    let folded = fold_pooled_batchnorm(&mut g);
+    fuse_gelu(&mut g);
+    let plan = plan(&g, keep_fp32)?;
+    if plan.integer_nodes() == 0 {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            reason: "it has no convolution or residual Add left to run in int8".into(),
+        });
+    }
+    Ok(Prepared {
+        graph: g,
+        plan,
+        folded,
+    })
+}
+
+/// Quantizes the fp32 model `bytes` (read from `path`, which names it in messages).
+pub fn quantize(
+    path: &Path,
+    bytes: &[u8],
+    images: &TrainingImages,
+    opts: &QuantizeOptions,
+    progress: &dyn Fn(Stage),
+) -> Result<Quantized> {
+    if opts.methods.is_empty() || (opts.methods.len() > 1 && opts.validation_images == 0) {
+        return Err(Error::Unsupported {
+            path: path.to_path_buf(),
+            reason: "choosing between several range methods needs validation images (--validation-images > 0), or give exactly one --method".into(),
+        });
+    }
+    // The first conv's precision is one more candidate dimension.
+    let first = Graph::decode(path, bytes)?
+        .nodes
+        .iter()
+        .find(|n| n.op_type == "Conv")
+        .map(|n| n.name.clone());
+    let base = opts.keep_fp32.clone();
+    let with_first = |f: &String| {
+        let mut k = base.clone();
+        k.push(f.clone());
+        k
+    };
+    let keeps: Vec<Vec<String>> = match (opts.first_conv, &first) {
+        (FirstConv::Fp32, Some(f)) if !base.contains(f) => vec![with_first(f)],
+        (FirstConv::Choose, Some(f)) if !base.contains(f) && opts.validation_images > 0 => {
+            vec![base.clone(), with_first(f)]
+        }
+        _ => vec![base.clone()],
+    };
+    let variants: Vec<Prepared> = keeps
+        .iter()
+        .map(|k| prepare(path, bytes, k))
+        .collect::<Result<_>>()?;
+    let g = &variants[0].graph;
+    let folded = variants[0].folded.clone();
+
+    let selection = Selection::new(
+        images.len(),
+        opts.seed,
+        opts.calibration_images,
+        opts.validation_images,
+    )
+    .ok_or(Error::NotEnoughImages {
+        path: path.to_path_buf(),
+        wanted: opts.calibration_images + opts.validation_images,
+        available: images.len(),
+    })?;
+
+    // One calibration serves every variant: the union of the tensors they quantize.
+    let mut tensors: Vec<(String, String)> = Vec::new();
+    let mut non_negative = std::collections::BTreeSet::new();
+    for v in &variants {
+        for t in &v.plan.calibrate {
+            if !tensors.iter().any(|(x, _)| x == t) {
+                tensors.push((t.clone(), v.plan.measured[t].clone()));
+            }
+        }
+        non_negative.extend(v.plan.non_negative.iter().cloned());
+    }
+    let total = selection.calibration.len();
+    let calibration: Calibration = calibrate(
+        g,
+        &tensors,
+        &non_negative,
+        images,
+        &selection.calibration,
+        opts.batch_size,
+        opts.threads,
+        &|pass, done| {
+            progress(Stage::Calibrate { pass, done, total });
+        },
+    )?;
+
+    let emit_opts = EmitOptions {
+        weight_clip: opts.weight_clip,
+        metadata: vec![("precision".into(), "int8".into())],
+    };
+    let build = |v: &Prepared, method: RangeMethod| -> Result<Vec<u8>> {
+        let params = calibration.params(method);
+        Ok(emit(&v.graph, &v.plan, &params, &emit_opts)?.encode_to_vec())
+    };
+
+    let mut candidates = Vec::new();
+    let (chosen, method, bytes_int8, chosen_by) = if opts.validation_images == 0 {
+        let m = opts.methods[0];
+        candidates.push(Candidate {
+            method: m.label(),
+            fp32_nodes: keeps[0].clone(),
+            validation: None,
+        });
+        (
+            0,
+            m,
+            build(&variants[0], m)?,
+            "given (--method), no validation".to_string(),
+        )
+    } else {
+        progress(Stage::Reference {
+            images: selection.validation.len(),
+        });
+        let reference = Engine::new(path, bytes, &g.input.name, &g.output.name, opts.threads)?
+            .logits(images, &selection.validation, opts.batch_size)?;
+        let labels: Vec<u8> = selection
+            .validation
+            .iter()
+            .map(|&i| images.label(i))
+            .collect();
+        let classes = reference.len() / labels.len().max(1);
+        let mut best: Option<(f64, usize, RangeMethod, Vec<u8>)> = None;
+        for (vi, v) in variants.iter().enumerate() {
+            for &m in &opts.methods {
+                let b = build(v, m)?;
+                let logits = Engine::new(path, &b, &g.input.name, &g.output.name, opts.threads)?
+                    .logits(images, &selection.validation, opts.batch_size)?;
+                let agreement = compare(&reference, &logits, &labels, classes);
+                let kl = agreement.mean_kl;
+                let candidate = Candidate {
+                    method: m.label(),
+                    fp32_nodes: keeps[vi].clone(),
+                    validation: Some(agreement.clone()),
+                };
+                progress(Stage::Validated {
+                    candidate: &candidate,
+                    agreement: &agreement,
+                });
+                candidates.push(candidate);
+                if best.as_ref().is_none_or(|(k, ..)| kl < *k) {
+                    best = Some((kl, vi, m, b));
+                }
+            }
+        }
+        let (_, vi, m, b) = best.expect("at least one candidate");
+        let tried: Vec<String> = opts.methods.iter().map(|m| m.label()).collect();
+        let mut why = format!(
+            "lowest mean KL divergence from the fp32 model's softmax on {} other training \
+             images (the next {} of the same shuffle), among {}",
+            selection.validation.len(),
+            selection.validation.len(),
+            tried.join(", ")
+        );
+        if let (true, Some(f)) = (variants.len() > 1, &first) {
+            why.push_str(&format!(
+                ", each with the first convolution ({f}) in int8 and in fp32"
+            ));
+        }
+        (vi, m, b, why)
+    };
+
+    let v = &variants[chosen];
+    Ok(Quantized {
+        bytes: bytes_int8,
+        method,
+        candidates,
+        float_nodes: v.plan.float_nodes(&v.graph),
+        integer_nodes: v.plan.integer_nodes(),
+        kept_fp32: keeps[chosen].clone(),
+        selection,
+        folded,
+        chosen_by,
+    })
+}

@@ -1,0 +1,191 @@
+//! Which node runs how in the int8 graph, and which tensors need calibrated ranges.
+//!
+//! The layout is ONNX Runtime's *QOperator* format with uint8 activations (measured
+//! fastest on x86 with VNNI, docs/quantization.md):
+//!
+//! * `Conv` → `QLinearConv` (uint8 in and out, int8 per-channel weights, int32 bias). A
+//!   `Relu` that is the conv's only reader is dropped: the output range then starts at
+//!   0, so the uint8 output saturates negative values to 0, which is the ReLU.
+//! * `Add` of two activations (a residual join) → `com.microsoft.QLinearAdd`, with the
+//!   same ReLU fusion.
+//! * `MaxPool` whose input is uint8 runs on uint8 (max commutes with the monotone
+//!   quantization), sharing its input's scale and zero point.
+//! * Everything else (normalisation, GELU, the head) stays fp32. A `QuantizeLinear` is
+//!   put where an fp32 tensor feeds an integer op, a `DequantizeLinear` where a uint8
+//!   tensor feeds an fp32 op or leaves the graph.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+
+/// How one node of the fp32 graph is lowered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lowering {
+    /// Kept as it is, in fp32.
+    Float,
+    /// `QLinearConv`; `output` is the tensor it writes (the fused ReLU's output if any).
+    Conv { output: String },
+    /// `QLinearAdd`; `output` as for [`Lowering::Conv`].
+    Add { output: String },
+    /// `MaxPool` on uint8.
+    MaxPool,
+    /// A ReLU folded into the integer op before it.
+    FusedRelu,
+}
+
+/// The lowering of a whole graph.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// One entry per node of the graph.
+    pub lowering: Vec<Lowering>,
+    /// Every tensor that exists in uint8 form, with the tensor whose quantization
+    /// parameters it uses (itself, or for a uint8 MaxPool's output, the pool's input's).
+    pub quantized: HashMap<String, String>,
+    /// Tensors that need quantization parameters, in graph order.
+    pub calibrate: Vec<String>,
+    /// For each of those, the tensor whose values calibration measures: itself, or the
+    /// output of the uint8 MaxPool that is its only reader. Max commutes with the
+    /// (monotone) quantization, so only the values that survive the pool matter, and
+    /// measuring the pooled tensor keeps resolution from being spent on values the pool
+    /// throws away.
+    pub measured: HashMap<String, String>,
+    /// Of those, the ones whose range must start at 0 (a fused ReLU).
+    pub non_negative: BTreeSet<String>,
+    /// Tensors written by fp32 nodes (or the graph input) that get a `QuantizeLinear`.
+    pub quantize_from_float: BTreeSet<String>,
+}
+
+impl Plan {
+    /// Names of the fp32 graph's nodes that stay fp32 in the int8 graph.
+    pub fn float_nodes(&self, g: &Graph) -> Vec<String> {
+        g.nodes
+            .iter()
+            .zip(&self.lowering)
+            .filter(|(_, l)| **l == Lowering::Float)
+            .map(|(n, _)| n.name.clone())
+            .collect()
+    }
+
+    /// Number of nodes lowered to integer ops (QLinearConv, QLinearAdd, uint8 MaxPool).
+    pub fn integer_nodes(&self) -> usize {
+        self.lowering
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l,
+                    Lowering::Conv { .. } | Lowering::Add { .. } | Lowering::MaxPool
+                )
+            })
+            .count()
+    }
+}
+
+/// Nodes that may be lowered to integer ops, i.e. what `--fp32` can name.
+pub fn quantizable_nodes(g: &Graph) -> Vec<String> {
+    g.nodes
+        .iter()
+        .filter(|n| is_quantizable(g, n))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn is_quantizable(g: &Graph, n: &zoo::onnx::proto::NodeProto) -> bool {
+    match n.op_type.as_str() {
+        "Conv" => true,
+        "Add" => n.input.len() == 2 && n.input.iter().all(|i| !g.is_constant(i)),
+        _ => false,
+    }
+}
+
+/// Plans the lowering of `g`, keeping the nodes named in `keep_fp32` in fp32.
+pub fn plan(g: &Graph, keep_fp32: &[String]) -> Result<Plan> {
+    let candidates = quantizable_nodes(g);
+    for name in keep_fp32 {
+        if !candidates.contains(name) {
+            return Err(Error::UnknownNode {
+                path: g.path.clone(),
+                name: name.clone(),
+                known: candidates.join(", "),
+            });
+        }
+    }
+    let consumers = g.consumer_map();
+    let mut lowering = vec![Lowering::Float; g.nodes.len()];
+    let mut quantized: HashMap<String, String> = HashMap::new();
+    let mut calibrate = Vec::new();
+    let mut non_negative = BTreeSet::new();
+    let mut quantize_from_float = BTreeSet::new();
+    let mut measured = HashMap::new();
+
+    for (i, n) in g.nodes.iter().enumerate() {
+        if lowering[i] == Lowering::FusedRelu {
+            continue;
+        }
+        let integer = is_quantizable(g, n) && !keep_fp32.contains(&n.name);
+        if integer {
+            let activations: Vec<&String> = match n.op_type.as_str() {
+                "Conv" => vec![&n.input[0]],
+                _ => n.input.iter().collect(),
+            };
+            for x in activations {
+                if !quantized.contains_key(x) {
+                    quantized.insert(x.clone(), x.clone());
+                    calibrate.push(x.clone());
+                    quantize_from_float.insert(x.clone());
+                }
+            }
+            // Fold a ReLU that is the only reader of the output.
+            let out = &n.output[0];
+            let relu = match consumers.get(out.as_str()).map(|v| v.as_slice()) {
+                Some([r])
+                    if g.nodes[*r].op_type == "Relu"
+                        && *out != g.output.name
+                        && !keep_fp32.contains(&g.nodes[*r].name) =>
+                {
+                    Some(*r)
+                }
+                _ => None,
+            };
+            let output = match relu {
+                Some(r) => {
+                    lowering[r] = Lowering::FusedRelu;
+                    non_negative.insert(g.nodes[r].output[0].clone());
+                    g.nodes[r].output[0].clone()
+                }
+                None => out.clone(),
+            };
+            quantized.insert(output.clone(), output.clone());
+            calibrate.push(output.clone());
+            lowering[i] = if n.op_type == "Conv" {
+                Lowering::Conv { output }
+            } else {
+                Lowering::Add { output }
+            };
+        } else if n.op_type == "MaxPool" && n.output.len() == 1 {
+            if let Some(root) = quantized.get(&n.input[0]).cloned() {
+                let only_reader = consumers
+                    .get(n.input[0].as_str())
+                    .is_some_and(|v| v.len() == 1)
+                    && n.input[0] == root
+                    && root != g.output.name;
+                if only_reader {
+                    measured.insert(root.clone(), n.output[0].clone());
+                }
+                quantized.insert(n.output[0].clone(), root);
+                lowering[i] = Lowering::MaxPool;
+            }
+        }
+    }
+    for t in &calibrate {
+        measured.entry(t.clone()).or_insert_with(|| t.clone());
+    }
+    Ok(Plan {
+        lowering,
+        quantized,
+        calibrate,
+        measured,
+        non_negative,
+        quantize_from_float,
+    })
+}

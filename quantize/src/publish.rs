@@ -1,0 +1,236 @@
+//! Publishing an int8 variant: `<name>-int8-<sha8>.onnx` beside its manifest, whose
+//! accuracy claims are measured with the runtime's `verify` code on the test set after
+//! every choice has been made.
+
+use std::path::{Path, PathBuf};
+
+use runtime::verify::{Evaluation, evaluate};
+use runtime::{Classifier, SessionOptions};
+use zoo::Manifest;
+use zoo::cifar::Cifar10;
+use zoo::manifest::{
+    CalibrationRecord, Metrics, OnnxInfo, Precision, QuantizationRecord, SourceModel,
+    model_file_name, sha256_hex, write_atomic,
+};
+
+use crate::error::{Error, Result};
+use crate::images::indices_sha256;
+use crate::pipeline::Quantized;
+
+/// Suffix of an int8 variant's name: `tpsnet` → `tpsnet-int8`.
+pub const INT8_SUFFIX: &str = "-int8";
+
+/// The name of `source`'s int8 variant.
+pub fn int8_name(source: &str) -> String {
+    format!("{source}{INT8_SUFFIX}")
+}
+
+/// The layout, in the manifest's words.
+pub const LAYOUT: &str = "ONNX QOperator: QLinearConv and com.microsoft QLinearAdd (ReLU fused into their output range), MaxPool on uint8, QuantizeLinear/DequantizeLinear around the fp32 rest";
+/// How weights are stored.
+pub const WEIGHTS: &str =
+    "int8, symmetric (zero point 0, codes -127..127), one scale per output channel; biases int32";
+/// How activations are stored.
+pub const ACTIVATIONS: &str = "uint8, asymmetric, one scale and zero point per tensor";
+
+/// Where the claims are measured.
+#[derive(Clone, Debug)]
+pub struct ClaimOptions {
+    /// Test images (the full split for a published claim; fewer for a quick run).
+    pub images_total: usize,
+    /// Session settings for the measurement.
+    pub session: SessionOptions,
+}
+
+/// The published files.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub onnx: PathBuf,
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+    pub single: Evaluation,
+    pub flip_tta: Evaluation,
+}
+
+/// The int8 manifest of `q` made from `source` (claims still to be measured: zero).
+pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Manifest {
+    let sha = sha256_hex(&q.bytes);
+    let name = int8_name(&source.name);
+    let mut m = source.clone();
+    m.file = model_file_name(&name, &sha);
+    m.name = name;
+    m.sha256 = sha;
+    m.bytes = q.bytes.len() as u64;
+    m.precision = Precision::Int8;
+    m.onnx = OnnxInfo {
+        opset: source.onnx.opset,
+        ir_version: source.onnx.ir_version,
+        bn_folded: true,
+        producer: format!("tpsnet-quantize {}", env!("CARGO_PKG_VERSION")),
+    };
+    m.quantization = Some(QuantizationRecord {
+        source: SourceModel {
+            name: source.name.clone(),
+            file: source.file.clone(),
+            sha256: source.sha256.clone(),
+        },
+        layout: LAYOUT.into(),
+        weights: WEIGHTS.into(),
+        activations: ACTIVATIONS.into(),
+        calibration: CalibrationRecord {
+            split: "train".into(),
+            images: q.selection.calibration.len() as u64,
+            seed: q.selection.seed,
+            selection: q.selection.describe(total_train),
+            indices_sha256: indices_sha256(&q.selection.calibration),
+            range_method: q.method.label(),
+            chosen_by: q.chosen_by.clone(),
+        },
+        float_nodes: q.float_nodes.clone(),
+        tool: format!("tpsnet-quantize {}", env!("CARGO_PKG_VERSION")),
+        source_commit: crate::provenance::source_commit(),
+        finished_at: crate::provenance::utc_now(),
+    });
+    m
+}
+
+/// Measures `manifest`'s model (bytes `q`) on `test` — single view and flip TTA, with
+/// the runtime's `verify` code — writes `<name>-int8-<sha8>.onnx` and its manifest into
+/// `out_dir` (model first, each atomically), and removes older versions of the same
+/// int8 model there. `progress(mode, done)` reports test images done.
+pub fn publish(
+    mut manifest: Manifest,
+    bytes: &[u8],
+    test: &Cifar10,
+    claims: &ClaimOptions,
+    out_dir: &Path,
+    progress: &dyn Fn(&str, u64),
+) -> Result<Published> {
+    let write = |p: &Path, b: &[u8]| {
+        write_atomic(p, b).map_err(|source| Error::Write {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    // Measure through the same door users take (a manifest + model on disk, opened by
+    // `Classifier`), from a private folder so no half-measured model is ever visible.
+    let staging = out_dir.join(format!(".tpsnet-quantize-{}", std::process::id()));
+    let measured = (|| -> Result<(Evaluation, Evaluation)> {
+        let onnx = staging.join(&manifest.file);
+        write(&onnx, bytes)?;
+        let mut provisional = manifest.clone();
+        provisional.metrics = placeholder_metrics(test.len());
+        write(
+            &Manifest::path_for_model(&onnx),
+            provisional.to_json().as_bytes(),
+        )?;
+        let clf = Classifier::open(&onnx, &claims.session)?;
+        let single = evaluate(&clf, test, false, &|n| progress("single", n))?;
+        let flip = evaluate(&clf, test, true, &|n| progress("flip_tta", n))?;
+        Ok((single, flip))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    let (single, flip_tta) = measured?;
+
+    let full = test.len() == claims.images_total;
+    manifest.metrics = Metrics {
+        dataset: "cifar10-test".into(),
+        images: test.len() as u64,
+        top1: single.top1,
+        top1_flip_tta: Some(flip_tta.top1),
+        claim: manifest.metrics.claim.clone(),
+        how: format!(
+            "int8 model measured after quantization by tpsnet-runtime's verify code (ONNX Runtime, \
+             CPU execution provider, batch {}) on {}; flip_tta averages the logits of each \
+             image and its mirror; nothing was chosen on the test set",
+            claims.session.batch_size,
+            if full {
+                format!("the full {}-image test set", test.len())
+            } else {
+                format!("the first {} test images (a quick run)", test.len())
+            }
+        ),
+    };
+    let onnx = out_dir.join(&manifest.file);
+    let manifest_path = Manifest::path_for_model(&onnx);
+    write(&onnx, bytes)?;
+    write(&manifest_path, manifest.to_json().as_bytes())?;
+    remove_older_versions(out_dir, &manifest.name, &manifest.file);
+    Ok(Published {
+        onnx,
+        manifest_path,
+        manifest,
+        single,
+        flip_tta,
+    })
+}
+
+fn placeholder_metrics(images: usize) -> Metrics {
+    Metrics {
+        dataset: "cifar10-test".into(),
+        images: images as u64,
+        top1: 0.0,
+        top1_flip_tta: None,
+        claim: "single".into(),
+        how: "not yet measured".into(),
+    }
+}
+
+/// Deletes `<name>-<8 hex>.onnx` / `.json` in `dir` other than `keep` and its manifest.
+pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
+    let keep_json = Manifest::path_for_model(Path::new(keep));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let Some((hash, ext)) = rest.split_once('.') else {
+            continue;
+        };
+        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
+        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_versions_of_the_int8_model_only_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "tpsnet-2d1cc128.onnx",
+            "tpsnet-2d1cc128.json",
+            "tpsnet-int8-00000000.onnx",
+            "tpsnet-int8-00000000.json",
+            "tpsnet-int8-11111111.onnx",
+            "tpsnet-int8-11111111.json",
+            "tpsnet-int8-notes.txt",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "tpsnet-2d1cc128.json",
+                "tpsnet-2d1cc128.onnx",
+                "tpsnet-int8-11111111.json",
+                "tpsnet-int8-11111111.onnx",
+                "tpsnet-int8-notes.txt"
+            ]
+        );
+    }
+}

@@ -1,0 +1,181 @@
+//! Quantizing real zoo models end to end: calibration on training images only, the pip
+//! `onnx` checker, ONNX Runtime through the runtime's `Classifier`, and agreement with the
+//! fp32 model on real test images.
+//!
+//! Needs `CIFAR10_DIR` (skipped with a notice otherwise; CI sets it), ONNX Runtime
+//! (`ORT_DYLIB_PATH`) and the set-up's Python with `onnx` (`TPSNET_PYTHON`), both set by
+//! .cargo/config.toml.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use quantize::publish::{ClaimOptions, int8_manifest, publish};
+use quantize::{QuantizeOptions, RangeMethod, TrainingImages, quantize};
+use runtime::classify::{model_and_manifest_paths, read_verified};
+use runtime::preprocess::InputImage;
+use runtime::registry::Registry;
+use runtime::{Classifier, SessionOptions};
+use zoo::cifar::{self, Cifar10, Split, TRAIN_FILES};
+use zoo::manifest::Precision;
+
+fn cifar_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("CIFAR10_DIR").map(PathBuf::from);
+    if dir.is_none() {
+        eprintln!("CIFAR10_DIR is not set: skipping a real-data test (CI always sets it)");
+    }
+    dir
+}
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// A CIFAR-10 folder holding the training batches only: whatever reads from it cannot
+/// have seen a test image.
+fn training_only_copy(dir: &Path) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for f in TRAIN_FILES.iter().chain(&[cifar::META_FILE]) {
+        std::os::unix::fs::symlink(dir.join(f).canonicalize().unwrap(), t.path().join(f)).unwrap();
+    }
+    assert!(!t.path().join(cifar::TEST_FILE).exists());
+    t
+}
+
+fn logits(clf: &Classifier, data: &Cifar10) -> Vec<usize> {
+    let images: Vec<InputImage> = (0..data.len())
+        .map(|i| InputImage::from_planar_rgb8(data.image(i)))
+        .collect();
+    clf.classify(&images, 1)
+        .unwrap()
+        .iter()
+        .map(|p| p.index)
+        .collect()
+}
+
+fn onnx_checker(path: &Path) {
+    let python = std::env::var("TPSNET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys, onnx; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python (did scripts/setup run?)");
+    assert!(
+        out.status.success(),
+        "onnx checker rejected {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Quantizes zoo model `name` from training images only, publishes it with claims on the
+/// first `test_images` test images, and checks it against the fp32 model.
+fn quantize_zoo_model(name: &str, opts: &QuantizeOptions, test_images: usize, min_agreement: f64) {
+    let Some(dir) = cifar_dir() else {
+        return;
+    };
+    let registry = Registry::scan(&models_dir()).unwrap();
+    let entry = registry
+        .models
+        .iter()
+        .find(|m| m.manifest.name == name && m.manifest.precision.is_fp32())
+        .unwrap_or_else(|| panic!("the zoo ships no fp32 {name}"));
+    let (model, manifest_path, source) = model_and_manifest_paths(&entry.manifest_path).unwrap();
+    let bytes = read_verified(&model, &manifest_path, &source).unwrap();
+
+    // Calibration and the choice of range method see training images only.
+    let train_dir = training_only_copy(&dir);
+    let images = TrainingImages::load(train_dir.path()).unwrap();
+    let q = quantize(&model, &bytes, &images, opts, &|_| {}).unwrap();
+    assert_eq!(q.selection.calibration.len(), opts.calibration_images);
+    assert_eq!(q.selection.validation.len(), opts.validation_images);
+
+    let test = cifar::load(&dir, Split::Test)
+        .unwrap()
+        .subset(0..test_images);
+    let out = tempfile::tempdir().unwrap();
+    let claims = ClaimOptions {
+        images_total: 10_000,
+        session: SessionOptions::default(),
+    };
+    let published = publish(
+        int8_manifest(&source, &q, images.len()),
+        &q.bytes,
+        &test,
+        &claims,
+        out.path(),
+        &|_, _| {},
+    )
+    .unwrap();
+    let m = &published.manifest;
+    assert_eq!(m.name, format!("{name}-int8"));
+    assert_eq!(m.precision, Precision::Int8);
+    assert!(m.file.starts_with(&format!("{name}-int8-")) && m.file.ends_with(".onnx"));
+    let record = m.quantization.as_ref().unwrap();
+    assert_eq!(record.source.sha256, source.sha256);
+    assert_eq!(record.calibration.split, "train");
+    assert_eq!(record.calibration.images as usize, opts.calibration_images);
+    assert_eq!(m.metrics.images as usize, test_images);
+    assert_eq!(m.spec, source.spec);
+
+    onnx_checker(&published.onnx);
+
+    // ONNX Runtime runs it through the runtime, found by name like any model.
+    let found = Registry::scan(out.path()).unwrap();
+    let int8_path = runtime::registry::resolve_model(Some(&m.name), out.path()).unwrap();
+    assert_eq!(int8_path, published.manifest_path);
+    assert_eq!(found.best().unwrap().manifest.name, m.name);
+    let fp32 = Classifier::open(&manifest_path, &SessionOptions::default()).unwrap();
+    let int8 = Classifier::open(&int8_path, &SessionOptions::default()).unwrap();
+    let (a, b) = (logits(&fp32, &test), logits(&int8, &test));
+    let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+    let top1 = |p: &[usize]| {
+        100.0
+            * p.iter()
+                .zip(&test.labels)
+                .filter(|(x, y)| **x == **y as usize)
+                .count() as f64
+            / p.len() as f64
+    };
+    eprintln!(
+        "{name}: int8 agrees with fp32 on {:.1} % of {test_images} test images; top-1 {:.2} % vs {:.2} %",
+        100.0 * agree,
+        top1(&b),
+        top1(&a)
+    );
+    assert!(agree >= min_agreement, "{name}: agreement {agree}");
+    assert!((top1(&a) - top1(&b)).abs() <= 3.0);
+    // The claim in the manifest is what the runtime measures on the same images.
+    assert!((m.metrics.top1 - top1(&b)).abs() < 1e-9);
+}
+
+#[test]
+fn resnet20_quantizes_end_to_end() {
+    quantize_zoo_model(
+        "resnet20",
+        &QuantizeOptions {
+            calibration_images: 256,
+            validation_images: 500,
+            ..QuantizeOptions::default()
+        },
+        500,
+        0.95,
+    );
+}
+
+#[test]
+fn airnet_with_gelu_and_pooled_batchnorm_quantizes_end_to_end() {
+    quantize_zoo_model(
+        "airnet",
+        &QuantizeOptions {
+            calibration_images: 128,
+            validation_images: 0,
+            methods: vec![RangeMethod::Percentile { percentile: 99.999 }],
+            ..QuantizeOptions::default()
+        },
+        300,
+        0.95,
+    );
+}

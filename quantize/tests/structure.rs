@@ -1,0 +1,274 @@
+//! The quantizer's graph work on zoo exports, without ONNX Runtime or data: what it
+//! rewrites, how it lowers each node, what it writes, and what it refuses.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+use quantize::Error;
+use quantize::emit::{EmitOptions, emit, quantized_name};
+use quantize::graph::Graph;
+use quantize::params::{ActivationParams, WeightClip};
+use quantize::plan::{Lowering, plan};
+use quantize::rewrite::{fold_pooled_batchnorm, fuse_gelu};
+use zoo::onnx::proto::{ModelProto, NodeProto, data_type};
+use zoo::onnx::{ExportOptions, build_model};
+use zoo::{ResNetSpec, Weights};
+
+fn model(spec: &ResNetSpec, seed: u64) -> ModelProto {
+    build_model(
+        spec,
+        &Weights::random(spec, seed),
+        &ExportOptions::default(),
+    )
+    .unwrap()
+}
+
+fn decode(m: &ModelProto) -> Graph {
+    Graph::decode(Path::new("test.onnx"), &m.encode_to_vec()).unwrap()
+}
+
+fn ops(m: &ModelProto) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for n in &m.graph.as_ref().unwrap().node {
+        *c.entry(n.op_type.clone()).or_default() += 1;
+    }
+    c
+}
+
+/// Parameters for every planned tensor: a plausible range, 0-based where required.
+fn fake_params(p: &quantize::plan::Plan) -> HashMap<String, ActivationParams> {
+    p.calibrate
+        .iter()
+        .map(|t| {
+            let lo = if p.non_negative.contains(t) {
+                0.0
+            } else {
+                -3.0
+            };
+            (t.clone(), ActivationParams::from_range(lo, 5.0))
+        })
+        .collect()
+}
+
+fn emit_opts() -> EmitOptions {
+    EmitOptions {
+        weight_clip: WeightClip::MaxAbs,
+        metadata: vec![("precision".into(), "int8".into())],
+    }
+}
+
+#[test]
+fn residual_nets_lower_convs_and_adds_with_relus_fused() {
+    let spec = ResNetSpec::paper(&[2, 1, 1], 4, 2);
+    let g = decode(&model(&spec, 1));
+    let convs = g.nodes.iter().filter(|n| n.op_type == "Conv").count();
+    let adds = g.nodes.iter().filter(|n| n.op_type == "Add").count();
+    let relus = g.nodes.iter().filter(|n| n.op_type == "Relu").count();
+    let p = plan(&g, &[]).unwrap();
+    let count = |f: &dyn Fn(&Lowering) -> bool| p.lowering.iter().filter(|l| f(l)).count();
+    assert_eq!(count(&|l| matches!(l, Lowering::Conv { .. })), convs);
+    assert_eq!(count(&|l| matches!(l, Lowering::Add { .. })), adds);
+    assert_eq!(
+        count(&|l| *l == Lowering::FusedRelu),
+        relus,
+        "every ReLU follows a conv or add"
+    );
+    assert_eq!(
+        p.float_nodes(&g),
+        [
+            "normalize.sub",
+            "normalize.div",
+            "head.pool",
+            "head.flatten",
+            "head.fc"
+        ]
+    );
+    // The normalised input is quantized from fp32; ReLU outputs start at zero.
+    assert!(p.quantize_from_float.contains("normalize.div"));
+    assert!(p.non_negative.contains("stem.relu"));
+    assert!(!p.non_negative.contains("layer0.block0.conv2"));
+
+    let q = emit(&g, &p, &fake_params(&p), &emit_opts()).unwrap();
+    let c = ops(&q);
+    assert_eq!(c["QLinearConv"], convs);
+    assert_eq!(c["QLinearAdd"], adds);
+    assert_eq!(c.get("Relu"), None);
+    assert_eq!(c.get("Conv"), None);
+    assert_eq!((c["QuantizeLinear"], c["DequantizeLinear"]), (1, 1));
+    let graph = q.graph.as_ref().unwrap();
+    assert!(
+        graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "QLinearAdd")
+            .all(|n| n.domain == "com.microsoft")
+    );
+    assert!(
+        q.opset_import
+            .iter()
+            .any(|o| o.domain == "com.microsoft" && o.version == 1)
+    );
+    assert!(
+        q.opset_import
+            .iter()
+            .any(|o| o.domain.is_empty() && o.version == 17)
+    );
+    // Weights int8, biases int32, no fp32 conv weight left.
+    let init: HashMap<&str, i32> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.data_type))
+        .collect();
+    assert_eq!(init["stem.conv.weight_quantized"], data_type::INT8);
+    assert_eq!(init["stem.conv.bias_quantized"], data_type::INT32);
+    assert_eq!(init["stem.relu_zero_point"], data_type::UINT8);
+    assert!(!init.contains_key("stem.conv.weight"));
+    assert!(init.contains_key("fc.weight"), "the head stays fp32");
+    // Inputs and outputs are the fp32 model's.
+    assert_eq!(graph.input[0].name, "input");
+    assert_eq!(graph.output[0].name, "logits");
+}
+
+#[test]
+fn keeping_nodes_in_fp32_inserts_the_conversions() {
+    let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+    let g = decode(&model(&spec, 2));
+    let p = plan(&g, &["stem.conv".to_string()]).unwrap();
+    let q = emit(&g, &p, &fake_params(&p), &emit_opts()).unwrap();
+    let c = ops(&q);
+    assert_eq!(c["Conv"], 1);
+    assert_eq!(c["Relu"], 1, "the stem's ReLU stays with the fp32 conv");
+    // The stem's output is quantized for layer 0.
+    let graph = q.graph.unwrap();
+    assert!(
+        graph
+            .node
+            .iter()
+            .any(|n| n.op_type == "QuantizeLinear" && n.output[0] == quantized_name("stem.relu"))
+    );
+
+    let e = plan(&g, &["head.fc".to_string()]).unwrap_err();
+    assert!(matches!(e, Error::UnknownNode { .. }), "{e}");
+    assert!(e.to_string().contains("stem.conv"), "{e}");
+}
+
+#[test]
+fn airnet_pooled_batchnorm_folds_and_gelu_fuses() {
+    let spec = ResNetSpec::airnet();
+    let mut g = decode(&model(&spec, 3));
+    let fold = fold_pooled_batchnorm(&mut g);
+    assert_eq!(
+        fold.folded,
+        [
+            "layer0.block0.conv1",
+            "layer1.block0.conv1",
+            "layer2.block0.conv1"
+        ]
+    );
+    assert!(fold.kept.is_empty());
+    let gelus = fuse_gelu(&mut g);
+    assert_eq!(gelus.len(), 7);
+    assert!(gelus.contains(&"stem.relu".to_string()));
+    assert!(
+        g.nodes
+            .iter()
+            .all(|n| n.op_type != "Erf" && n.op_type != "Mul")
+    );
+    // The pool now feeds the GELU directly and runs on uint8.
+    let p = plan(&g, &[]).unwrap();
+    let pools: Vec<&Lowering> = g
+        .nodes
+        .iter()
+        .zip(&p.lowering)
+        .filter(|(n, _)| n.op_type == "MaxPool")
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(
+        pools,
+        [
+            &Lowering::MaxPool,
+            &Lowering::MaxPool,
+            &Lowering::MaxPool,
+            &Lowering::Float
+        ],
+        "block pools on uint8; the head's pool reads a GELU (fp32)"
+    );
+    // A conv read only by its pool is calibrated on what survives the pool.
+    assert_eq!(p.measured["layer0.block0.conv1"], "layer0.block0.bn1");
+    assert_eq!(p.measured["layer0.block0.conv2"], "layer0.block0.conv2");
+    let q = emit(&g, &p, &fake_params(&p), &emit_opts()).unwrap();
+    let c = ops(&q);
+    assert_eq!((c["QLinearConv"], c["Gelu"], c["MaxPool"]), (7, 7, 4));
+    // Each GELU sits between one DequantizeLinear and one QuantizeLinear, except the
+    // last (its reader is the fp32 head).
+    assert_eq!((c["DequantizeLinear"], c["QuantizeLinear"]), (7, 7));
+    // The fp32 model of the rewritten graph imports the contrib domain for Gelu.
+    let f = g.fp32_model(&[]);
+    assert!(f.opset_import.iter().any(|o| o.domain == "com.microsoft"));
+}
+
+#[test]
+fn a_negative_scale_behind_a_pool_is_not_folded() {
+    let spec = ResNetSpec::airnet();
+    let mut w = Weights::random(&spec, 4);
+    w.tensors.get_mut("layer1.block0.bn1.weight").unwrap().data[5] = -0.5;
+    let m = build_model(&spec, &w, &ExportOptions::default()).unwrap();
+    let mut g = decode(&m);
+    let fold = fold_pooled_batchnorm(&mut g);
+    assert_eq!(fold.folded, ["layer0.block0.conv1", "layer2.block0.conv1"]);
+    assert_eq!(fold.kept.len(), 1);
+    assert!(fold.kept[0].1.contains("channel 5"), "{:?}", fold.kept);
+    assert!(g.nodes.iter().any(|n| n.name == "layer1.block0.bn1.mul"));
+}
+
+fn replace_op(m: &mut ModelProto, name: &str, op: &str, domain: &str) {
+    let n: &mut NodeProto = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.name == name)
+        .unwrap();
+    n.op_type = op.into();
+    n.domain = domain.into();
+}
+
+#[test]
+fn what_it_cannot_handle_is_refused_by_name() {
+    let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
+    let path = Path::new("bad.onnx");
+
+    let mut m = model(&spec, 5);
+    replace_op(&mut m, "layer1.block0.relu1", "Sigmoid", "");
+    let e = Graph::decode(path, &m.encode_to_vec()).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedOp { .. }));
+    let msg = e.to_string();
+    assert!(
+        msg.contains("bad.onnx") && msg.contains("layer1.block0.relu1") && msg.contains("Sigmoid"),
+        "{msg}"
+    );
+
+    let mut m = model(&spec, 5);
+    replace_op(&mut m, "stem.conv", "QLinearConv", "");
+    let e = Graph::decode(path, &m.encode_to_vec()).unwrap_err();
+    assert!(matches!(e, Error::AlreadyQuantized { .. }), "{e}");
+
+    let mut m = model(&spec, 5);
+    m.opset_import[0].version = 11;
+    let e = Graph::decode(path, &m.encode_to_vec()).unwrap_err();
+    assert!(e.to_string().contains("operator set 11"), "{e}");
+
+    let e = Graph::decode(path, b"definitely not protobuf").unwrap_err();
+    assert!(matches!(e, Error::Decode { .. }), "{e}");
+
+    // A conv whose weights are computed, not stored.
+    let mut m = model(&spec, 5);
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.retain(|t| t.name != "stem.conv.weight");
+    g.input.push(g.input[0].clone());
+    g.input[1].name = "stem.conv.weight".into();
+    let e = Graph::decode(path, &m.encode_to_vec()).unwrap_err();
+    assert!(e.to_string().contains("2 graph inputs"), "{e}");
+}
