@@ -10,6 +10,9 @@ use runtime::SessionOptions;
 use crate::error::{Error, Result};
 use crate::images::TrainingImages;
 
+/// Called with each batch's size and the values of the requested tensors.
+pub type BatchVisitor<'a> = dyn FnMut(usize, &[&[f32]]) -> Result<()> + 'a;
+
 /// One ONNX Runtime session on a model held in memory.
 pub struct Engine {
     session: Session,
@@ -56,7 +59,7 @@ impl Engine {
         indices: &[usize],
         batch: usize,
         names: &[String],
-        visit: &mut dyn FnMut(usize, &[&[f32]]) -> Result<()>,
+        visit: &mut BatchVisitor,
     ) -> Result<()> {
         for chunk in indices.chunks(batch.max(1)) {
             let data = images.batch(chunk);

@@ -31,10 +31,7 @@ pub struct FoldReport {
 /// per-channel scale is positive and each intermediate tensor has a single reader.
 pub fn fold_pooled_batchnorm(g: &mut Graph) -> FoldReport {
     let mut report = FoldReport::default();
-    loop {
-        let Some(found) = find_pattern(g, &mut report) else {
-            break;
-        };
+    while let Some(found) = find_pattern(g, &mut report) {
         report.folded.push(g.nodes[found.conv].name.clone());
         apply(g, found);
     }
@@ -88,7 +85,7 @@ fn find_pattern(g: &Graph, report: &mut FoldReport) -> Option<Pattern> {
         ) else {
             continue;
         };
-        if let Some(bad) = scale.iter().position(|&s| !(s > 0.0)) {
+        if let Some(bad) = scale.iter().position(|&s| s.is_nan() || s <= 0.0) {
             report.kept.push((
                 conv.name.clone(),
                 format!(
