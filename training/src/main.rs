@@ -416,15 +416,16 @@ fn train_command(args: TrainArgs) -> Result<()> {
             images: fm.test_images as u64,
             top1: fm.top1,
             top1_flip_tta: Some(fm.top1_flip_tta),
-            claim: if recipe.flip_tta {
-                "flip_tta"
-            } else {
-                "single"
-            }
-            .into(),
+            top1_6view: fm.top1_6view,
+            claim: recipe.tta_mode().claim_name().into(),
             how: format!(
-                "final epoch{ema_note}, no checkpoint selection; fp32 eval mode in libtorch on {}; flip_tta averages the logits of each image and its mirror",
-                device::describe(dev)
+                "final epoch{ema_note}, no checkpoint selection; fp32 eval mode in libtorch on {}; flip_tta averages the logits of each image and its mirror{}",
+                device::describe(dev),
+                if fm.top1_6view.is_some() {
+                    "; 6view averages mirror x {no shift, 1 px down-right, 1 px up-left} (reflect padding), weights 1/4 for the unshifted pair and 1/8 for each shifted view"
+                } else {
+                    ""
+                }
             ),
         };
         let training = TrainingRecord {
@@ -454,8 +455,15 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
         let manifest = zoo::Manifest::load(&manifest_path)?;
         eprintln!(
-            "train-zoo: {name}: test top-1 {:.2} % (flip TTA {:.2} %) after {} epochs, {:.1} s training at {:.0} img/s",
-            fm.top1, fm.top1_flip_tta, result.epochs_done, result.train_time_s, result.images_per_s
+            "train-zoo: {name}: test top-1 {:.2} % (flip TTA {:.2} %{}) after {} epochs, {:.1} s training at {:.0} img/s",
+            fm.top1,
+            fm.top1_flip_tta,
+            fm.top1_6view
+                .map(|t| format!(", 6-view TTA {t:.2} %"))
+                .unwrap_or_default(),
+            result.epochs_done,
+            result.train_time_s,
+            result.images_per_s
         );
         eprintln!(
             "train-zoo: {name}: wrote {} (sha256 {})",
@@ -467,7 +475,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
         if args.json {
             let v = serde_json::json!({
-                "name": name, "top1": fm.top1, "top1_flip_tta": fm.top1_flip_tta, "test_images": fm.test_images,
+                "name": name, "top1": fm.top1, "top1_flip_tta": fm.top1_flip_tta, "top1_6view": fm.top1_6view, "test_images": fm.test_images,
                 "epochs": result.epochs_done, "train_time_s": result.train_time_s, "images_per_s": result.images_per_s,
                 "onnx": onnx_path, "manifest": manifest_path, "sha256": manifest.sha256, "published": published,
             });

@@ -20,9 +20,12 @@ use zoo::cifar::{self, Split};
 use crate::data::{TensorDataset, to_unit_float};
 use crate::init;
 use crate::metrics::{EpochMetrics, write_logs, write_plots};
-use crate::model::{BuildOptions, ResNet, predict_batches, predict_views, to_channels_last};
+use crate::model::{
+    BuildOptions, ResNet, combine_views, predict_batches, predict_views, to_channels_last,
+};
 use crate::optim::{Ema, FlatSgd};
 use crate::recipe::Recipe;
+use zoo::tta::{TtaMode, View};
 
 /// Everything that defines one training run.
 #[derive(Clone, Debug)]
@@ -106,6 +109,9 @@ pub struct FinalMetrics {
     pub test_images: usize,
     pub top1: f64,
     pub top1_flip_tta: f64,
+    /// Six-view TTA top-1, measured when the recipe claims it (`six_view_tta`).
+    #[serde(default)]
+    pub top1_6view: Option<f64>,
     pub loss: f64,
 }
 
@@ -136,24 +142,33 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// Loss (mean), top-1 and flip-TTA top-1 (percent) of `model` on a dataset, with the
-/// activations channels-last when `channels_last` (as in training).
+/// Loss (mean), top-1, flip-TTA top-1 and, when `six_view`, six-view top-1 (percent) of
+/// `model` on a dataset, with the activations channels-last when `channels_last` (as in
+/// training).
 pub fn evaluate(
     model: &ResNet,
     ds: &TensorDataset,
     device: Device,
     batch: usize,
     channels_last: bool,
+    six_view: bool,
 ) -> FinalMetrics {
     let labels = ds.labels.to_device(Device::Cpu);
-    // Two passes (image, mirror) give both numbers: TTA is their mean.
-    let (single, mirrored) = predict_views(model, &ds.images, device, batch as i64, channels_last);
-    let tta = (&single + mirrored) * 0.5;
+    // One pass per view; the first two views of every mode past `none` are the image
+    // and its mirror, so the single-view and flip numbers come from the same passes.
+    let mode = if six_view {
+        TtaMode::SixView
+    } else {
+        TtaMode::Flip
+    };
+    let views = predict_views(model, &ds.images, device, batch as i64, mode, channels_last);
+    let flip = combine_views(TtaMode::Flip, &views[..2]);
     FinalMetrics {
         test_images: ds.len(),
-        top1: top1(&single, &labels),
-        top1_flip_tta: top1(&tta, &labels),
-        loss: single.cross_entropy_for_logits(&labels).double_value(&[]),
+        top1: top1(&views[0], &labels),
+        top1_flip_tta: top1(&flip, &labels),
+        top1_6view: six_view.then(|| top1(&combine_views(mode, &views), &labels)),
+        loss: views[0].cross_entropy_for_logits(&labels).double_value(&[]),
     }
 }
 
@@ -172,7 +187,7 @@ fn evaluate_single_view(
         &ds.images,
         device,
         batch as i64,
-        false,
+        View::IDENTITY,
         channels_last,
     );
     (
@@ -497,7 +512,11 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
             });
         }
         let train_acc = 100.0 * correct.double_value(&[]) / n as f64;
-        let (bs_eval, cl) = (recipe.eval_batch_size, recipe.channels_last);
+        let (bs_eval, cl, six_view) = (
+            recipe.eval_batch_size,
+            recipe.channels_last,
+            recipe.six_view_tta,
+        );
         let single_view = |ds: &TensorDataset| {
             on_eval_weights(&vs, ema.as_ref(), || {
                 evaluate_single_view(&model, ds, device, bs_eval, cl)
@@ -508,7 +527,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
         let test = if cfg.eval_test_every > 0 && last {
             // The final evaluation, computed once and reused for the result below.
             let full = on_eval_weights(&vs, ema.as_ref(), || {
-                evaluate(&model, &test_set, device, bs_eval, cl)
+                evaluate(&model, &test_set, device, bs_eval, cl, six_view)
             });
             let curve = (full.loss, full.top1);
             last_test = Some(full);
@@ -574,6 +593,7 @@ pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
                 device,
                 recipe.eval_batch_size,
                 recipe.channels_last,
+                recipe.six_view_tta,
             )
         })
     });

@@ -105,7 +105,7 @@ fn check_spec(name: &str, spec: &ResNetSpec, dir: &Path, n: usize) {
     let onnx_path = tmp.path().join(format!("{name}.onnx"));
     std::fs::write(&onnx_path, bytes).unwrap();
 
-    let want = predict_logits(&model, &images, Device::Cpu, 16, false);
+    let want = predict_logits(&model, &images, Device::Cpu, 16, zoo::TtaMode::None);
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
     let (batch, single) = ort_logits(&onnx_path, &images, tmp.path());
     let d = max_abs_diff(&want, &batch);
@@ -198,6 +198,7 @@ fn export_model_writes_hashed_file_and_manifest() {
             images: 10_000,
             top1: 10.0,
             top1_flip_tta: Some(10.0),
+            top1_6view: None,
             claim: "single".into(),
             how: "test".into(),
         },

@@ -3,6 +3,7 @@
 //! * [`arch`]: the declarative [`ResNetSpec`] with exact parameter and MAC counting and
 //!   the paper's presets.
 //! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
+//! * [`tta`]: test-time augmentation modes (`none`, `flip`, `6view`), shared by trainer and runtime.
 //! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
 //!   folded, normalisation inside the graph).
 //!
@@ -14,8 +15,10 @@ pub mod cifar;
 pub mod download;
 pub mod manifest;
 pub mod onnx;
+pub mod tta;
 pub mod weights;
 
 pub use arch::{Activation, BlockKind, HeadPool, LayerSpec, ResNetSpec, SpecError};
 pub use manifest::Manifest;
+pub use tta::TtaMode;
 pub use weights::{WeightTensor, Weights};
