@@ -12,6 +12,7 @@
 //! * [`search`]: random architecture search under a parameter budget, trial runner for Ray Tune.
 //! * [`zoo_models`]: which models `train-zoo --all` publishes.
 
+pub mod cpu_memory;
 pub mod data;
 pub mod device;
 pub mod export;

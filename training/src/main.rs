@@ -170,6 +170,8 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before libtorch allocates: CPU training steps reuse their pages (+10 % on 2 cores).
+    training::cpu_memory::reuse_freed_memory();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
