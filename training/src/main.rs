@@ -99,7 +99,7 @@ enum Command {
 #[derive(Args, Debug)]
 struct TrainArgs {
     /// Train and publish every zoo model: tpsnet, model2 and model1 with the fast recipe,
-    /// airnet with the cpu recipe, then airnet-wide with the wide recipe.
+    /// airnet with the cpu recipe, airnet-short (airnet, cpu-short), then airnet-wide (wide).
     #[arg(long, conflicts_with = "model")]
     all: bool,
     /// Preset name (`train-zoo list`: tpsnet, model1, model2, resnet20, airnet, airnet-wide,
