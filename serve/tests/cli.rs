@@ -33,15 +33,24 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    match listening_address(&rx, Duration::from_secs(60)) {
+        Some(addr) => (child, addr, rx),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tpsnet-serve did not print its address within 60 s");
+        }
+    }
+}
+
+/// The address from the server's "listening on http://ADDR" line.
+fn listening_address(rx: &mpsc::Receiver<String>, within: Duration) -> Option<SocketAddr> {
+    let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("tpsnet-serve prints its address within 60 s");
+        let line = rx.recv_timeout(left).ok()?;
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (child, addr, rx);
+            return rest.split_whitespace().next()?.parse().ok();
         }
     }
 }

@@ -264,7 +264,16 @@ fn bad_requests_get_4xx_json_and_the_server_stays_healthy() {
         json!({ "inputs": [{ "name": input, "shape": shape, "datatype": datatype, "data": data }] })
             .to_string()
     };
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, extra headers, body, expected status, expected words in the error)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("POST", infer.clone(), vec![], b"{\"inputs\": [".to_vec(), 400, "malformed"),
         ("POST", infer.clone(), vec![], b"not json".to_vec(), 400, "malformed"),
         ("POST", infer.clone(), vec![], b"".to_vec(), 400, "empty request body"),

@@ -30,9 +30,10 @@ pub fn shipped(name: &str) -> PathBuf {
 
 /// Opens a shipped model for serving with batches of up to `max_batch` images.
 pub fn classifier(name: &str, max_batch: usize) -> Arc<Classifier> {
-    #[allow(clippy::field_reassign_with_default)] // SessionOptions may grow fields
-    let mut options = SessionOptions::default();
-    options.batch_size = max_batch;
+    let options = SessionOptions {
+        batch_size: max_batch,
+        ..SessionOptions::default()
+    };
     Arc::new(Classifier::open(shipped(name), &options).expect("model opens"))
 }
 
