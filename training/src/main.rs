@@ -103,7 +103,7 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "model")]
     all: bool,
     /// Preset name (`train-zoo list`: tpsnet, model1, model2, resnet20, airnet, airnet-wide,
-    /// plainnet) or a spec JSON file.
+    /// airnet-res, plainnet) or a spec JSON file.
     #[arg(long, short)]
     model: Option<String>,
     /// Name used for files and the manifest (default: the preset or spec file stem).
@@ -253,7 +253,7 @@ fn run(cli: Cli) -> Result<()> {
 fn list_presets(json: bool) {
     if !json {
         println!(
-            "{:<8} {:>12} {:>14} {:>7}  {:>10}  description",
+            "{:<11} {:>12} {:>14} {:>7}  {:>10}  description",
             "name", "params", "MACs/image", "depth", "paper top1"
         );
     }
@@ -267,7 +267,7 @@ fn list_presets(json: bool) {
             println!("{v}");
         } else {
             println!(
-                "{:<8} {:>12} {:>14} {:>7}  {:>10}  {}",
+                "{:<11} {:>12} {:>14} {:>7}  {:>10}  {}",
                 p.name,
                 group(s.params()),
                 group(s.macs()),
