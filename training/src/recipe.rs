@@ -648,7 +648,8 @@ mod tests {
     /// epochs; lr 9.0 instead of 11.5 per 1024 images at the same momentum, so 0.375 ×
     /// 9/11.5 here, and weight decay 0.012 instead of 0.0153, which leaves our
     /// per-rate coefficient at 1.33e-3; warm-up over 10 % from 0.2×, then down to 0;
-    /// translate 4 and cutout 12 with the alternating flip.
+    /// translate 4 and cutout 12 with the alternating flip; six-view TTA (its
+    /// `tta_level=2`) as the headline, the mode issue 15's ≥ 96 % is claimed in.
     #[test]
     fn res96_recipe_is_wide_with_airbench96s_changes() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -668,6 +669,7 @@ mod tests {
             cutout: 12,
             ..Augment::none()
         };
+        want.six_view_tta = true;
         assert_eq!(r, want);
     }
 
