@@ -5,6 +5,7 @@
 //! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
 //! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
 //!   folded, normalisation inside the graph).
+//! * [`rng`]: SplitMix64, the small deterministic generator shared by the workspace.
 //!
 //! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
 //! inference runtime can depend on this crate.
@@ -14,6 +15,7 @@ pub mod cifar;
 pub mod download;
 pub mod manifest;
 pub mod onnx;
+pub mod rng;
 pub mod weights;
 
 pub use arch::{Activation, BlockKind, HeadPool, LayerSpec, ResNetSpec, SpecError};
