@@ -51,13 +51,9 @@ impl TensorDataset {
         let val = val.min(n);
         let mut order: Vec<i64> = (0..n as i64).collect();
         // Fisher–Yates with a SplitMix64 stream: independent of torch's RNG state.
-        let mut s = seed ^ 0xD1B5_4A32_D192_ED03;
+        let mut rng = zoo::rng::SplitMix64::new(seed ^ 0xD1B5_4A32_D192_ED03);
         for i in (1..n).rev() {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let j = ((z ^ (z >> 31)) % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         let device = self.images.device();
@@ -83,6 +79,7 @@ pub fn to_unit_float(x: &Tensor) -> Tensor {
 
 /// The paper's augmentation, applied to a whole batch on its device.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Augment {
     /// Random crop of the original size after zero padding by this many pixels
     /// (uniform integer shift in `[-pad, pad]` on each axis). 0 disables it.
