@@ -1,4 +1,4 @@
-"""The zoo's ResNet (DESIGN.md section 2) in plain PyTorch, built from a spec JSON.
+"""The zoo's ResNet (docs/design-notes.md#models) in plain PyTorch, built from a spec JSON.
 
 Post-activation basic blocks (conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3 -> BN, add the
 shortcut, ReLU); a 1x1 conv + BN projection whenever the stride or the width changes;

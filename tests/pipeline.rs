@@ -73,7 +73,6 @@ fn train_export_and_serve_on_cpu() {
         val_size: 0,
         eval_test_every: 0,
         resume: false,
-        progress: false,
         stop_after: None,
     };
     let result = train(&cfg).unwrap();
@@ -165,7 +164,6 @@ fn cpu_recipe_trains_and_exports_airnet_faithfully() {
         val_size: 0,
         eval_test_every: 0,
         resume: false,
-        progress: false,
         stop_after: None,
     };
     let recipe = cfg.recipe.clone();

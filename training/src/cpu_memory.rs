@@ -29,38 +29,3 @@ pub fn reuse_freed_memory() -> bool {
         false
     }
 }
-
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
-mod tests {
-    use super::*;
-
-    fn minor_faults() -> i64 {
-        // SAFETY: getrusage writes into the zeroed struct we pass.
-        unsafe {
-            let mut usage: libc::rusage = std::mem::zeroed();
-            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
-            usage.ru_minflt
-        }
-    }
-
-    /// After the call, a 64 MiB tensor allocated and freed again and again reuses its
-    /// pages: a fresh mapping would fault in all 16,384 of them each time.
-    #[test]
-    fn large_tensors_reuse_their_pages() {
-        assert!(reuse_freed_memory());
-        let fill = || {
-            let t = tch::Tensor::ones([16 << 20], (tch::Kind::Float, tch::Device::Cpu));
-            assert_eq!(t.size(), [16 << 20]);
-        };
-        fill();
-        let before = minor_faults();
-        for _ in 0..5 {
-            fill();
-        }
-        let faults = minor_faults() - before;
-        assert!(
-            faults < 16_384,
-            "{faults} minor page faults for 5 reused 64 MiB blocks"
-        );
-    }
-}

@@ -52,13 +52,9 @@ impl TensorDataset {
         let val = val.min(n);
         let mut order: Vec<i64> = (0..n as i64).collect();
         // Fisher–Yates with a SplitMix64 stream: independent of torch's RNG state.
-        let mut s = seed ^ 0xD1B5_4A32_D192_ED03;
+        let mut rng = zoo::rng::SplitMix64::new(seed ^ 0xD1B5_4A32_D192_ED03);
         for i in (1..n).rev() {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let j = ((z ^ (z >> 31)) % (i as u64 + 1)) as usize;
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
         let device = self.images.device();
@@ -141,8 +137,9 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-/// [`Augment`] as written in JSON, checked before it becomes one.
+/// [`Augment`] as written in JSON, checked before it becomes one (unknown keys refused).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AugmentFields {
     crop_pad: i64,
     rotate_deg: f64,

@@ -11,12 +11,15 @@
 //! assert_eq!((r.batch_size, r.optimizer.lr, r.epochs), (128, 0.01, 300));
 //! ```
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::Augment;
 
 /// Stochastic gradient descent with momentum (PyTorch semantics, dampening 0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SgdConfig {
     /// Peak learning rate (after warm-up).
     pub lr: f64,
@@ -47,6 +50,7 @@ fn default_bn_momentum() -> f64 {
 /// `decay_t = decay · (t / T)³` growing from 0 to `decay` over the run (airbench94's
 /// schedule: 0.95⁵ every 5 steps). At the end the live weights become the slow ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LookaheadConfig {
     pub decay: f64,
     pub every_steps: u32,
@@ -54,6 +58,7 @@ pub struct LookaheadConfig {
 
 /// Learning-rate schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Trick "warmup": linear warm-up from `warmup_from` × the peak over this many epochs
     /// (0 disables it).
@@ -78,6 +83,7 @@ pub struct Schedule {
 /// Exponential moving average of the weights, evaluated and exported instead of the raw
 /// weights (trick "ema").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmaConfig {
     pub decay: f64,
     /// Update the average every this many steps.
@@ -86,6 +92,7 @@ pub struct EmaConfig {
 
 /// A complete training recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Recipe {
     pub name: String,
     pub epochs: u32,
@@ -106,7 +113,7 @@ pub struct Recipe {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub six_view_tta: bool,
     /// Trick "bf16_autocast": bfloat16 mixed precision (CUDA only; ignored on CPU,
-    /// where it was measured slower, DESIGN.md §7).
+    /// where it was measured slower, docs/design-notes.md#cpu-peer-figures).
     pub bf16_autocast: bool,
     /// Trick "channels_last": NHWC activations. On CUDA for tensor cores; on the CPU
     /// it spares oneDNN its NCHW reorders (training step +22 % for `plainnet`, +40 % for
@@ -172,7 +179,7 @@ pub const RECIPES: &[(&str, &str)] = &[
 ];
 
 impl Recipe {
-    /// The paper's recipe (DESIGN.md §2).
+    /// The paper's recipe (docs/design-notes.md#models).
     pub fn paper() -> Self {
         Recipe {
             name: "paper".into(),
@@ -379,26 +386,26 @@ impl Recipe {
     }
 
     /// A built-in recipe by name, or a recipe JSON file (as `train-zoo recipes` prints).
-    pub fn resolve(name: &str) -> Result<Self, String> {
+    /// A file with a key no recipe has is refused, naming the key and the file.
+    pub fn resolve(name: &str) -> Result<Self, RecipeError> {
         if let Some(r) = Self::by_name(name) {
             return Ok(r);
         }
         let path = std::path::Path::new(name);
         if path.extension().is_some_and(|e| e == "json") {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read recipe file {}: {e}", path.display()))?;
-            return serde_json::from_str(&text).map_err(|e| {
-                format!(
-                    "{} is not a valid recipe ({e}); see `train-zoo recipes`",
-                    path.display()
-                )
+            let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return serde_json::from_str(&text).map_err(|source| RecipeError::Invalid {
+                path: path.to_path_buf(),
+                source,
             });
         }
-        let names: Vec<&str> = RECIPES.iter().map(|r| r.0).collect();
-        Err(format!(
-            "unknown recipe `{name}`; use one of {} or a recipe .json file",
-            names.join(", ")
-        ))
+        Err(RecipeError::Unknown {
+            name: name.to_string(),
+            known: RECIPES.iter().map(|r| r.0).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Drops tricks that the spec cannot use safely, saying why (returned for the log).
@@ -463,12 +470,12 @@ impl Recipe {
     }
 
     /// Applies `path=value` overrides (`value` is JSON; bare words are strings).
-    pub fn with_overrides(&self, sets: &[String]) -> Result<Self, String> {
+    pub fn with_overrides(&self, sets: &[String]) -> Result<Self, RecipeError> {
         let mut v = serde_json::to_value(self).expect("recipe serialises");
         for s in sets {
-            let (path, raw) = s.split_once('=').ok_or_else(|| {
-                format!("`--set {s}`: expected path=value, e.g. label_smoothing=0.1")
-            })?;
+            let (path, raw) = s
+                .split_once('=')
+                .ok_or_else(|| RecipeError::SetSyntax { set: s.clone() })?;
             let value: serde_json::Value = serde_json::from_str(raw)
                 .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
             let pointer = format!("/{}", path.replace('.', "/"));
@@ -480,16 +487,41 @@ impl Recipe {
             if let (Some(field), Some(augment)) = (omitted, augment) {
                 augment.entry(field).or_insert(serde_json::Value::Null);
             }
-            let slot = v.pointer_mut(&pointer).ok_or_else(|| {
-                format!(
-                    "`--set {s}`: the recipe has no field `{path}`; see `train-zoo recipes` for the fields"
-                )
-            })?;
+            let slot = v
+                .pointer_mut(&pointer)
+                .ok_or_else(|| RecipeError::NoField {
+                    set: s.clone(),
+                    path: path.to_string(),
+                })?;
             *slot = value;
         }
-        serde_json::from_value(v)
-            .map_err(|e| format!("`--set`: the changed recipe is invalid: {e}"))
+        serde_json::from_value(v).map_err(RecipeError::InvalidOverride)
     }
+}
+
+/// Why a recipe cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("unknown recipe `{name}`; use one of {known} or a recipe .json file")]
+    Unknown { name: String, known: String },
+    #[error("cannot read recipe file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid recipe ({source}); see `train-zoo recipes` for the fields")]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("`--set {set}`: expected path=value, e.g. label_smoothing=0.1")]
+    SetSyntax { set: String },
+    #[error(
+        "`--set {set}`: the recipe has no field `{path}`; see `train-zoo recipes` for the fields"
+    )]
+    NoField { set: String, path: String },
+    #[error("`--set`: the changed recipe is invalid: {0}")]
+    InvalidOverride(serde_json::Error),
 }
 
 #[cfg(test)]
@@ -611,7 +643,8 @@ mod tests {
         // translate is crop_pad under another name: both at once are refused, clearly.
         let e = Recipe::wide()
             .with_overrides(&["augment.translate=4".into()])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("translate (4) and crop_pad (2)") && e.contains("crop_pad to 0"),
             "{e}"
@@ -628,7 +661,8 @@ mod tests {
         }
         let e = Recipe::wide()
             .with_overrides(&["augment.cutot=12".into()])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no field `augment.cutot`"), "{e}");
     }
 
@@ -673,6 +707,36 @@ mod tests {
         assert_eq!(r, want);
     }
 
+    /// A typo in a recipe file must not train something else: the key and the file are
+    /// named, at the top level and inside a group.
+    #[test]
+    fn recipe_files_with_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.json");
+        let good = serde_json::to_value(Recipe::fast()).unwrap();
+        std::fs::write(&path, good.to_string()).unwrap();
+        assert_eq!(
+            Recipe::resolve(path.to_str().unwrap()).unwrap(),
+            Recipe::fast()
+        );
+        for (group, key) in [(None, "lable_smoothing"), (Some("augment"), "flip_prob")] {
+            let mut v = good.clone();
+            let obj = match group {
+                Some(g) => v[g].as_object_mut().unwrap(),
+                None => v.as_object_mut().unwrap(),
+            };
+            obj.insert(key.into(), serde_json::json!(0.1));
+            std::fs::write(&path, v.to_string()).unwrap();
+            let e = Recipe::resolve(path.to_str().unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("mine.json") && e.contains(&format!("unknown field `{key}`")),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn overrides_edit_fields_and_reject_unknown_ones() {
         let r = Recipe::fast()
@@ -687,8 +751,14 @@ mod tests {
         assert_eq!(r.ema.as_ref().unwrap().every_steps, 5);
         let e = Recipe::fast()
             .with_overrides(&["nope=1".into()])
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no field `nope`"), "{e}");
+        let e = Recipe::fast()
+            .with_overrides(&[r#"ema={"decay":0.99,"every_step":5}"#.into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `every_step`"), "{e}");
         assert!(
             Recipe::fast()
                 .with_overrides(&["epochs=abc".into()])

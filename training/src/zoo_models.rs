@@ -64,4 +64,34 @@ mod tests {
             );
         }
     }
+
+    /// Specs and recipes refuse unknown keys; everything the repository ships still
+    /// parses: every manifest in `models/` (spec and recorded recipe) and the GPU
+    /// sweeps' recipe and spec files.
+    #[test]
+    fn shipped_specs_and_recipes_have_no_unknown_keys() {
+        let root = models_dir().parent().unwrap().to_path_buf();
+        let files = |dir: &str| -> Vec<std::path::PathBuf> {
+            let mut v: Vec<_> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect();
+            v.sort();
+            v
+        };
+        let manifests = files("models");
+        assert!(manifests.len() >= PUBLISHED.len());
+        for p in manifests {
+            let m = Manifest::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            serde_json::from_value::<Recipe>(m.training.recipe_config)
+                .unwrap_or_else(|e| panic!("{}: recipe_config: {e}", p.display()));
+        }
+        for p in files("scripts/gpu/recipes") {
+            Recipe::resolve(p.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for p in files("scripts/gpu/specs") {
+            crate::spec_file::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Declarative ResNet architecture specs, exact parameter and MAC counting, and presets.
 //!
-//! The network (DESIGN.md §2): a 3x3 stem (conv, BN, ReLU) followed by `N` residual
+//! The network (docs/design-notes.md#models): a 3x3 stem (conv, BN, ReLU) followed by `N` residual
 //! layers of post-activation basic blocks (conv → BN → ReLU → [dropout] → conv → BN, add
 //! the shortcut, ReLU). The first block of a layer carries a projection shortcut (conv +
 //! BN) whenever it changes the stride or the channel count. The head is an average pool
@@ -96,6 +96,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 
 /// One layer: a stack of blocks with the same width.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// Number of basic blocks (B_i in the paper).
     pub blocks: usize,
@@ -116,6 +117,7 @@ pub struct LayerSpec {
 
 /// A complete network description: everything needed to build, count and export it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResNetSpec {
     /// Side of the square input image in pixels (32 for CIFAR-10).
     pub input_size: usize,
@@ -227,7 +229,7 @@ impl Preset {
     }
 }
 
-/// The paper's three models (DESIGN.md §2), in the order the paper lists them, then our
+/// The paper's three models (docs/design-notes.md#models), in the order the paper lists them, then our
 /// own members of the family.
 pub const PRESETS: &[Preset] = &[
     Preset {
@@ -730,7 +732,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// DESIGN.md §2's closed form for N = 3, k = 2, 3x3 convs, 1x1 skips.
+    /// The closed form in docs/design-notes.md#models for N = 3, k = 2, 3x3 convs, 1x1 skips.
     fn closed_form(c1: u64, n: u64) -> u64 {
         1512 * n * c1 * c1 - 336 * c1 * c1 + 56 * n * c1 + 137 * c1 + 10
     }

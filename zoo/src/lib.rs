@@ -6,6 +6,7 @@
 //! * [`tta`]: test-time augmentation modes (`none`, `flip`, `6view`), shared by trainer and runtime.
 //! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
 //!   folded, normalisation inside the graph).
+//! * [`rng`]: SplitMix64, the small deterministic generator shared by the workspace.
 //!
 //! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
 //! inference runtime can depend on this crate.
@@ -15,6 +16,7 @@ pub mod cifar;
 pub mod download;
 pub mod manifest;
 pub mod onnx;
+pub mod rng;
 pub mod tta;
 pub mod weights;
 

@@ -1,4 +1,4 @@
-//! The JSON manifest that sits beside every published ONNX file (DESIGN.md §6).
+//! The JSON manifest that sits beside every published ONNX file (docs/design-notes.md#conventions).
 //!
 //! A manifest pins the file by sha256 and size, and carries everything a user needs to
 //! trust and use it: the architecture, the input contract, the measured metrics with how
