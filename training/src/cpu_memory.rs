@@ -12,6 +12,8 @@
 /// (`M_TRIM_THRESHOLD` 2 GiB) lets the next step reuse the same pages. Results are
 /// bit-identical (the same run gives the same ONNX sha256 either way); the price is that
 /// the heap keeps its high-water mark. Process-wide, so binaries call it, not the library.
+/// It governs glibc's main arena, which serves the main thread (where `train-zoo` runs its
+/// steps); a block too large for another thread's arena is still mapped afresh there.
 ///
 /// Returns whether glibc accepted both settings (false on other C libraries).
 pub fn reuse_freed_memory() -> bool {
