@@ -47,3 +47,4 @@ pub use classify::{ClassScore, Classifier, Prediction};
 pub use error::{Error, Result};
 pub use preprocess::InputImage;
 pub use session::{Device, Execution, SessionOptions};
+pub use zoo::TtaMode;

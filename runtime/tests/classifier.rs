@@ -333,3 +333,57 @@ print(" ".join(repr(float(v)) for v in s.run(["logits"], {"input": x})[0].ravel(
         .unwrap();
     assert!(close(&ours, &py, 1e-4), "{ours:?}\n{py:?}");
 }
+
+/// Test-time augmentation in one batched call equals classifying each view on its own and
+/// averaging the logits with the shared weights (`zoo::tta`), at any batch size.
+#[test]
+fn tta_averages_each_view_with_its_weight() {
+    use runtime::TtaMode;
+    use zoo::tta::{TTA_MODES, apply_view};
+    let d = tempfile::tempdir().unwrap();
+    let manifest = common::tiny_model(d.path(), "tiny", 4, 10.0);
+    let x = images(7);
+    for batch_size in [1, 3, 64] {
+        let clf = Classifier::open(
+            &manifest,
+            &SessionOptions {
+                batch_size,
+                ..opts()
+            },
+        )
+        .unwrap();
+        for mode in TTA_MODES {
+            let mut want = vec![0.0f32; 7 * 10];
+            for v in mode.views() {
+                let viewed: Vec<InputImage> = x
+                    .iter()
+                    .map(|img| {
+                        let mut out = vec![0.0; 3072];
+                        apply_view(img.as_slice(), 3, 32, 32, *v, &mut out);
+                        InputImage::from_chw(out).unwrap()
+                    })
+                    .collect();
+                for (w, l) in want.iter_mut().zip(clf.logits(&viewed).unwrap()) {
+                    *w += v.weight * l;
+                }
+            }
+            let got = clf.logits_tta(&x, mode).unwrap();
+            assert!(close(&got, &want, 1e-5), "{mode} at batch {batch_size}");
+            let chw: Vec<f32> = x.iter().flat_map(|i| i.as_slice().to_vec()).collect();
+            assert!(close(&clf.logits_chw_tta(&chw, mode).unwrap(), &want, 1e-5));
+        }
+        // `with_tta` makes it the default of `logits` and `classify`.
+        let six = clf.with_tta(TtaMode::SixView);
+        assert_eq!(six.tta(), TtaMode::SixView);
+        assert_eq!(
+            six.logits(&x).unwrap(),
+            six.logits_tta(&x, TtaMode::SixView).unwrap()
+        );
+    }
+    // The views differ: six-view logits are not the single-view ones.
+    let clf = Classifier::open(&manifest, &opts()).unwrap();
+    assert_ne!(
+        clf.logits(&x).unwrap(),
+        clf.logits_tta(&x, TtaMode::SixView).unwrap()
+    );
+}
