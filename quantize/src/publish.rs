@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use runtime::verify::{Evaluation, evaluate};
 use runtime::{Classifier, SessionOptions};
 use zoo::Manifest;
+use zoo::TtaMode;
 use zoo::cifar::Cifar10;
 use zoo::manifest::{
     CalibrationRecord, Metrics, OnnxInfo, Precision, QuantizationRecord, SourceModel,
@@ -50,6 +51,8 @@ pub struct Published {
     pub manifest: Manifest,
     pub single: Evaluation,
     pub flip_tta: Evaluation,
+    /// Six-view TTA, measured when the source model has a six-view number.
+    pub six_view: Option<Evaluation>,
 }
 
 /// The int8 manifest of `q` made from `source` (claims still to be measured: zero).
@@ -94,8 +97,9 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
     m
 }
 
-/// Measures `manifest`'s model (bytes `q`) on `test` — single view and flip TTA, with
-/// the runtime's `verify` code — writes `<name>-int8-<sha8>.onnx` and its manifest into
+/// Measures `manifest`'s model (bytes `q`) on `test` — single view and flip TTA, and six
+/// views when the source manifest has a six-view number, with the runtime's `verify`
+/// code — writes `<name>-int8-<sha8>.onnx` and its manifest into
 /// `out_dir` (model first, each atomically), and removes older versions of the same
 /// int8 model there. `progress(mode, done)` reports test images done.
 pub fn publish(
@@ -115,7 +119,10 @@ pub fn publish(
     // Measure through the same door users take (a manifest + model on disk, opened by
     // `Classifier`), from a private folder so no half-measured model is ever visible.
     let staging = out_dir.join(format!(".tpsnet-quantize-{}", std::process::id()));
-    let measured = (|| -> Result<(Evaluation, Evaluation)> {
+    let six_view_wanted =
+        manifest.metrics.top1_6view.is_some() || manifest.metrics.claim_mode() == TtaMode::SixView;
+    type Measured = (Evaluation, Evaluation, Option<Evaluation>);
+    let measured = (|| -> Result<Measured> {
         let onnx = staging.join(&manifest.file);
         write(&onnx, bytes)?;
         let mut provisional = manifest.clone();
@@ -125,12 +132,19 @@ pub fn publish(
             provisional.to_json().as_bytes(),
         )?;
         let clf = Classifier::open(&onnx, &claims.session)?;
-        let single = evaluate(&clf, test, false, &|n| progress("single", n))?;
-        let flip = evaluate(&clf, test, true, &|n| progress("flip_tta", n))?;
-        Ok((single, flip))
+        let single = evaluate(&clf, test, TtaMode::None, &|n| progress("single", n))?;
+        let flip = evaluate(&clf, test, TtaMode::Flip, &|n| progress("flip_tta", n))?;
+        let six = if six_view_wanted {
+            Some(evaluate(&clf, test, TtaMode::SixView, &|n| {
+                progress("6view", n)
+            })?)
+        } else {
+            None
+        };
+        Ok((single, flip, six))
     })();
     let _ = std::fs::remove_dir_all(&staging);
-    let (single, flip_tta) = measured?;
+    let (single, flip_tta, six_view) = measured?;
 
     let full = test.len() == claims.images_total;
     manifest.metrics = Metrics {
@@ -138,11 +152,13 @@ pub fn publish(
         images: test.len() as u64,
         top1: single.top1,
         top1_flip_tta: Some(flip_tta.top1),
+        top1_6view: six_view.as_ref().map(|e| e.top1),
         claim: manifest.metrics.claim.clone(),
         how: format!(
             "int8 model measured after quantization by tpsnet-runtime's verify code (ONNX Runtime, \
              CPU execution provider, batch {}) on {}; flip_tta averages the logits of each \
-             image and its mirror; nothing was chosen on the test set",
+             image and its mirror, 6view those of six views (zoo::tta); nothing was chosen on \
+             the test set",
             claims.session.batch_size,
             if full {
                 format!("the full {}-image test set", test.len())
@@ -162,6 +178,7 @@ pub fn publish(
         manifest,
         single,
         flip_tta,
+        six_view,
     })
 }
 
@@ -171,6 +188,7 @@ fn placeholder_metrics(images: usize) -> Metrics {
         images: images as u64,
         top1: 0.0,
         top1_flip_tta: None,
+        top1_6view: None,
         claim: "single".into(),
         how: "not yet measured".into(),
     }

@@ -28,6 +28,7 @@ fn publish_fixture(dir: &Path, name: &str, bytes: &[u8], spec: &ResNetSpec) -> S
             images: 10_000,
             top1: 10.0,
             top1_flip_tta: None,
+            top1_6view: None,
             claim: "single".into(),
             how: "test fixture".into(),
         },

@@ -2,9 +2,9 @@
 //! `onnx` checker, ONNX Runtime through the runtime's `Classifier`, and agreement with the
 //! fp32 model on real test images.
 //!
-//! Needs `CIFAR10_DIR` (skipped with a notice otherwise; CI sets it), ONNX Runtime
-//! (`ORT_DYLIB_PATH`) and the set-up's Python with `onnx` (`TPSNET_PYTHON`), both set by
-//! .cargo/config.toml.
+//! Needs `CIFAR10_DIR` (skipped with a notice otherwise; fails in CI, which sets
+//! `TPSNET_REQUIRE_DATA=1`), ONNX Runtime (`ORT_DYLIB_PATH`) and the set-up's Python with
+//! `onnx` (`TPSNET_PYTHON`), both set by .cargo/config.toml.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,12 +18,10 @@ use runtime::{Classifier, SessionOptions};
 use zoo::cifar::{self, Cifar10, Split, TRAIN_FILES};
 use zoo::manifest::Precision;
 
+/// `$CIFAR10_DIR`, or `None` (skip with a notice); with `TPSNET_REQUIRE_DATA=1` (CI) a
+/// missing folder fails the test instead.
 fn cifar_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CIFAR10_DIR").map(PathBuf::from);
-    if dir.is_none() {
-        eprintln!("CIFAR10_DIR is not set: skipping a real-data test (CI always sets it)");
-    }
-    dir
+    cifar::dir_for_tests()
 }
 
 fn models_dir() -> PathBuf {

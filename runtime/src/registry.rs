@@ -181,6 +181,7 @@ mod tests {
                 images: 10_000,
                 top1,
                 top1_flip_tta: None,
+                top1_6view: None,
                 claim: "single".into(),
                 how: "test".into(),
             },

@@ -44,7 +44,8 @@ shuffle, never the test set) and every activation that becomes uint8 is histogra
 Each range method (--method) turns the histograms into clipping ranges; the int8 model
 of each is compared with the fp32 model on --validation-images *other* training images,
 and the one closest to fp32 (lowest mean KL divergence of the softmax) is kept. Only
-then is the test set read, to measure the manifest's claims (single view and flip TTA).
+then is the test set read, to measure the manifest's claims (single view and flip
+TTA; six views too when the fp32 model has a six-view number).
 Layout, measurements and limits: docs/quantization.md.
 
 Range methods: minmax (onnxruntime's default), percentile-P (clip the (100-P) % most
@@ -401,8 +402,13 @@ fn quantize_one(
         },
     };
     say(&format!(
-        "  measuring claims on {} test images (single view, flip TTA)",
-        test.len()
+        "  measuring claims on {} test images (single view, flip TTA{})",
+        test.len(),
+        if manifest.metrics.top1_6view.is_some() {
+            ", six-view TTA"
+        } else {
+            ""
+        }
     ));
     let test_bar = bar(test.len() as u64, format!("{} test", manifest.name));
     let published = publish(
@@ -434,6 +440,17 @@ fn quantize_one(
             .unwrap_or_else(|| "nothing".into()),
         start.elapsed().as_secs_f64()
     ));
+    if let Some(six) = &published.six_view {
+        say(&format!(
+            "  six-view TTA {:.2} % (fp32 claims {})",
+            six.top1,
+            source
+                .metrics
+                .top1_6view
+                .map(|t| format!("{t:.2} %"))
+                .unwrap_or_else(|| "nothing".into())
+        ));
+    }
     Ok(json!({
         "name": m.name,
         "source": {
@@ -441,7 +458,11 @@ fn quantize_one(
             "manifest": manifest_path.display().to_string(),
             "sha256": source.sha256,
             "bytes": source.bytes,
-            "claims": { "top1": source.metrics.top1, "top1_flip_tta": source.metrics.top1_flip_tta },
+            "claims": {
+                "top1": source.metrics.top1,
+                "top1_flip_tta": source.metrics.top1_flip_tta,
+                "top1_6view": source.metrics.top1_6view,
+            },
         },
         "onnx": published.onnx.display().to_string(),
         "manifest": published.manifest_path.display().to_string(),
@@ -465,6 +486,7 @@ fn quantize_one(
             "images": m.metrics.images,
             "top1": published.single.top1,
             "top1_flip_tta": published.flip_tta.top1,
+            "top1_6view": published.six_view.as_ref().map(|e| e.top1),
             "single_images_per_s": published.single.images_per_s,
         },
         "seconds": { "quantize": quantize_s, "total": start.elapsed().as_secs_f64() },
