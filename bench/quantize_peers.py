@@ -73,9 +73,13 @@ def peer_quantize(src, dst, calib, best):
             weight_type=QuantType.QInt8,
             per_channel=True,
         )
+    reader = Reader(calib)
+    # CalibMaxIntermediateOutputs only bounds memory (MinMax merges exactly across
+    # flushes). onnxruntime 1.31.1 fails with "No data is collected" when the number of
+    # batches is a multiple of it (the last flush leaves nothing), so pick one that is not.
+    flush = next(k for k in range(3, len(reader.batches) + 2) if len(reader.batches) % k)
     t = time.perf_counter()
-    # CalibMaxIntermediateOutputs only bounds memory (MinMax merges exactly across flushes).
-    quantize_static(src, dst, Reader(calib), extra_options={"CalibMaxIntermediateOutputs": 2}, **kwargs)
+    quantize_static(src, dst, reader, extra_options={"CalibMaxIntermediateOutputs": flush}, **kwargs)
     return time.perf_counter() - t
 
 
