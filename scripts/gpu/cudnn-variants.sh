@@ -22,13 +22,17 @@
 # Writes $OUT/cudnn-variants.jsonl and $OUT/cudnn-variants.txt (the table, also printed).
 # Env: JOBS (default 6), STEPS (default 20), WARMUP (default 5), CUDNN_MODELS (default
 #      "model2 model1"), ONLY (a regex: run only the variants whose label matches), PYTHON (default python3), TRAIN_ZOO/WIN_ROOT (scripts/gpu/lib.sh),
-#      SPEC_DIR (manifests with a "spec", default models/), BATCH (default 512), DEVICE.
+#      SPEC_DIR (manifests with a "spec", default models/), BATCH (default 512), DEVICE,
+#      BUDGET_S (default 160: no new process starts after it, later phases are skipped,
+#      and the table is always written with whatever finished).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 ensure_dirs
 JOBS=${JOBS:-6}; STEPS=${STEPS:-20}; WARMUP=${WARMUP:-5}; BATCH=${BATCH:-512}
+deadline=$(( $(date +%s) + ${BUDGET_S:-160} ))
+left() { echo $(( deadline - $(date +%s) )); }
 read -r -a models <<< "${CUDNN_MODELS:-model2 model1}"
 PYTHON=${PYTHON:-$PY}
 SPEC_DIR=${SPEC_DIR:-$root/models}
@@ -65,11 +69,12 @@ fi
 one() { # model label args [env] phase steps warmup
   local m=$1 label=$2 args=$3 envs=$4 phase=$5 steps=$6 warmup=$7
   read -r -a a <<< "$args"
-  (cd "$root/bench" && env ${envs:+$envs} timeout 150 "$PYTHON" cudnn_layout.py --spec "$(spec_of "$m")" \
+  local t rc=0; t=$(left)
+  if (( t > 150 )); then t=150; fi
+  (cd "$root/bench" && env ${envs:+$envs} timeout "$t" "$PYTHON" cudnn_layout.py --spec "$(spec_of "$m")" \
      --name "$m" --variant "$label" --device "$DEVICE" --batch-size "$BATCH" \
      --warmup "$warmup" --steps "$steps" "${a[@]}") \
-    > "$work/$phase-$m-$label.json" 2> "$work/$phase-$m-$label.log"
-  local rc=$?
+    > "$work/$phase-$m-$label.json" 2> "$work/$phase-$m-$label.log" || rc=$?
   if [ ! -s "$work/$phase-$m-$label.json" ]; then
     # Killed or died without its JSON line (a hard crash, the timeout): say so.
     "$PY" -c 'import json,sys; print(json.dumps({"model":sys.argv[1],"variant":sys.argv[2],"ok":False,"error":f"no result (exit {sys.argv[3]}); stderr tail: "+open(sys.argv[4]).read()[-300:]}))' \
@@ -77,13 +82,18 @@ one() { # model label args [env] phase steps warmup
   fi
   return 0
 }
-export -f one spec_of die
+ok_json() { # a result file whose last line says ok
+  "$PY" -c 'import json,sys
+try: sys.exit(0 if json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]).get("ok") else 1)
+except Exception: sys.exit(1)' "$1"
+}
 export work root PYTHON DEVICE BATCH SPEC_DIR
 
 log "phase 1: crash test, $(wc -l < "$jobs_file") processes, $JOBS at a time"
 t0=$(date +%s)
 while IFS='|' read -r m label args envs; do
   while (( $(jobs -rp | wc -l) >= JOBS )); do sleep 0.5; done
+  (( $(left) > 20 )) || { log "budget spent: $m $label not tested"; continue; }
   one "$m" "$label" "$args" "${envs:-}" crash 3 2 &
 done < "$jobs_file"
 wait
@@ -92,10 +102,11 @@ log "phase 1 took $(( $(date +%s) - t0 ))s"
 log "phase 2: timing of the survivors, one process per model, one variant at a time, $WARMUP + $STEPS steps"
 t0=$(date +%s)
 for m in "${models[@]}" tpsnet; do
+  (( $(left) > 30 )) || { log "budget spent: no timing for $m"; continue; }
   : > "$work/survivors-$m.jsonl"
   while IFS='|' read -r mm label args envs; do
     [ "$mm" = "$m" ] && [ -z "${envs:-}" ] || continue
-    "$PY" -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("ok") else 1)' "$work/crash-$m-$label.json" || continue
+    ok_json "$work/crash-$m-$label.json" || continue
     # The variant's options as JSON overrides for cudnn_layout.py --variants.
     "$PY" - "$label" $args >> "$work/survivors-$m.jsonl" <<'PY'
 import json, sys
@@ -109,21 +120,24 @@ print(json.dumps(d))
 PY
   done < "$jobs_file"
   [ -s "$work/survivors-$m.jsonl" ] || continue
-  (cd "$root/bench" && timeout 300 "$PYTHON" cudnn_layout.py --spec "$(spec_of "$m")" --name "$m" \
+  (cd "$root/bench" && timeout "$(( $(left) - 10 ))" "$PYTHON" cudnn_layout.py --spec "$(spec_of "$m")" --name "$m" \
      --device "$DEVICE" --batch-size "$BATCH" --warmup "$WARMUP" --steps "$STEPS" \
      --variants "$work/survivors-$m.jsonl") > "$work/time-$m.jsonl" 2> "$work/time-$m.log" || true
 done
 log "phase 2 took $(( $(date +%s) - t0 ))s"
 
 log "phase 3: train-zoo bench"
-if bin=$(TRAIN_ZOO=${TRAIN_ZOO:-} train_zoo_bin 2>/dev/null); then
-  "$bin" bench --device "$DEVICE" --recipe fast --batch-size "$BATCH" --warmup "$WARMUP" --steps "$STEPS" \
+if (( $(left) < 25 )); then
+  log "budget spent: phase 3 skipped"
+elif bin=$(TRAIN_ZOO=${TRAIN_ZOO:-} train_zoo_bin 2>/dev/null); then
+  timeout "$(( $(left) - 5 ))" "$bin" bench --device "$DEVICE" --recipe fast --batch-size "$BATCH" --warmup "$WARMUP" --steps "$STEPS" \
     --model tpsnet "${models[@]}" > "$work/trainer-fast.jsonl" 2> >(grep -v 'autocast::' > "$work/trainer-fast.log") || true
   if [ -n "${TRAINER_VARIANTS:-}" ] && [ -f "$TRAINER_VARIANTS" ]; then
     while read -r label args; do
       [ -z "$label" ] || [ "${label:0:1}" = "#" ] && continue
       read -r -a a <<< "$args"
-      "$bin" bench --device "$DEVICE" --batch-size "$BATCH" --warmup "$WARMUP" --steps "$STEPS" "${a[@]}" \
+      (( $(left) > 15 )) || continue
+      timeout "$(( $(left) - 5 ))" "$bin" bench --device "$DEVICE" --batch-size "$BATCH" --warmup "$WARMUP" --steps "$STEPS" "${a[@]}" \
         > "$work/trainer-$label.jsonl" 2> "$work/trainer-$label.log" || true
     done < "$TRAINER_VARIANTS"
   fi
