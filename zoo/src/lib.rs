@@ -3,16 +3,22 @@
 //! * [`arch`]: the declarative [`ResNetSpec`] with exact parameter and MAC counting and
 //!   the paper's presets.
 //! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
-//! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
-//!   folded, normalisation inside the graph).
+//! * `onnx` (feature `onnx`, on by default): writes a [`ResNetSpec`] plus its weights as
+//!   an ONNX model (BatchNorm folded, normalisation inside the graph).
+//! * [`cifar`]: reading and checking the CIFAR-10 binary files; `download` (feature
+//!   `download`, on by default) fetches them. Without the feature the crate has no HTTP
+//!   client and no progress bar.
 //!
 //! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
 //! inference runtime can depend on this crate.
 
 pub mod arch;
+pub mod cache;
 pub mod cifar;
+#[cfg(feature = "download")]
 pub mod download;
 pub mod manifest;
+#[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod weights;
 

@@ -239,7 +239,8 @@ impl Manifest {
     /// The manifest of the ONNX file `onnx_bytes` written by [`crate::onnx::export`] for
     /// `spec`: everything derivable (sha256, file name, size, parameter and MAC counts,
     /// input/output contracts, classes, ONNX facts) is computed here, so no caller can
-    /// get it out of step with the file.
+    /// get it out of step with the file. (Feature `onnx`.)
+    #[cfg(feature = "onnx")]
     pub fn describe(
         name: &str,
         spec: &ResNetSpec,
