@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 use zoo::cifar::Cifar10;
 
 /// Images (N×3×32×32 uint8) and labels (N int64), on one device.
+#[derive(Debug)]
 pub struct TensorDataset {
     pub images: Tensor,
     pub labels: Tensor,

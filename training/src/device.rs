@@ -9,6 +9,7 @@ use tch::Device;
 /// `tch::Cuda::is_available()` is false even on a GPU (DESIGN.md §4). Opening it
 /// ourselves with RTLD_GLOBAL registers the backend; where the library or the CUDA
 /// runtime is absent the call fails quietly and we stay on the CPU.
+#[allow(unsafe_code)] // The workspace's one unsafe call (see the SAFETY note).
 pub fn load_cuda_backend() -> bool {
     use std::sync::OnceLock;
     static LOADED: OnceLock<bool> = OnceLock::new();

@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use crate::recipe::SgdConfig;
 
+#[derive(Debug)]
 pub struct FlatSgd {
     params: Vec<Tensor>,
     flat: Tensor,
@@ -180,6 +181,7 @@ impl FlatSgd {
 }
 
 /// Exponential moving average of all float variables (weights and BN statistics).
+#[derive(Debug)]
 pub struct Ema {
     pub decay: f64,
     /// (name, live variable, averaged copy)

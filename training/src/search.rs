@@ -546,6 +546,7 @@ impl TrialRecord {
 }
 
 /// The trial ledger: `<search-dir>/ledger.jsonl`.
+#[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
     /// Finished trials in file order (first record of an id wins).
