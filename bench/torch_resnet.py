@@ -1,10 +1,12 @@
-"""The zoo's ResNet (DESIGN.md section 2) in plain PyTorch, built from a spec JSON.
+"""The zoo's ResNet (docs/design-notes.md#models) in plain PyTorch, built from a spec JSON.
 
 Post-activation basic blocks (conv3x3 -> BN -> ReLU -> [dropout] -> conv3x3 -> BN, add the
 shortcut, ReLU); a 1x1 conv + BN projection whenever the stride or the width changes;
 stem conv -> BN -> ReLU; average pool P, flatten, linear. Layers of kind "plain" are
 airbench-style blocks instead (conv -> BN -> ReLU -> max-pool(stride) -> conv -> BN -> ReLU,
-no shortcut), "plain_pool_first" ones pool right after the first conv (airbench94's order);
+no shortcut), "plain_pool_first" ones pool right after the first conv (airbench94's order),
+"pool_residual" ones are airbench96's three-conv block (conv -> max-pool -> BN -> act, whose
+output h feeds conv -> BN -> act -> [dropout] -> conv -> BN, added to h before the last act);
 `stem_padding` (even stem kernels included), `head_pool: "max"` and `activation: "gelu"`
 are honoured as in the Rust spec. Parameter names match the Rust
 `zoo` crate (`stem.conv.weight`, `layer1.block0.shortcut.bn.running_var`, `fc.bias`...),
@@ -76,6 +78,28 @@ class PlainBlock(nn.Module):
         return self.act(self.bn2(self.conv2(y)))
 
 
+class PoolResidualBlock(nn.Module):
+    """airbench96's ConvGroup (Jordan 2024, legacy/airbench96.py): a pool-first head and
+    two convs with an identity shortcut around them, the sum activated."""
+
+    def __init__(self, cin, cout, k, pool, dropout, act=None):
+        super().__init__()
+        self.act = act or nn.ReLU()
+        self.conv1 = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.pool = nn.MaxPool2d(pool) if pool > 1 else nn.Identity()
+        self.bn1 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.conv2 = nn.Conv2d(cout, cout, k, padding=k // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout, eps=1e-5)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv3 = nn.Conv2d(cout, cout, k, padding=k // 2, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout, eps=1e-5)
+
+    def forward(self, x):
+        h = self.act(self.bn1(self.pool(self.conv1(x))))
+        y = self.drop(self.act(self.bn2(self.conv2(h))))
+        return self.act(h + self.bn3(self.conv3(y)))
+
+
 class ZooResNet(nn.Module):
     def __init__(self, spec):
         super().__init__()
@@ -93,7 +117,10 @@ class ZooResNet(nn.Module):
             for j in range(layer["blocks"]):
                 stride = layer["stride"] if j == 0 else 1
                 kind = layer.get("kind", "residual")
-                if kind in ("plain", "plain_pool_first"):
+                if kind == "pool_residual":
+                    block = PoolResidualBlock(cin, layer["channels"], layer["conv_kernel"], stride,
+                                              spec["dropout"], activation(spec))
+                elif kind in ("plain", "plain_pool_first"):
                     block = PlainBlock(cin, layer["channels"], layer["conv_kernel"], stride,
                                        spec["dropout"], activation(spec),
                                        kind == "plain_pool_first")

@@ -13,7 +13,7 @@ bin=${TRAIN_ZOO:-target/release/train-zoo}
 py=${PYTHON:-.venv/bin/python}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # Both sides channels-last (the faster layout on the CPU's oneDNN and on tensor cores);
-# bf16 autocast on CUDA only (slower on this CPU, DESIGN.md section 7).
+# bf16 autocast on CUDA only (slower on this CPU, docs/design-notes.md#cpu-peer-figures).
 recipe=cpu; extra=(--channels-last)
 if [ "$device" != cpu ]; then recipe=fast; extra=(--amp --channels-last); fi
 "$bin" list --json > "$tmp/presets.jsonl"

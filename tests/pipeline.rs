@@ -27,6 +27,7 @@ fn quick_facts(
             images: held_out as u64,
             top1: fm.top1,
             top1_flip_tta: Some(fm.top1_flip_tta),
+            top1_6view: fm.top1_6view,
             claim: "single".into(),
             how: "final epoch, e2e test".into(),
         },
@@ -72,7 +73,6 @@ fn train_export_and_serve_on_cpu() {
         val_size: 0,
         eval_test_every: 0,
         resume: false,
-        progress: false,
         stop_after: None,
     };
     let result = train(&cfg).unwrap();
@@ -94,7 +94,13 @@ fn train_export_and_serve_on_cpu() {
     // Same images through libtorch and through the runtime's ONNX Runtime session.
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..held_out);
     let images = tch::Tensor::from_slice(&test.images).view([held_out as i64, 3, 32, 32]);
-    let want = training::model::predict_logits(&result.model, &images, Device::Cpu, 250, false);
+    let want = training::model::predict_logits(
+        &result.model,
+        &images,
+        Device::Cpu,
+        250,
+        zoo::TtaMode::None,
+    );
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
 
     let clf = Classifier::open(&onnx, &SessionOptions::default()).unwrap();
@@ -120,7 +126,7 @@ fn train_export_and_serve_on_cpu() {
         &clf,
         &full,
         &runtime::verify::VerifyOptions {
-            tta: true,
+            tta: Some(runtime::TtaMode::Flip),
             ..Default::default()
         },
         &|_, _| {},
@@ -158,7 +164,6 @@ fn cpu_recipe_trains_and_exports_airnet_faithfully() {
         val_size: 0,
         eval_test_every: 0,
         resume: false,
-        progress: false,
         stop_after: None,
     };
     let recipe = cfg.recipe.clone();
@@ -168,7 +173,13 @@ fn cpu_recipe_trains_and_exports_airnet_faithfully() {
         export_model(&spec, &weights_from_varstore(&result.vs), facts, tmp.path()).unwrap();
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..n_test);
     let images = tch::Tensor::from_slice(&test.images).view([n_test as i64, 3, 32, 32]);
-    let want = training::model::predict_logits(&result.model, &images, Device::Cpu, 100, false);
+    let want = training::model::predict_logits(
+        &result.model,
+        &images,
+        Device::Cpu,
+        100,
+        zoo::TtaMode::None,
+    );
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
     let clf = Classifier::open(&onnx, &SessionOptions::default()).unwrap();
     assert_runtime_matches(&clf, &runtime_inputs(&test), &want, "airnet, cpu recipe");

@@ -41,7 +41,7 @@ fn shipped_models_reproduce_their_manifests() {
             &clf,
             &data,
             &VerifyOptions {
-                tta: true,
+                tta: Some(runtime::TtaMode::Flip),
                 ..Default::default()
             },
             &|_, _| {},

@@ -5,17 +5,21 @@
 //! Batch-1 latency: median over single-image runs. Batch throughput: images divided by the
 //! median time of whole-batch runs (the classifier's own chunking is set to the batch).
 //! The timed call is `Classifier::logits_chw`: preprocessed floats in, logits out, as the
-//! peers are timed.
+//! peers are timed. Test-time augmentation's cost: the same batch through
+//! `Classifier::logits_chw_tta` in every mode (`none`, `flip`, `6view`), the modes
+//! alternating within each repeat so that their ratios come from the same minutes.
 //!
 //! Arguments (all optional): `--model M.json` (default: export TPSNet with random
 //! weights to a temp folder), `--input X.f32` (N x 3 x 32 x 32 little-endian floats;
 //! default: deterministic pseudo-random pixels), `--batch 256`, `--repeats 5`,
-//! `--latency-runs 100`, `--threads 0`, `--json OUT`.
+//! `--latency-runs 100`, `--threads 0`, `--device cpu|cuda|cuda:N` (no CPU fallback: a
+//! CUDA provider that cannot start is an error), `--json OUT`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use runtime::{Classifier, SessionOptions};
+use runtime::{Classifier, Device, SessionOptions};
+use zoo::tta::TTA_MODES;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -55,6 +59,7 @@ fn export_tpsnet(dir: &std::path::Path) -> PathBuf {
             images: 0,
             top1: 0.0,
             top1_flip_tta: None,
+            top1_6view: None,
             claim: "single".into(),
             how: "random weights".into(),
         },
@@ -73,6 +78,7 @@ fn main() {
     let (mut batch, mut repeats, mut latency_runs, mut threads) =
         (256usize, 5usize, 100usize, 0usize);
     let mut json: Option<PathBuf> = None;
+    let mut device = Device::Cpu;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("flag needs a value");
@@ -84,6 +90,7 @@ fn main() {
             "--latency-runs" => latency_runs = val().parse().unwrap(),
             "--threads" => threads = val().parse().unwrap(),
             "--json" => json = Some(val().into()),
+            "--device" => device = val().parse().unwrap_or_else(|e: String| panic!("{e}")),
             _ => {} // `cargo bench` passes `--bench`.
         }
     }
@@ -108,11 +115,11 @@ fn main() {
 
     let c = Classifier::open(
         &model,
-        &SessionOptions {
-            threads,
-            batch_size: batch,
-            ..SessionOptions::default()
-        },
+        &SessionOptions::builder()
+            .threads(threads)
+            .batch_size(batch)
+            .device(device)
+            .build(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let batch_s = timed(repeats, 1, || {
@@ -122,6 +129,21 @@ fn main() {
     let lat_s = timed(latency_runs, 10, || {
         c.logits_chw(one).unwrap();
     });
+    let mut tta_times: Vec<Vec<f64>> = vec![Vec::new(); TTA_MODES.len()];
+    for round in 0..repeats {
+        // Rotate the order each round so no mode always runs first.
+        for k in 0..TTA_MODES.len() {
+            let i = (k + round) % TTA_MODES.len();
+            let t = Instant::now();
+            c.logits_chw_tta(&pixels, TTA_MODES[i]).unwrap();
+            tta_times[i].push(t.elapsed().as_secs_f64());
+        }
+    }
+    let tta_ips: serde_json::Map<String, serde_json::Value> = TTA_MODES
+        .iter()
+        .zip(tta_times)
+        .map(|(m, t)| (m.to_string(), (batch as f64 / median(t)).into()))
+        .collect();
     let macs = c.manifest().macs as f64;
     let ips = batch as f64 / batch_s;
     let out = serde_json::json!({
@@ -132,6 +154,7 @@ fn main() {
         "batch_images_per_s": ips,
         "batch1_ms": 1000.0 * lat_s,
         "gflops": 2.0 * macs * ips / 1e9,
+        "tta_images_per_s": tta_ips,
     });
     let text = serde_json::to_string_pretty(&out).unwrap();
     println!("{text}");

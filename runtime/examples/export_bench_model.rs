@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
             images: 0,
             top1: 0.0,
             top1_flip_tta: None,
+            top1_6view: None,
             claim: "single".into(),
             how: "untrained: random weights for benchmarking only".into(),
         },

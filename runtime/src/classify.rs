@@ -8,6 +8,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::Serialize;
 use zoo::Manifest;
+use zoo::tta::{self, TtaMode};
 
 use crate::error::{Error, Result};
 use crate::preprocess::{self, IMAGE_FLOATS, InputImage, SIDE};
@@ -73,6 +74,8 @@ pub struct Classifier {
     batch_size: usize,
     /// `Some((mean, std))` when the graph expects the caller to normalise.
     normalize: Option<([f32; 3], [f32; 3])>,
+    /// Test-time augmentation of [`Classifier::logits`] and [`Classifier::classify`].
+    tta: TtaMode,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -82,6 +85,7 @@ impl std::fmt::Debug for Classifier {
             .field("name", &self.manifest.name)
             .field("sessions", &self.sessions.len())
             .field("execution", &self.execution)
+            .field("tta", &self.tta)
             .finish()
     }
 }
@@ -283,7 +287,31 @@ impl Classifier {
             next_session: AtomicUsize::new(0),
             execution: execution.expect("pool has at least one session"),
             batch_size: opts.batch_size.max(1),
+            tta: TtaMode::None,
         })
+    }
+
+    /// The same classifier averaging the views of `tta` in [`Classifier::logits`],
+    /// [`Classifier::classify`] and [`Classifier::classify_file`] (`zoo::tta` defines
+    /// the views and their weights; `6view` costs six forward passes per image).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), runtime::Error> {
+    /// use runtime::{Classifier, SessionOptions, TtaMode};
+    /// let clf = Classifier::open("models/airnet.json", &SessionOptions::default())?
+    ///     .with_tta(TtaMode::SixView);
+    /// println!("{}", clf.classify_file("cat.png".as_ref(), 1)?.class);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_tta(mut self, tta: TtaMode) -> Self {
+        self.tta = tta;
+        self
+    }
+
+    /// The test-time augmentation [`Classifier::logits`] and [`Classifier::classify`] use.
+    pub fn tta(&self) -> TtaMode {
+        self.tta
     }
 
     /// The model's manifest.
@@ -337,9 +365,16 @@ impl Classifier {
     }
 
     /// Logits for `n` images given as one flat NCHW float slice (`n * 3072` values, RGB in
-    /// [0, 1]); returns `n * classes` values, row-major. Runs in chunks of
+    /// [0, 1]); returns `n * classes` values, row-major. Single view; runs in chunks of
     /// [`Classifier::batch_size`].
     pub fn logits_chw(&self, chw: &[f32]) -> Result<Vec<f32>> {
+        self.logits_chw_tta(chw, TtaMode::None)
+    }
+
+    /// [`Classifier::logits_chw`] averaged over the views of `tta`. Each chunk of
+    /// [`Classifier::batch_size`] images runs as one ONNX Runtime call holding all its
+    /// views (`views × images` inputs).
+    pub fn logits_chw_tta(&self, chw: &[f32], tta: TtaMode) -> Result<Vec<f32>> {
         if chw.len() % IMAGE_FLOATS != 0 {
             return Err(Error::InputLength {
                 got: chw.len(),
@@ -349,25 +384,72 @@ impl Classifier {
         let classes = self.classes().len();
         let n = chw.len() / IMAGE_FLOATS;
         let mut out = Vec::with_capacity(n * classes);
+        let mut views = Vec::new();
         for chunk in chw.chunks(self.batch_size * IMAGE_FLOATS) {
-            self.run_chunk(chunk, &mut out)?;
+            self.run_views(chunk, tta, &mut views, &mut out)?;
         }
         Ok(out)
     }
 
-    /// Logits for preprocessed images (`images.len() * classes` values, row-major).
+    /// Logits for preprocessed images (`images.len() * classes` values, row-major),
+    /// averaged over the views of [`Classifier::tta`].
     pub fn logits(&self, images: &[InputImage]) -> Result<Vec<f32>> {
+        self.logits_tta(images, self.tta)
+    }
+
+    /// [`Classifier::logits`] with the views of `tta`.
+    pub fn logits_tta(&self, images: &[InputImage], tta: TtaMode) -> Result<Vec<f32>> {
         let classes = self.classes().len();
         let mut out = Vec::with_capacity(images.len() * classes);
         let mut buf = Vec::with_capacity(self.batch_size.min(images.len()) * IMAGE_FLOATS);
+        let mut views = Vec::new();
         for chunk in images.chunks(self.batch_size) {
             buf.clear();
             for img in chunk {
                 buf.extend_from_slice(img.as_slice());
             }
-            self.run_chunk(&buf, &mut out)?;
+            self.run_views(&buf, tta, &mut views, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Runs one chunk of images with every view of `tta` in one call and appends the
+    /// weighted mean of each image's view logits to `out`. `views` is scratch space.
+    fn run_views(
+        &self,
+        chw: &[f32],
+        tta: TtaMode,
+        views: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        if tta == TtaMode::None {
+            return self.run_chunk(chw, out);
+        }
+        let spec = tta.views();
+        // Image-major: the views of image i are inputs i*V .. i*V+V-1.
+        views.clear();
+        views.resize(chw.len() * spec.len(), 0.0);
+        for (img, dst) in chw
+            .chunks_exact(IMAGE_FLOATS)
+            .zip(views.chunks_exact_mut(IMAGE_FLOATS * spec.len()))
+        {
+            for (v, dst) in spec.iter().zip(dst.chunks_exact_mut(IMAGE_FLOATS)) {
+                tta::apply_view(img, 3, SIDE, SIDE, *v, dst);
+            }
+        }
+        let mut view_logits = Vec::with_capacity(views.len() / IMAGE_FLOATS * 10);
+        self.run_chunk(views, &mut view_logits)?;
+        let classes = self.classes().len();
+        for per_image in view_logits.chunks_exact(classes * spec.len()) {
+            let mut mean = vec![0.0f32; classes];
+            for (v, row) in spec.iter().zip(per_image.chunks_exact(classes)) {
+                for (m, l) in mean.iter_mut().zip(row) {
+                    *m += v.weight * l;
+                }
+            }
+            out.extend_from_slice(&mean);
+        }
+        Ok(())
     }
 
     fn run_chunk(&self, chw: &[f32], out: &mut Vec<f32>) -> Result<()> {
@@ -416,7 +498,8 @@ impl Classifier {
     }
 
     /// Classifies preprocessed images: one [`Prediction`] per image, with the `top_k` most
-    /// likely classes (at least 1, at most the number of classes).
+    /// likely classes (at least 1, at most the number of classes), averaging the views of
+    /// [`Classifier::tta`].
     pub fn classify(&self, images: &[InputImage], top_k: usize) -> Result<Vec<Prediction>> {
         let logits = self.logits(images)?;
         Ok(self.predictions(&logits, top_k))

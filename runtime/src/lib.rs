@@ -73,3 +73,4 @@ pub use error::{Error, Result};
 pub use ort_library::OrtLibrary;
 pub use preprocess::InputImage;
 pub use session::{Device, Execution, SessionOptions, SessionOptionsBuilder};
+pub use zoo::TtaMode;

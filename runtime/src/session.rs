@@ -84,7 +84,11 @@ impl std::str::FromStr for Device {
 ///     .build();
 /// assert_eq!((options.threads, options.sessions), (2, 4));
 /// ```
+///
+/// `#[non_exhaustive]`: options may be added, so code outside this crate builds them
+/// with the builder (or takes the defaults and sets fields).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Requested device.
     pub device: Device,

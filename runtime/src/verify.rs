@@ -2,10 +2,12 @@
 //!
 //! Every accuracy the manifest states is re-measured the same way it was claimed:
 //! `metrics.top1` single-view, `metrics.top1_flip_tta` by averaging the logits of each
-//! image and its horizontal mirror. The headline claim (`metrics.claim`, see
-//! `Metrics::claimed_top1`) is always checked — a `flip_tta` claim turns TTA on — and
-//! the other number is checked too when it is measured. A check fails when measured and
-//! claimed top-1 differ by more than the tolerance (percentage points).
+//! image and its horizontal mirror, `metrics.top1_6view` over six views (`zoo::tta`).
+//! Single view and the headline claim's mode (`metrics.claim`, see
+//! `Metrics::claimed_top1`) are always measured; the mode asked for with
+//! [`VerifyOptions::tta`] too. Every claim whose mode was measured is checked. A check
+//! fails when measured and claimed top-1 differ by more than the tolerance (percentage
+//! points).
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -17,6 +19,7 @@ use crate::classify::{Classifier, argmax};
 use crate::error::Result;
 use crate::preprocess::{IMAGE_FLOATS, InputImage};
 use crate::session::Execution;
+use zoo::tta::{TTA_MODES, TtaMode};
 
 /// Default allowed |measured − claimed| top-1 difference, in percentage points.
 pub const DEFAULT_TOLERANCE_PP: f64 = 0.1;
@@ -24,8 +27,8 @@ pub const DEFAULT_TOLERANCE_PP: f64 = 0.1;
 /// How to verify.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
-    /// Also measure flip test-time augmentation (forced on when the claim is `flip_tta`).
-    pub tta: bool,
+    /// Also measure this test-time augmentation (the claim's mode is always measured).
+    pub tta: Option<TtaMode>,
     /// Allowed |measured − claimed| in percentage points.
     pub tolerance_pp: f64,
 }
@@ -33,7 +36,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
-            tta: false,
+            tta: None,
             tolerance_pp: DEFAULT_TOLERANCE_PP,
         }
     }
@@ -49,10 +52,10 @@ pub struct ClassAccuracy {
     pub accuracy: f64,
 }
 
-/// Results of one way of evaluating (single view or flip TTA).
+/// Results of one way of evaluating (single view, flip or six-view TTA).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Evaluation {
-    /// `single` or `flip_tta`.
+    /// `single`, `flip_tta` or `6view` (`TtaMode::claim_name`).
     pub mode: String,
     pub images: u64,
     pub correct: u64,
@@ -63,14 +66,14 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<u64>>,
     /// Wall time of preprocessing + inference for this mode.
     pub seconds: f64,
-    /// Images per second (a TTA image counts once though it runs twice).
+    /// Images per second (a TTA image counts once though it runs once per view).
     pub images_per_s: f64,
 }
 
 /// One claim checked against its measurement.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Check {
-    /// `top1` or `top1_flip_tta`.
+    /// `top1`, `top1_flip_tta` or `top1_6view`.
     pub metric: String,
     /// Whether this is the manifest's headline claim.
     pub headline: bool,
@@ -90,10 +93,12 @@ pub struct ModelReport {
     pub manifest: String,
     pub sha256: String,
     pub execution: Execution,
-    /// The manifest's headline mode: `single` or `flip_tta`.
+    /// The manifest's headline mode: `single`, `flip_tta` or `6view`.
     pub claim: String,
     pub single: Evaluation,
     pub flip_tta: Option<Evaluation>,
+    #[serde(rename = "6view", skip_serializing_if = "Option::is_none")]
+    pub six_view: Option<Evaluation>,
     pub checks: Vec<Check>,
     pub passed: bool,
 }
@@ -105,18 +110,19 @@ pub struct VerifyReport {
     pub data_dir: String,
     pub images: u64,
     pub tolerance_pp: f64,
-    pub tta_requested: bool,
+    /// The mode `--tta` asked for, if any.
+    pub tta_requested: Option<TtaMode>,
     pub models: Vec<ModelReport>,
     pub passed: bool,
     pub runtime_version: String,
 }
 
-/// Runs the model over the whole dataset, single view or flip TTA, and scores it.
-/// `progress` is called with the number of images finished so far.
+/// Runs the model over the whole dataset with the views of `tta` (each batch's views in
+/// one call) and scores it. `progress` is called with the number of images finished.
 pub fn evaluate(
     classifier: &Classifier,
     data: &Cifar10,
-    flip_tta: bool,
+    tta: TtaMode,
     progress: &dyn Fn(u64),
 ) -> Result<Evaluation> {
     let classes = classifier.classes().len();
@@ -125,34 +131,21 @@ pub fn evaluate(
     let mut logits = Vec::with_capacity(n * classes);
     let batch = classifier.batch_size();
     let mut chw = Vec::with_capacity(batch * IMAGE_FLOATS);
-    let mut flipped = Vec::with_capacity(batch * IMAGE_FLOATS);
     let mut done = 0u64;
     for first in (0..n).step_by(batch) {
         let last = (first + batch).min(n);
         chw.clear();
-        flipped.clear();
         for i in first..last {
-            let img = InputImage::from_planar_rgb8(data.image(i));
-            if flip_tta {
-                flipped.extend_from_slice(img.flipped_horizontally().as_slice());
-            }
-            chw.extend_from_slice(img.as_slice());
+            chw.extend_from_slice(InputImage::from_planar_rgb8(data.image(i)).as_slice());
         }
-        let mut out = classifier.logits_chw(&chw)?;
-        if flip_tta {
-            let other = classifier.logits_chw(&flipped)?;
-            for (a, b) in out.iter_mut().zip(other) {
-                *a = 0.5 * (*a + b);
-            }
-        }
-        logits.extend_from_slice(&out);
+        logits.extend_from_slice(&classifier.logits_chw_tta(&chw, tta)?);
         done += (last - first) as u64;
         progress(done);
     }
     let seconds = start.elapsed().as_secs_f64();
     let predicted: Vec<usize> = logits.chunks_exact(classes).map(argmax).collect();
     Ok(score(
-        if flip_tta { "flip_tta" } else { "single" },
+        tta.claim_name(),
         classifier.classes(),
         &data.labels,
         &predicted,
@@ -250,33 +243,35 @@ pub fn verify_model(
     } else {
         data
     };
-    let claim_is_tta = m.metrics.claim == "flip_tta";
-    let single = evaluate(classifier, data, false, &|n| progress("single", n))?;
-    let flip_tta = if opts.tta || claim_is_tta {
-        Some(evaluate(classifier, data, true, &|n| {
-            progress("flip_tta", n)
-        })?)
-    } else {
-        None
-    };
-    let mut checks = vec![check(
-        "top1",
-        !claim_is_tta,
-        m.metrics.top1,
-        single.top1,
-        opts.tolerance_pp,
-    )];
-    if let (Some(claimed), Some(eval)) = (m.metrics.top1_flip_tta, &flip_tta) {
-        checks.push(check(
-            "top1_flip_tta",
-            claim_is_tta,
-            claimed,
-            eval.top1,
-            opts.tolerance_pp,
-        ));
-    } else if claim_is_tta {
-        // The claim says flip TTA but gives no TTA number: the headline falls back to
-        // `top1` (see `Metrics::claimed_top1`), which was checked above.
+    let claim = m.metrics.claim_mode();
+    let mut single = None;
+    let mut flip_tta = None;
+    let mut six_view = None;
+    let mut checks = Vec::new();
+    for mode in TTA_MODES {
+        if !(mode == TtaMode::None || mode == claim || opts.tta == Some(mode)) {
+            continue;
+        }
+        let name = mode.claim_name();
+        let eval = evaluate(classifier, data, mode, &|n| progress(name, n))?;
+        if let Some(claimed) = m.metrics.top1_for(mode) {
+            checks.push(check(
+                mode.metric_name(),
+                mode == claim,
+                claimed,
+                eval.top1,
+                opts.tolerance_pp,
+            ));
+        }
+        *match mode {
+            TtaMode::None => &mut single,
+            TtaMode::Flip => &mut flip_tta,
+            TtaMode::SixView => &mut six_view,
+        } = Some(eval);
+    }
+    if !checks.iter().any(|c| c.headline) {
+        // The claim names a mode but gives no number for it: the headline falls back to
+        // `top1` (see `Metrics::claimed_top1`), which is always checked.
         checks[0].headline = true;
     }
     let passed = checks.iter().all(|c| c.passed);
@@ -287,8 +282,9 @@ pub fn verify_model(
         sha256: m.sha256.clone(),
         execution: classifier.execution().clone(),
         claim: m.metrics.claim.clone(),
-        single,
+        single: single.expect("single view is always measured"),
         flip_tta,
+        six_view,
         checks,
         passed,
     })
@@ -352,9 +348,11 @@ pub fn summary_text(r: &ModelReport, classes: &[String]) -> String {
         "{} ({}), {} on {}",
         r.name, r.model, r.execution.provider, r.execution.device
     );
-    evaluation_text(&r.single, classes, &mut out);
-    if let Some(t) = &r.flip_tta {
-        evaluation_text(t, classes, &mut out);
+    for e in std::iter::once(&r.single)
+        .chain(&r.flip_tta)
+        .chain(&r.six_view)
+    {
+        evaluation_text(e, classes, &mut out);
     }
     for c in &r.checks {
         let _ = writeln!(

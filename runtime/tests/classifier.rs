@@ -4,13 +4,11 @@ mod common;
 
 use std::sync::Arc;
 
-use runtime::{Classifier, Device, Error, InputImage, SessionOptions};
+use runtime::{Classifier, Device, Error, InputImage, SessionOptions, SessionOptionsBuilder};
 
-fn opts() -> SessionOptions {
-    SessionOptions {
-        threads: 1,
-        ..SessionOptions::default()
-    }
+/// One thread per session; tests add what they vary.
+fn opts() -> SessionOptionsBuilder {
+    SessionOptions::builder().threads(1)
 }
 
 /// `n` varied inputs (real CIFAR-10 test images would need the data; these are enough to
@@ -35,8 +33,8 @@ fn opens_from_manifest_or_onnx_and_reports_provider() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 1, 10.0);
     let onnx = common::model_of(&manifest);
-    let a = Classifier::open(&manifest, &opts()).unwrap();
-    let b = Classifier::open(&onnx, &opts()).unwrap();
+    let a = Classifier::open(&manifest, &opts().build()).unwrap();
+    let b = Classifier::open(&onnx, &opts().build()).unwrap();
     assert_eq!(a.model_path(), onnx);
     assert_eq!(b.manifest_path(), manifest);
     assert_eq!(a.name(), "tiny");
@@ -67,20 +65,13 @@ fn any_batch_size_gives_the_same_answers() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 2, 10.0);
     let x = images(37);
-    let whole = Classifier::open(&manifest, &opts())
+    let whole = Classifier::open(&manifest, &opts().build())
         .unwrap()
         .logits(&x)
         .unwrap();
     assert_eq!(whole.len(), 37 * 10);
     for batch_size in [1, 5, 36] {
-        let c = Classifier::open(
-            &manifest,
-            &SessionOptions {
-                batch_size,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let c = Classifier::open(&manifest, &opts().batch_size(batch_size).build()).unwrap();
         let got = c.logits(&x).unwrap();
         assert!(close(&got, &whole, 1e-4), "batch size {batch_size}");
         // One image alone equals its row of the batch.
@@ -88,7 +79,7 @@ fn any_batch_size_gives_the_same_answers() {
         assert!(close(&one, &whole[170..180], 1e-4));
     }
     // Flat NCHW input must be whole images.
-    let c = Classifier::open(&manifest, &opts()).unwrap();
+    let c = Classifier::open(&manifest, &opts().build()).unwrap();
     assert!(matches!(
         c.logits_chw(&[0.0; 3073]),
         Err(Error::InputLength { .. })
@@ -102,15 +93,7 @@ fn eight_threads_agree_with_one() {
     let x = Arc::new(images(64));
     for sessions in [1, 3] {
         let c = Arc::new(
-            Classifier::open(
-                &manifest,
-                &SessionOptions {
-                    sessions,
-                    batch_size: 8,
-                    ..opts()
-                },
-            )
-            .unwrap(),
+            Classifier::open(&manifest, &opts().sessions(sessions).batch_size(8).build()).unwrap(),
         );
         let reference = c.classify(&x, 10).unwrap();
         let handles: Vec<_> = (0..8)
@@ -150,20 +133,20 @@ fn eight_threads_agree_with_one() {
 #[test]
 fn missing_model_and_missing_manifest() {
     let d = tempfile::tempdir().unwrap();
-    let e = Classifier::open(d.path().join("nope.onnx"), &opts()).unwrap_err();
+    let e = Classifier::open(d.path().join("nope.onnx"), &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelMissing { .. }), "{e}");
     assert!(e.to_string().contains("nope.onnx"), "{e}");
 
     let lone = d.path().join("lone.onnx");
     std::fs::write(&lone, common::tiny_onnx(1)).unwrap();
-    let e = Classifier::open(&lone, &opts()).unwrap_err();
+    let e = Classifier::open(&lone, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ManifestMissing { .. }), "{e}");
     assert!(e.to_string().contains("lone.json"), "{e}");
 
     // A manifest whose model file is gone.
     let manifest = common::tiny_model(d.path(), "gone", 1, 10.0);
     std::fs::remove_file(common::model_of(&manifest)).unwrap();
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelMissing { .. }), "{e}");
 }
 
@@ -176,7 +159,7 @@ fn one_flipped_byte_is_refused_before_loading() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&onnx, &bytes).unwrap();
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::HashMismatch { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&*onnx.to_string_lossy()), "{msg}");
@@ -189,7 +172,7 @@ fn truncated_onnx_with_a_matching_manifest_is_a_clear_error() {
     let full = common::tiny_onnx(1);
     let truncated = &full[..full.len() / 3];
     let manifest = common::publish(d.path(), "cut", &common::tiny_spec(), truncated, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
     assert!(e.to_string().contains("cut-"), "{e}");
     assert!(e.to_string().contains("not a valid ONNX model"), "{e}");
@@ -200,7 +183,7 @@ fn graph_that_breaks_the_contract_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let (spec, bytes) = common::onnx_64px();
     let manifest = common::publish(d.path(), "wide", &spec, &bytes, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::Contract { .. }), "{e}");
     assert!(e.to_string().contains("64"), "{e}");
 
@@ -220,7 +203,7 @@ fn graph_that_breaks_the_contract_is_refused() {
     }
     let bytes = m.encode_to_vec();
     let manifest = common::publish(d.path(), "renamed", &spec, &bytes, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::Contract { .. }), "{e}");
     assert!(e.to_string().contains("`input`"), "{e}");
 }
@@ -234,33 +217,20 @@ fn cuda_request_errors_unless_fallback_is_allowed() {
         // A GPU build of ONNX Runtime: CUDA must start and report itself.
         let c = Classifier::open(
             &manifest,
-            &SessionOptions {
-                device: Device::Cuda { device: 0 },
-                ..opts()
-            },
+            &opts().device(Device::Cuda { device: 0 }).build(),
         )
         .unwrap();
         assert_eq!(c.execution().provider, "CUDAExecutionProvider");
         return;
     }
-    let cuda = SessionOptions {
-        device: Device::Cuda { device: 0 },
-        ..opts()
-    };
-    let e = Classifier::open(&manifest, &cuda).unwrap_err();
+    let cuda = opts().device(Device::Cuda { device: 0 });
+    let e = Classifier::open(&manifest, &cuda.clone().build()).unwrap_err();
     assert!(matches!(e, Error::CudaUnavailable { device: 0, .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("without the CUDA execution provider"), "{msg}");
     assert!(msg.contains("--allow-cpu-fallback"), "{msg}");
 
-    let c = Classifier::open(
-        &manifest,
-        &SessionOptions {
-            allow_cpu_fallback: true,
-            ..cuda
-        },
-    )
-    .unwrap();
+    let c = Classifier::open(&manifest, &cuda.allow_cpu_fallback(true).build()).unwrap();
     let e = c.execution();
     assert_eq!(e.requested, Device::Cuda { device: 0 });
     assert_eq!(e.device, Device::Cpu);
@@ -327,9 +297,56 @@ print(" ".join(repr(float(v)) for v in s.run(["logits"], {"input": x})[0].ravel(
         .split_whitespace()
         .map(|v| v.parse().unwrap())
         .collect();
-    let ours = Classifier::open(&manifest, &opts())
+    let ours = Classifier::open(&manifest, &opts().build())
         .unwrap()
         .logits(&x)
         .unwrap();
     assert!(close(&ours, &py, 1e-4), "{ours:?}\n{py:?}");
+}
+
+/// Test-time augmentation in one batched call equals classifying each view on its own and
+/// averaging the logits with the shared weights (`zoo::tta`), at any batch size.
+#[test]
+fn tta_averages_each_view_with_its_weight() {
+    use runtime::TtaMode;
+    use zoo::tta::{TTA_MODES, apply_view};
+    let d = tempfile::tempdir().unwrap();
+    let manifest = common::tiny_model(d.path(), "tiny", 4, 10.0);
+    let x = images(7);
+    for batch_size in [1, 3, 64] {
+        let clf = Classifier::open(&manifest, &opts().batch_size(batch_size).build()).unwrap();
+        for mode in TTA_MODES {
+            let mut want = vec![0.0f32; 7 * 10];
+            for v in mode.views() {
+                let viewed: Vec<InputImage> = x
+                    .iter()
+                    .map(|img| {
+                        let mut out = vec![0.0; 3072];
+                        apply_view(img.as_slice(), 3, 32, 32, *v, &mut out);
+                        InputImage::from_chw(out).unwrap()
+                    })
+                    .collect();
+                for (w, l) in want.iter_mut().zip(clf.logits(&viewed).unwrap()) {
+                    *w += v.weight * l;
+                }
+            }
+            let got = clf.logits_tta(&x, mode).unwrap();
+            assert!(close(&got, &want, 1e-5), "{mode} at batch {batch_size}");
+            let chw: Vec<f32> = x.iter().flat_map(|i| i.as_slice().to_vec()).collect();
+            assert!(close(&clf.logits_chw_tta(&chw, mode).unwrap(), &want, 1e-5));
+        }
+        // `with_tta` makes it the default of `logits` and `classify`.
+        let six = clf.with_tta(TtaMode::SixView);
+        assert_eq!(six.tta(), TtaMode::SixView);
+        assert_eq!(
+            six.logits(&x).unwrap(),
+            six.logits_tta(&x, TtaMode::SixView).unwrap()
+        );
+    }
+    // The views differ: six-view logits are not the single-view ones.
+    let clf = Classifier::open(&manifest, &opts().build()).unwrap();
+    assert_ne!(
+        clf.logits(&x).unwrap(),
+        clf.logits_tta(&x, TtaMode::SixView).unwrap()
+    );
 }

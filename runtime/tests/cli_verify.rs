@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use runtime::verify;
-use runtime::{Classifier, SessionOptions};
+use runtime::{Classifier, SessionOptions, TtaMode};
 
 fn verify_cmd(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verify"));
@@ -38,8 +38,8 @@ fn status(out: &Output, code: i32) {
 fn measure(manifest: &Path) -> (f64, f64) {
     let data = common::cifar_test();
     let c = Classifier::open(manifest, &SessionOptions::default()).unwrap();
-    let single = verify::evaluate(&c, &data, false, &|_| {}).unwrap();
-    let tta = verify::evaluate(&c, &data, true, &|_| {}).unwrap();
+    let single = verify::evaluate(&c, &data, TtaMode::None, &|_| {}).unwrap();
+    let tta = verify::evaluate(&c, &data, TtaMode::Flip, &|_| {}).unwrap();
     (single.top1, tta.top1)
 }
 
@@ -256,4 +256,85 @@ fn bad_data_and_missing_models_are_clear_errors() {
     let out = verify_cmd(d.path()).arg("--help").output().unwrap();
     status(&out, 0);
     assert!(text(&out.stdout).contains("Examples:"));
+}
+
+/// A six-view headline is measured and checked in six-view mode without being asked, and
+/// `--tta 6view` measures six views for any model (checked only where a number is claimed).
+#[test]
+fn six_view_claims_are_checked_in_six_view_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let models = d.path().join("models");
+    let probe = publish(d.path(), "probe", 12, 0.0, None);
+    let data = common::cifar_test();
+    let c = Classifier::open(&probe, &SessionOptions::default()).unwrap();
+    let single = verify::evaluate(&c, &data, TtaMode::None, &|_| {})
+        .unwrap()
+        .top1;
+    let six = verify::evaluate(&c, &data, TtaMode::SixView, &|_| {}).unwrap();
+    assert_eq!(six.mode, "6view");
+    assert_eq!(six.images, 10_000);
+    drop(c);
+    std::fs::remove_file(&probe).unwrap();
+
+    let claim_six = |name: &str, six_top1: f64| {
+        let path = publish(&models, name, 12, single, None);
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        m["metrics"]["top1_6view"] = six_top1.into();
+        m["metrics"]["claim"] = "6view".into();
+        std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+        path
+    };
+    let honest = claim_six("six-ok", six.top1);
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&honest)
+        .args(["--report", "six.json"])
+        .output()
+        .unwrap();
+    status(&out, 0);
+    assert!(text(&out.stdout).contains("PASS top1_6view (headline claim)"));
+    let r = report(d.path(), "six.json");
+    let m = &r["models"][0];
+    assert_eq!(m["claim"], "6view");
+    assert!((m["6view"]["top1"].as_f64().unwrap() - six.top1).abs() < 1e-9);
+    assert!(m["flip_tta"].is_null());
+    assert_eq!(m["checks"].as_array().unwrap().len(), 2);
+
+    let inflated = claim_six("six-bad", six.top1 + 0.5);
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&inflated)
+        .args(["--report", "six-bad.json"])
+        .output()
+        .unwrap();
+    status(&out, 1);
+    assert!(text(&out.stdout).contains("FAIL top1_6view (headline claim)"));
+
+    // A single-view model asked for six views: measured and reported, nothing to check.
+    let plain = publish(&models, "plain", 12, single, None);
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&plain)
+        .args(["--tta", "6view", "--report", "plain.json"])
+        .output()
+        .unwrap();
+    status(&out, 0);
+    let r = report(d.path(), "plain.json");
+    assert_eq!(r["tta_requested"], "6view");
+    assert!((r["models"][0]["6view"]["top1"].as_f64().unwrap() - six.top1).abs() < 1e-9);
+    assert_eq!(r["models"][0]["checks"].as_array().unwrap().len(), 1);
+
+    let out = verify_cmd(d.path())
+        .arg("--model")
+        .arg(&plain)
+        .args(["--tta", "9view"])
+        .output()
+        .unwrap();
+    status(&out, 2);
+    assert!(
+        text(&out.stderr).contains("none, flip or 6view"),
+        "{}",
+        text(&out.stderr)
+    );
 }

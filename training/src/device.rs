@@ -6,10 +6,11 @@ use tch::Device;
 ///
 /// rustc links with `--as-needed`, which drops `libtorch_cuda.so` because no symbol of
 /// it is referenced directly; libtorch then never registers its CUDA backend and
-/// `tch::Cuda::is_available()` is false even on a GPU (DESIGN.md §4). Opening it
-/// ourselves with RTLD_GLOBAL registers the backend; where the library or the CUDA
-/// runtime is absent the call fails quietly and we stay on the CPU.
-#[allow(unsafe_code)] // The workspace's one unsafe call (see the SAFETY note).
+/// `tch::Cuda::is_available()` is false even on a GPU
+/// (docs/design-notes.md#native-libraries). Opening it ourselves with RTLD_GLOBAL
+/// registers the backend; where the library or the CUDA runtime is absent the call
+/// fails quietly and we stay on the CPU.
+#[allow(unsafe_code)] // One of the workspace's two unsafe calls (see the SAFETY note).
 pub fn load_cuda_backend() -> bool {
     use std::sync::OnceLock;
     static LOADED: OnceLock<bool> = OnceLock::new();
@@ -22,43 +23,101 @@ pub fn load_cuda_backend() -> bool {
     })
 }
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` picks CUDA device 0 when present.
-pub fn parse(spec: &str) -> Result<Device, String> {
-    load_cuda_backend();
-    let cuda_count = || {
-        if tch::Cuda::is_available() {
-            tch::Cuda::device_count() as usize
-        } else {
-            0
-        }
-    };
-    match spec {
-        "auto" => Ok(if cuda_count() > 0 {
-            cuda_device(0)
-        } else {
-            Device::Cpu
-        }),
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let idx: usize = match s.strip_prefix("cuda:") {
+/// A device as the user names it: `auto`, `cpu`, `cuda` or `cuda:N`. Parsing checks the
+/// spelling only; [`DeviceChoice::resolve`] asks libtorch whether the device exists, so
+/// a command line can be parsed without loading CUDA.
+///
+/// ```
+/// use training::device::DeviceChoice;
+/// assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
+/// assert_eq!("cuda".parse::<DeviceChoice>().unwrap().to_string(), "cuda:0");
+/// assert!("gpu".parse::<DeviceChoice>().unwrap_err().to_string().contains("auto, cpu, cuda"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when libtorch sees one, else the CPU.
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+/// Why a device cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("unknown device `{0}`; use auto, cpu, cuda or cuda:N")]
+    Unknown(String),
+    #[error("device `{0}`: expected cuda:N with N a number")]
+    BadIndex(String),
+    #[error(
+        "device `cuda:{index}` was asked for, but libtorch sees {available} CUDA device(s); use --device cpu or auto"
+    )]
+    Unavailable { index: usize, available: usize },
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            s => match s.strip_prefix("cuda:") {
                 Some(i) => i
                     .parse()
-                    .map_err(|_| format!("device `{s}`: expected cuda:N with N a number"))?,
-                None => 0,
-            };
-            let n = cuda_count();
-            if idx >= n {
-                Err(format!(
-                    "device `{s}` was asked for, but libtorch sees {n} CUDA device(s); use --device cpu or auto"
-                ))
+                    .map(DeviceChoice::Cuda)
+                    .map_err(|_| DeviceError::BadIndex(s.to_string())),
+                None => Err(DeviceError::Unknown(s.to_string())),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The libtorch device, after loading the CUDA backend; a CUDA index libtorch does
+    /// not see is an error.
+    pub fn resolve(self) -> Result<Device, DeviceError> {
+        load_cuda_backend();
+        let cuda_count = || {
+            if tch::Cuda::is_available() {
+                tch::Cuda::device_count() as usize
             } else {
-                Ok(cuda_device(idx))
+                0
+            }
+        };
+        match self {
+            DeviceChoice::Auto => Ok(if cuda_count() > 0 {
+                cuda_device(0)
+            } else {
+                Device::Cpu
+            }),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(index) => {
+                let available = cuda_count();
+                if index >= available {
+                    Err(DeviceError::Unavailable { index, available })
+                } else {
+                    Ok(cuda_device(index))
+                }
             }
         }
-        other => Err(format!(
-            "unknown device `{other}`; use auto, cpu, cuda or cuda:N"
-        )),
     }
+}
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N` and resolves it ([`DeviceChoice::resolve`]).
+/// `auto` picks CUDA device 0 when present.
+pub fn parse(spec: &str) -> Result<Device, DeviceError> {
+    spec.parse::<DeviceChoice>()?.resolve()
 }
 
 /// CUDA device `idx`, with cuDNN's autotuner switched on: every step of a run has the

@@ -32,6 +32,21 @@ pub struct ExportFacts {
     pub training: TrainingRecord,
 }
 
+/// Why a model could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("export of {name}: {source}")]
+    Onnx {
+        name: String,
+        source: zoo::onnx::ExportError,
+    },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Writes the ONNX file and its manifest into `out_dir` atomically and returns
 /// `(onnx_path, manifest_path)`. Earlier exports of the same name in `out_dir` are
 /// removed, so a folder holds one current version per model.
@@ -40,22 +55,29 @@ pub fn export_model(
     weights: &Weights,
     facts: ExportFacts,
     out_dir: &Path,
-) -> Result<(PathBuf, PathBuf), String> {
+) -> Result<(PathBuf, PathBuf), ExportError> {
     let opts = ExportOptions {
         metadata: vec![("name".into(), facts.name.clone())],
         ..Default::default()
     };
-    let bytes =
-        onnx::export(spec, weights, &opts).map_err(|e| format!("export of {}: {e}", facts.name))?;
+    let bytes = onnx::export(spec, weights, &opts).map_err(|source| ExportError::Onnx {
+        name: facts.name.clone(),
+        source,
+    })?;
     let m = Manifest::describe(&facts.name, spec, &bytes, facts.metrics, facts.training);
     let file = m.file.clone();
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let onnx_path = out_dir.join(&file);
     let manifest_path = Manifest::path_for_model(&onnx_path);
     remove_older_versions(out_dir, &facts.name, &file);
     let write = |p: &Path, b: &[u8]| {
-        manifest::write_atomic(p, b).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        manifest::write_atomic(p, b).map_err(|source| ExportError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
     };
     // Model first, manifest last: a manifest never points at a missing file.
     write(&onnx_path, &bytes)?;

@@ -99,8 +99,9 @@ pub fn whiten_stem(vs: &VarStore, spec: &ResNetSpec, images: &Tensor) -> Result<
 }
 
 /// Starts the first `in_channels` filters of every block convolution as the identity
-/// (PyTorch's `dirac_` on that slice, as airbench does); the other filters keep their
-/// default initialisation. Shortcut convolutions are left alone.
+/// (PyTorch's `dirac_` on that slice, as airbench does; in `pool_residual` blocks all
+/// three convs, as airbench96 does); the other filters keep their default
+/// initialisation. Shortcut convolutions are left alone.
 ///
 /// ```
 /// use tch::{Device, nn::VarStore};
@@ -116,8 +117,14 @@ pub fn dirac_init(vs: &VarStore, spec: &ResNetSpec) {
     let _guard = tch::no_grad_guard();
     let vars = vs.variables();
     for b in spec.blocks() {
-        for (conv, c_in) in [("conv1", b.in_channels), ("conv2", b.out_channels)] {
-            let name = format!("layer{}.block{}.{conv}.weight", b.layer, b.index);
+        // conv1 maps the block's input width, every later conv its own width.
+        for j in 1..=b.kind.convs() {
+            let c_in = if j == 1 {
+                b.in_channels
+            } else {
+                b.out_channels
+            };
+            let name = format!("layer{}.block{}.conv{j}.weight", b.layer, b.index);
             let w = &vars[&name];
             let size = w.size();
             let (c_out, k) = (size[0], size[2]);
@@ -180,6 +187,45 @@ mod tests {
             err < 0.05,
             "whitened covariance is {err} away from the identity"
         );
+    }
+
+    /// airbench96 starts all three convs of its blocks as the identity (on the first
+    /// `in_channels` filters); conv2 and conv3 map the width to itself, so fully.
+    #[test]
+    fn dirac_covers_all_three_convs_of_pool_residual_blocks() {
+        let spec = ResNetSpec::preset("airnet-res").unwrap();
+        let vs = VarStore::new(Device::Cpu);
+        let _net = crate::model::ResNet::new(&vs.root(), &spec);
+        dirac_init(&vs, &spec);
+        let vars = vs.variables();
+        for (conv, filters, inputs) in [
+            ("conv1", 192, 384),
+            ("conv2", 192, 192),
+            ("conv3", 192, 192),
+        ] {
+            let w = &vars[&format!("layer2.block0.{conv}.weight")];
+            assert_eq!(w.size(), [filters, inputs, 3, 3]);
+            let n = filters.min(inputs);
+            let centre = w.narrow(0, 0, n).select(3, 1).select(2, 1);
+            let eye = Tensor::eye(n, (Kind::Float, Device::Cpu));
+            let eye = if inputs > n {
+                Tensor::cat(
+                    &[
+                        eye,
+                        Tensor::zeros([n, inputs - n], (Kind::Float, Device::Cpu)),
+                    ],
+                    1,
+                )
+            } else {
+                eye
+            };
+            assert!(
+                centre.equal(&eye),
+                "{conv}: centre taps are not the identity"
+            );
+            let ring = w.narrow(0, 0, n).abs().sum(Kind::Float).double_value(&[]);
+            assert_eq!(ring, n as f64, "{conv}: only the centre taps are set");
+        }
     }
 
     #[test]

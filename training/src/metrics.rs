@@ -1,7 +1,7 @@
 //! Per-epoch metrics: the JSON-lines/CSV log and the loss and accuracy curves
 //! (the paper's Figures 4 and 5).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -81,9 +81,40 @@ pub(crate) fn register_font() -> bool {
     })
 }
 
+/// Why a chart could not be drawn or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("cannot draw {path}: {reason}")]
+    Draw { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl PlotError {
+    /// A drawing failure of plotters (whose error types are generic over the backend).
+    pub(crate) fn draw(path: &Path, reason: &dyn std::fmt::Display) -> Self {
+        PlotError::Draw {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Moves a finished chart from its temporary name to `path`.
+pub(crate) fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), PlotError> {
+    std::fs::rename(tmp, path).map_err(|source| PlotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
 
-fn plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<(), String> {
+fn plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<(), PlotError> {
+    let draw = |e: &dyn std::fmt::Display| PlotError::draw(path, e);
     let has_font = register_font();
     let points: Vec<&(f64, f64)> = series.iter().flat_map(|s| s.2.iter()).collect();
     if points.is_empty() {
@@ -103,7 +134,7 @@ fn plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (900, 560)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE).map_err(|e| draw(&e))?;
         let mut builder = ChartBuilder::on(&root);
         builder.margin(20);
         if has_font {
@@ -114,21 +145,21 @@ fn plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()
         }
         let mut chart = builder
             .build_cartesian_2d(0f64..x_max, (y_min - pad)..(y_max + pad))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| draw(&e))?;
         let mut mesh = chart.configure_mesh();
         if has_font {
             mesh.x_desc("epoch").y_desc(y_label);
         } else {
             mesh.disable_x_axis().disable_y_axis();
         }
-        mesh.draw().map_err(|e| e.to_string())?;
+        mesh.draw().map_err(|e| draw(&e))?;
         for (label, color, data) in series {
             if data.is_empty() {
                 continue;
             }
             let s = chart
                 .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| draw(&e))?;
             if has_font {
                 let c = *color;
                 s.label(*label).legend(move |(x, y)| {
@@ -142,15 +173,15 @@ fn plot(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| draw(&e))?;
         }
-        root.present().map_err(|e| e.to_string())?;
+        root.present().map_err(|e| draw(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    rename_into_place(&tmp, path)
 }
 
 /// Draws `loss.png` and `accuracy.png` (train, validation and test vs epoch) in `dir`.
-pub fn write_plots(dir: &Path, title: &str, history: &[EpochMetrics]) -> Result<(), String> {
+pub fn write_plots(dir: &Path, title: &str, history: &[EpochMetrics]) -> Result<(), PlotError> {
     let pick = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         history
             .iter()

@@ -7,6 +7,7 @@
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 use zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
+use zoo::tta::{TtaMode, View};
 use zoo::{Activation, BlockKind, HeadPool, ResNetSpec};
 
 struct ConvBn {
@@ -45,9 +46,19 @@ impl ConvBn {
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        x.apply(&self.conv).apply_t(&self.bn, train)
+    fn forward_t(&self, x: &Tensor, train: bool, seen: ConvObserver) -> Tensor {
+        conv_seen(&self.conv, x, seen).apply_t(&self.bn, train)
     }
+}
+
+/// Called with every convolution and its output as a forward pass runs (MAC counting,
+/// [`ResNet::measured_macs`]); a no-op in training and inference.
+type ConvObserver<'a> = &'a mut dyn FnMut(&nn::Conv2D, &Tensor);
+
+fn conv_seen(conv: &nn::Conv2D, x: &Tensor, seen: ConvObserver) -> Tensor {
+    let y = x.apply(conv);
+    seen(conv, &y);
+    y
 }
 
 fn activate(x: Tensor, act: Activation) -> Tensor {
@@ -68,6 +79,8 @@ fn max_pool(x: Tensor, s: i64) -> Tensor {
 struct BasicBlock {
     first: ConvBn,
     second: ConvBn,
+    /// The last conv of a `pool_residual` block's residual pair.
+    third: Option<ConvBn>,
     shortcut: Option<ConvBn>,
     dropout: f64,
     act: Activation,
@@ -77,25 +90,37 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, train: bool, seen: ConvObserver) -> Tensor {
         let act = self.act;
         let mut h = match self.kind {
-            BlockKind::Plain => max_pool(activate(self.first.forward_t(x, train), act), self.pool),
-            BlockKind::PlainPoolFirst => {
-                let c = max_pool(x.apply(&self.first.conv), self.pool);
+            BlockKind::Plain => max_pool(
+                activate(self.first.forward_t(x, train, seen), act),
+                self.pool,
+            ),
+            BlockKind::PlainPoolFirst | BlockKind::PoolResidual => {
+                let c = max_pool(conv_seen(&self.first.conv, x, seen), self.pool);
                 activate(c.apply_t(&self.first.bn, train), act)
             }
-            BlockKind::Residual => activate(self.first.forward_t(x, train), act),
+            BlockKind::Residual => activate(self.first.forward_t(x, train, seen), act),
         };
+        if let Some(third) = &self.third {
+            // airbench96's ConvGroup: the pooled, normalised head output `h` is the
+            // shortcut of the two convs after it, added before their last activation.
+            let mut r = activate(self.second.forward_t(&h, train, seen), act);
+            if self.dropout > 0.0 {
+                r = r.dropout(self.dropout, train);
+            }
+            return activate(third.forward_t(&r, train, seen) + h, act);
+        }
         if self.dropout > 0.0 {
             h = h.dropout(self.dropout, train);
         }
-        let h = self.second.forward_t(&h, train);
+        let h = self.second.forward_t(&h, train, seen);
         if self.kind.is_plain() {
             return activate(h, act);
         }
         let short = match &self.shortcut {
-            Some(s) => s.forward_t(x, train),
+            Some(s) => s.forward_t(x, train, seen),
             None => x.shallow_clone(),
         };
         activate(h + short, act)
@@ -114,6 +139,8 @@ pub struct ResNet {
     logit_scale: f64,
     mean: Tensor,
     inv_std: Tensor,
+    /// Shape of one input image (C, H, W).
+    input_shape: [i64; 3],
 }
 
 /// Training-time choices that do not change the exported network.
@@ -197,9 +224,8 @@ impl ResNet {
             .map(|b| {
                 let p = vs / format!("layer{}", b.layer) / format!("block{}", b.index);
                 let (i, o, k) = (b.in_channels, b.out_channels, b.kernel);
-                let plain = b.kind.is_plain();
-                // A plain block pools instead of striding its first conv.
-                let conv_stride = if plain { 1 } else { b.stride };
+                // The pooling kinds pool instead of striding their first conv.
+                let conv_stride = if b.kind.pools() { 1 } else { b.stride };
                 BasicBlock {
                     first: ConvBn::new(
                         p.clone(),
@@ -210,6 +236,8 @@ impl ResNet {
                         m,
                     ),
                     second: ConvBn::new(p.clone(), ("conv2", "bn2"), (o, o, k), 1, None, m),
+                    third: (b.kind.convs() == 3)
+                        .then(|| ConvBn::new(p.clone(), ("conv3", "bn3"), (o, o, k), 1, None, m)),
                     shortcut: b.skip_kernel.map(|sk| {
                         ConvBn::new(
                             &p / "shortcut",
@@ -248,6 +276,11 @@ impl ResNet {
             logit_scale: opts.logit_scale,
             mean: channel(CIFAR10_MEAN),
             inv_std: channel(CIFAR10_STD.map(|s| 1.0 / s)),
+            input_shape: [
+                spec.in_channels as i64,
+                spec.input_size as i64,
+                spec.input_size as i64,
+            ],
         }
     }
 
@@ -264,20 +297,30 @@ impl ResNet {
         }
         self.logit_scale = 1.0;
     }
-}
 
-impl std::fmt::Debug for ResNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ResNet({} blocks)", self.blocks.len())
+    /// Multiply-accumulates per image as libtorch runs the network: for every
+    /// convolution, the elements of the output it actually produced (after its stride,
+    /// padding and the pools before it) times `in_channels·k²`, plus the linear head.
+    /// An independent check of [`ResNetSpec::macs`], which must equal it.
+    pub fn measured_macs(&self) -> u64 {
+        let _guard = tch::no_grad_guard();
+        let [c, h, w] = self.input_shape;
+        let x = Tensor::zeros([1, c, h, w], (Kind::Float, self.mean.device()));
+        let mut macs = 0u64;
+        let mut count = |conv: &nn::Conv2D, y: &Tensor| {
+            let per_output: i64 = conv.ws.size()[1..].iter().product();
+            macs += (y.numel() as i64 * per_output) as u64;
+        };
+        let _ = self.forward_seen(&x, false, &mut count);
+        let fc = self.fc.ws.size();
+        macs + (fc[0] * fc[1]) as u64
     }
-}
 
-impl ModuleT for ResNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    fn forward_seen(&self, x: &Tensor, train: bool, seen: ConvObserver) -> Tensor {
         let x = (x - &self.mean.to_kind(x.kind())) * &self.inv_std.to_kind(x.kind());
-        let mut x = activate(self.stem.forward_t(&x, train), self.act);
+        let mut x = activate(self.stem.forward_t(&x, train, seen), self.act);
         for b in &self.blocks {
-            x = b.forward_t(&x, train);
+            x = b.forward_t(&x, train, seen);
         }
         let p = [self.pool, self.pool];
         let x = if self.head_max {
@@ -294,6 +337,18 @@ impl ModuleT for ResNet {
     }
 }
 
+impl std::fmt::Debug for ResNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResNet({} blocks)", self.blocks.len())
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_seen(x, train, &mut |_, _| {})
+    }
+}
+
 /// Number of trainable scalars in a var store, as the model itself sees it.
 pub fn trainable_params(vs: &nn::VarStore) -> u64 {
     vs.trainable_variables()
@@ -303,20 +358,18 @@ pub fn trainable_params(vs: &nn::VarStore) -> u64 {
 }
 
 /// Evaluates `model` on `images` (N×3×32×32 uint8 or float in [0, 1]) in batches and
-/// returns the logits on the CPU as f32. `flip_tta` averages with the mirrored image.
+/// returns the logits on the CPU as f32, averaged over the views of `tta`.
 pub fn predict_logits(
     model: &impl ModuleT,
     images: &Tensor,
     device: Device,
     batch: i64,
-    flip_tta: bool,
+    tta: TtaMode,
 ) -> Tensor {
-    if flip_tta {
-        let (single, mirrored) = predict_views(model, images, device, batch, false);
-        (single + mirrored) * 0.5
-    } else {
-        predict_batches(model, images, device, batch, false, false)
-    }
+    combine_views(
+        tta,
+        &predict_views(model, images, device, batch, tta, false),
+    )
 }
 
 /// Moves a batch to NHWC memory order, keeping its NCHW shape (tch 0.24 has no
@@ -325,7 +378,7 @@ pub fn to_channels_last(x: &Tensor) -> Tensor {
     x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
 
-/// The logits of every image and of its mirror image (CPU, f32), in one sweep each.
+/// The logits of every view of `tta` for every image (CPU, f32), one sweep per view.
 /// `channels_last` feeds NHWC activations (faster on the CPU's oneDNN and on tensor
 /// cores; the result is the same function).
 pub fn predict_views(
@@ -333,12 +386,42 @@ pub fn predict_views(
     images: &Tensor,
     device: Device,
     batch: i64,
+    tta: TtaMode,
     channels_last: bool,
-) -> (Tensor, Tensor) {
-    (
-        predict_batches(model, images, device, batch, false, channels_last),
-        predict_batches(model, images, device, batch, true, channels_last),
-    )
+) -> Vec<Tensor> {
+    tta.views()
+        .iter()
+        .map(|v| predict_batches(model, images, device, batch, *v, channels_last))
+        .collect()
+}
+
+/// The weighted mean of per-view logits, as [`zoo::tta`] defines it.
+pub fn combine_views(tta: TtaMode, view_logits: &[Tensor]) -> Tensor {
+    tta.views()
+        .iter()
+        .zip(view_logits)
+        .map(|(v, l)| l * f64::from(v.weight))
+        .reduce(|a, b| a + b)
+        .expect("every mode has a view")
+}
+
+/// One view of a batch of float images in [0, 1] ([`zoo::tta::View`]): shifted with
+/// reflect padding, then mirrored.
+pub fn view_of(x: &Tensor, v: View) -> Tensor {
+    let mut x = if (v.dy, v.dx) == (0, 0) {
+        x.shallow_clone()
+    } else {
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let pad = i64::from(v.dy.abs().max(v.dx.abs()));
+        // view[y] = image[y - dy]: row y of the view is row y + pad - dy of the padding.
+        x.reflection_pad2d([pad, pad, pad, pad])
+            .narrow(2, pad - i64::from(v.dy), h)
+            .narrow(3, pad - i64::from(v.dx), w)
+    };
+    if v.mirror {
+        x = x.flip([3]);
+    }
+    x
 }
 
 pub(crate) fn predict_batches(
@@ -346,7 +429,7 @@ pub(crate) fn predict_batches(
     images: &Tensor,
     device: Device,
     batch: i64,
-    mirror: bool,
+    view: View,
     channels_last: bool,
 ) -> Tensor {
     let _guard = tch::no_grad_guard();
@@ -355,10 +438,10 @@ pub(crate) fn predict_batches(
     let mut start = 0;
     while start < n {
         let len = batch.min(n - start);
-        let mut x = crate::data::to_unit_float(&images.narrow(0, start, len).to_device(device));
-        if mirror {
-            x = x.flip([3]);
-        }
+        let mut x = view_of(
+            &crate::data::to_unit_float(&images.narrow(0, start, len).to_device(device)),
+            view,
+        );
         if channels_last {
             x = to_channels_last(&x);
         }
@@ -377,18 +460,57 @@ pub(crate) fn predict_batches(
 mod tests {
     use super::*;
 
+    /// The trainer's tensor views are the shared definition's (`zoo::tta::apply_view`),
+    /// which the runtime uses: the claims and the runtime measure the same thing.
+    #[test]
+    fn tensor_views_equal_the_shared_definition() {
+        tch::manual_seed(3);
+        let x = Tensor::rand([2, 3, 5, 6], (Kind::Float, Device::Cpu));
+        for mode in zoo::tta::TTA_MODES {
+            for v in mode.views() {
+                let got = Vec::<f32>::try_from(view_of(&x, *v).contiguous().view(-1)).unwrap();
+                for i in 0..2 {
+                    let img = Vec::<f32>::try_from(x.get(i).contiguous().view(-1)).unwrap();
+                    let mut want = vec![0.0; img.len()];
+                    zoo::tta::apply_view(&img, 3, 5, 6, *v, &mut want);
+                    assert_eq!(
+                        &got[i as usize * 90..(i as usize + 1) * 90],
+                        &want[..],
+                        "{v:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn param_count_matches_spec_for_presets() {
         for p in zoo::arch::PRESETS {
             let spec = p.spec();
             let vs = nn::VarStore::new(Device::Cpu);
-            let _m = ResNet::new(&vs.root(), &spec);
+            let m = ResNet::new(&vs.root(), &spec);
             assert_eq!(trainable_params(&vs), spec.params(), "{}", p.name);
-            let names: std::collections::BTreeSet<String> = vs.variables().into_keys().collect();
-            let want: std::collections::BTreeSet<String> =
-                spec.tensor_shapes().into_iter().map(|(n, _)| n).collect();
-            assert_eq!(names, want, "{}", p.name);
+            assert_eq!(m.measured_macs(), spec.macs(), "{}", p.name);
+            assert_eq!(shapes(&vs), spec_shapes(&spec), "{}", p.name);
         }
+    }
+
+    type Shapes = std::collections::BTreeMap<String, Vec<i64>>;
+
+    /// Every variable of the var store (parameters and BN buffers) with its shape.
+    fn shapes(vs: &nn::VarStore) -> Shapes {
+        vs.variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect()
+    }
+
+    /// What [`ResNetSpec::tensor_shapes`] says the var store holds.
+    fn spec_shapes(spec: &ResNetSpec) -> Shapes {
+        spec.tensor_shapes()
+            .into_iter()
+            .map(|(n, s)| (n, s.into_iter().map(|d| d as i64).collect()))
+            .collect()
     }
 
     fn arb_spec() -> impl proptest::strategy::Strategy<Value = ResNetSpec> {
@@ -399,7 +521,7 @@ mod tests {
             prop::sample::select(vec![1usize, 3, 5]),
             prop::sample::select(vec![1usize, 3]),
             1usize..3,
-            0u8..3,
+            0u8..4,
         );
         (
             1usize..10,
@@ -434,7 +556,8 @@ mod tests {
                                 kind: match kind {
                                     0 => BlockKind::Residual,
                                     1 => BlockKind::Plain,
-                                    _ => BlockKind::PlainPoolFirst,
+                                    2 => BlockKind::PlainPoolFirst,
+                                    _ => BlockKind::PoolResidual,
                                 },
                             }
                         },
@@ -451,6 +574,82 @@ mod tests {
             })
             // Unpadded stems give odd maps that a residual stride-2 layer rejects.
             .prop_filter("buildable", |s| s.validate().is_ok())
+    }
+
+    /// A `pool_residual` network computes airbench96's ConvGroup (Jordan 2024,
+    /// `legacy/airbench96.py`), written out here with plain tensor ops on the var store's
+    /// tensors: h = act(BN1(pool(conv1 x))), out = act(h + BN3(conv3 act(BN2(conv2 h)))).
+    #[test]
+    fn pool_residual_block_is_airbench96s_conv_group() {
+        let mut spec = ResNetSpec::paper(&[2], 4, 2);
+        spec.layers[0].kind = BlockKind::PoolResidual;
+        spec.layers[0].stride = 2;
+        spec.activation = Activation::Gelu;
+        spec.pool = 16; // global: 32 → 16 after the first block's pool
+        spec.validate().unwrap();
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = ResNet::new(&vs.root(), &spec);
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        for _ in 0..3 {
+            let _ = m.forward_t(&x, true); // running statistics away from 0 and 1
+        }
+        let v = vs.variables();
+        let conv = |t: &Tensor, name: &str| {
+            t.conv2d(
+                &v[&format!("{name}.weight")],
+                None::<Tensor>,
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+            )
+        };
+        let bn = |t: &Tensor, p: &str| {
+            let get = |what: &str| Some(v[&format!("{p}.{what}")].shallow_clone());
+            let (w, b) = (get("weight"), get("bias"));
+            let (mean, var) = (get("running_mean"), get("running_var"));
+            t.batch_norm(w, b, mean, var, false, 0.1, zoo::arch::BN_EPS, false)
+                .gelu("none")
+        };
+        let stat = |s: [f32; 3]| Tensor::from_slice(&s).view([1, 3, 1, 1]);
+        let mut y = bn(
+            &conv(
+                &((&x - stat(CIFAR10_MEAN)) / stat(CIFAR10_STD)),
+                "stem.conv",
+            ),
+            "stem.bn",
+        );
+        for (b, pool) in [("layer0.block0", 2), ("layer0.block1", 1)] {
+            let c = conv(&y, &format!("{b}.conv1"));
+            let c = if pool > 1 {
+                c.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            } else {
+                c
+            };
+            let h = bn(&c, &format!("{b}.bn1"));
+            let r = bn(&conv(&h, &format!("{b}.conv2")), &format!("{b}.bn2"));
+            let p = format!("{b}.bn3");
+            let get = |what: &str| Some(v[&format!("{p}.{what}")].shallow_clone());
+            let c3 = conv(&r, &format!("{b}.conv3")).batch_norm(
+                get("weight"),
+                get("bias"),
+                get("running_mean"),
+                get("running_var"),
+                false,
+                0.1,
+                zoo::arch::BN_EPS,
+                false,
+            );
+            y = (c3 + h).gelu("none");
+        }
+        let want = y
+            .avg_pool2d([16, 16], [16, 16], [0, 0], false, true, None)
+            .flatten(1, -1)
+            .linear(&v["fc.weight"], Some(&v["fc.bias"]));
+        let got = m.forward_t(&x, false);
+        let d = (got - want).abs().max().double_value(&[]);
+        assert!(d < 1e-5, "{d}");
     }
 
     /// Folding the logit scale into the head leaves the logits unchanged.
@@ -540,13 +739,17 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
-        /// The spec's exact count equals libtorch's own count of the built model.
+        /// The spec's exact parameter and MAC counts equal libtorch's own count of the
+        /// built model and the MACs of the shapes its convolutions produce; its tensor
+        /// names and shapes are the var store's.
         #[test]
         fn param_count_matches_spec_for_random_specs(spec in arb_spec()) {
             spec.validate().unwrap();
             let vs = nn::VarStore::new(Device::Cpu);
             let m = ResNet::new(&vs.root(), &spec);
             proptest::prop_assert_eq!(trainable_params(&vs), spec.params());
+            proptest::prop_assert_eq!(m.measured_macs(), spec.macs());
+            proptest::prop_assert_eq!(shapes(&vs), spec_shapes(&spec));
             let out = m.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
             proptest::prop_assert_eq!(out.size(), vec![2, spec.num_classes as i64]);
         }

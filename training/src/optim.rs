@@ -10,6 +10,15 @@ use tch::{Kind, Tensor};
 
 use crate::recipe::SgdConfig;
 
+/// Saved optimizer or averaging state that does not fit the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateError {
+    #[error("optimizer state has {saved:?} elements, the model needs {model:?}")]
+    MomentumSize { saved: Vec<i64>, model: Vec<i64> },
+    #[error("checkpoint lacks the {copy} copy of `{name}`")]
+    Missing { copy: String, name: String },
+}
+
 #[derive(Debug)]
 pub struct FlatSgd {
     params: Vec<Tensor>,
@@ -166,13 +175,12 @@ impl FlatSgd {
     }
 
     /// Restores the momentum buffer saved by [`FlatSgd::state`].
-    pub fn load_state(&mut self, momentum: &Tensor) -> Result<(), String> {
+    pub fn load_state(&mut self, momentum: &Tensor) -> Result<(), StateError> {
         if momentum.size() != self.momentum.size() {
-            return Err(format!(
-                "optimizer state has {:?} elements, the model needs {:?}",
-                momentum.size(),
-                self.momentum.size()
-            ));
+            return Err(StateError::MomentumSize {
+                saved: momentum.size(),
+                model: self.momentum.size(),
+            });
         }
         let _guard = tch::no_grad_guard();
         self.momentum.copy_(momentum);
@@ -219,7 +227,7 @@ impl Ema {
     pub fn load(
         &mut self,
         saved: &std::collections::HashMap<String, Tensor>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         self.load_prefixed(saved, "ema")
     }
 
@@ -228,12 +236,15 @@ impl Ema {
         &mut self,
         saved: &std::collections::HashMap<String, Tensor>,
         prefix: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), StateError> {
         let _guard = tch::no_grad_guard();
         for (n, _, a) in &mut self.pairs {
             let t = saved
                 .get(&format!("{prefix}.{n}"))
-                .ok_or_else(|| format!("checkpoint lacks the {prefix} copy of `{n}`"))?;
+                .ok_or_else(|| StateError::Missing {
+                    copy: prefix.to_string(),
+                    name: n.clone(),
+                })?;
             a.copy_(t);
         }
         Ok(())

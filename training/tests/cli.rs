@@ -353,6 +353,15 @@ fn bad_inputs_give_clear_errors() {
     std::fs::write(&bad, TINY.replace("\"pool\":8", "\"pool\":3")).unwrap();
     let e = run(&["--model", bad.to_str().unwrap(), "--data-dir", d]);
     assert!(e.contains("bad.json") && e.contains("pool size 3"), "{e}");
+    // A misspelt key is refused, naming the key and the file, once.
+    let typo = tmp.path().join("typo.json");
+    std::fs::write(&typo, TINY.replace("\"dropout\"", "\"dropuot\"")).unwrap();
+    let e = run(&["--model", typo.to_str().unwrap(), "--data-dir", d]);
+    assert!(
+        e.contains("typo.json") && e.contains("unknown field `dropuot`"),
+        "{e}"
+    );
+    assert_eq!(e.matches("unknown field").count(), 1, "{e}");
     let e = run(&["--model", "tpsnet", "--recipe", "slow", "--data-dir", d]);
     assert!(e.contains("unknown recipe `slow`"), "{e}");
     let e = run(&[

@@ -7,7 +7,7 @@
 //! `.venv/bin/pip install -r requirements-search.txt`. Without Ray the test prints a
 //! notice and passes, unless `TPSNET_REQUIRE_RAY=1` (then it fails).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -46,8 +46,7 @@ fn ledger(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn ray_tune_runs_trials_end_to_end_and_resumes() {
-    let Some(data) = std::env::var_os("CIFAR10_DIR").map(PathBuf::from) else {
-        eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
+    let Some(data) = zoo::cifar::dir_for_tests() else {
         return;
     };
     let py = python();

@@ -1,4 +1,4 @@
-//! The JSON manifest that sits beside every published ONNX file (DESIGN.md §6).
+//! The JSON manifest that sits beside every published ONNX file (docs/design-notes.md#conventions).
 //!
 //! A manifest pins the file by sha256 and size, and carries everything a user needs to
 //! trust and use it: the architecture, the input contract, the measured metrics with how
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::arch::ResNetSpec;
+use crate::tta::TtaMode;
 
 /// Version of the manifest layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -146,7 +147,12 @@ pub struct Metrics {
     pub top1: f64,
     /// Top-1 in percent averaging the logits of the image and its horizontal flip.
     pub top1_flip_tta: Option<f64>,
-    /// Which of the two the model claims as its headline number: `single` or `flip_tta`.
+    /// Top-1 in percent with six-view test-time augmentation ([`crate::tta`]); measured
+    /// when the recipe claims it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top1_6view: Option<f64>,
+    /// Which of these the model claims as its headline number: `single`, `flip_tta` or
+    /// `6view` ([`TtaMode::claim_name`]).
     pub claim: String,
     /// How it was measured, in words (e.g. "final epoch, no checkpoint selection, tch eval mode").
     pub how: String,
@@ -154,10 +160,23 @@ pub struct Metrics {
 
 impl Metrics {
     /// The headline accuracy the manifest claims (percent).
+    /// A claim whose mode has no number falls back to the single-view `top1`.
     pub fn claimed_top1(&self) -> f64 {
-        match (self.claim.as_str(), self.top1_flip_tta) {
-            ("flip_tta", Some(t)) => t,
-            _ => self.top1,
+        self.top1_for(self.claim_mode()).unwrap_or(self.top1)
+    }
+
+    /// The test-time augmentation the headline claim was measured with (an unknown claim
+    /// name reads as single view, whose number is always present).
+    pub fn claim_mode(&self) -> TtaMode {
+        TtaMode::from_claim_name(&self.claim).unwrap_or(TtaMode::None)
+    }
+
+    /// The top-1 measured in `mode`, if the manifest has one.
+    pub fn top1_for(&self, mode: TtaMode) -> Option<f64> {
+        match mode {
+            TtaMode::None => Some(self.top1),
+            TtaMode::Flip => self.top1_flip_tta,
+            TtaMode::SixView => self.top1_6view,
         }
     }
 }
@@ -426,6 +445,7 @@ mod tests {
                 images: 10_000,
                 top1: 50.0,
                 top1_flip_tta: Some(51.0),
+                top1_6view: None,
                 claim: "flip_tta".into(),
                 how: "final epoch".into(),
             },

@@ -6,8 +6,12 @@
 //! The graph: `input` (N×3×32×32, RGB in [0, 1]) → Sub(mean) → Div(std) → stem Conv →
 //! Relu → blocks → AveragePool(P) (MaxPool for `head_pool: max`) → Flatten → Gemm →
 //! `logits` (N×classes). A residual block is Conv → Relu → Conv, shortcut Conv or
-//! identity, Add, Relu; a plain block is Conv → Relu → MaxPool → Conv → Relu. Every BatchNorm is folded into
-//! the convolution before it, so each conv carries a bias. The batch dimension is dynamic.
+//! identity, Add, Relu; a plain block is Conv → Relu → MaxPool → Conv → Relu. Every
+//! BatchNorm is folded into the convolution before it, so each conv carries a bias, except
+//! a BatchNorm behind a max-pool (`plain_pool_first` and `pool_residual` blocks: Conv →
+//! MaxPool → Mul → Add), which stays a per-channel scale and shift. A `pool_residual`
+//! block continues with Conv → act → Conv, Add of the pooled activation, act. GELU is
+//! written with Erf. The batch dimension is dynamic.
 //!
 //! ```
 //! use zoo::{ResNetSpec, Weights, onnx};
@@ -490,6 +494,23 @@ pub fn build_model(
 
     for b in spec.blocks() {
         let p = b.prefix();
+        if b.kind == BlockKind::PoolResidual {
+            // airbench96's ConvGroup: head = act(BN(pool(conv1 x))); the pair's sum with
+            // the head goes through the last act.
+            let names = (
+                format!("{p}.conv1"),
+                format!("{p}.bn1"),
+                format!("{p}.pool"),
+            );
+            let c1 = g.conv_pool_bn(&x, (&names.0, &names.1, &names.2), b.stride)?;
+            let head = g.act(act, &format!("{p}.relu1"), &c1);
+            let c2 = g.conv_bn(&head, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+            let h = g.act(act, &format!("{p}.relu2"), &c2);
+            let c3 = g.conv_bn(&h, &format!("{p}.conv3"), &format!("{p}.bn3"), 1, None)?;
+            let sum = g.node("Add", &format!("{p}.add"), &[&c3, &head], vec![]);
+            x = g.act(act, &format!("{p}.relu3"), &sum);
+            continue;
+        }
         if b.kind == BlockKind::PlainPoolFirst {
             let names = (
                 format!("{p}.conv1"),
@@ -629,6 +650,27 @@ mod tests {
         // Round-trips through prost.
         let bytes = m.encode_to_vec();
         assert_eq!(ModelProto::decode(bytes.as_slice()).unwrap(), m);
+    }
+
+    #[test]
+    fn pool_residual_blocks_export_three_convs_and_an_add() {
+        let spec = ResNetSpec::airnet_res();
+        let w = Weights::random(&spec, 5);
+        let m = build_model(&spec, &w, &ExportOptions::default()).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        let count = |op: &str| g.node.iter().filter(|n| n.op_type == op).count();
+        assert_eq!(count("Conv"), 1 + 3 * 3);
+        assert_eq!(count("BatchNormalization"), 0);
+        // A pool per block plus the head's; each block's first BN a Mul + Add behind it.
+        assert_eq!(count("MaxPool"), 3 + 1);
+        for l in 0..3 {
+            let node = |name: String| g.node.iter().find(|n| n.name == name).unwrap();
+            let p = format!("layer{l}.block0");
+            assert_eq!(node(format!("{p}.bn1")).op_type, "Add");
+            // The residual sum: the pair's output plus the block's pooled activation.
+            let sum = node(format!("{p}.add"));
+            assert_eq!(sum.input, [format!("{p}.conv3"), format!("{p}.relu1")]);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::arch::ResNetSpec;
+use crate::rng::SplitMix64;
 
 /// One dense, row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,48 +84,25 @@ impl Weights {
     /// Deterministic, plausibly scaled random weights (He-normal convs, BN statistics
     /// near identity). Meant for tests and benchmarks of untrained architectures.
     pub fn random(spec: &ResNetSpec, seed: u64) -> Self {
-        let mut rng = SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut rng = SplitMix64::new(seed ^ 0x9E37_79B9_7F4A_7C15);
         let mut w = Weights::default();
         for (name, shape) in spec.tensor_shapes() {
             let n: usize = shape.iter().product();
             let data: Vec<f32> = if name.ends_with("running_var") {
-                (0..n).map(|_| 0.5 + rng.uniform()).collect()
+                (0..n).map(|_| 0.5 + rng.uniform_f32()).collect()
             } else if name.ends_with("running_mean") || name.ends_with("bn.bias") {
-                (0..n).map(|_| 0.1 * rng.normal()).collect()
+                (0..n).map(|_| 0.1 * rng.normal_f32()).collect()
             } else if name.contains(".bn") && name.ends_with("weight") {
-                (0..n).map(|_| 0.8 + 0.4 * rng.uniform()).collect()
+                (0..n).map(|_| 0.8 + 0.4 * rng.uniform_f32()).collect()
             } else if name.ends_with("bias") {
-                (0..n).map(|_| 0.01 * rng.normal()).collect()
+                (0..n).map(|_| 0.01 * rng.normal_f32()).collect()
             } else {
                 let fan_in: usize = shape[1..].iter().product();
                 let std = (2.0 / fan_in as f32).sqrt();
-                (0..n).map(|_| std * rng.normal()).collect()
+                (0..n).map(|_| std * rng.normal_f32()).collect()
             };
             w.insert(name, WeightTensor::new(shape, data));
         }
         w
-    }
-}
-
-/// Tiny deterministic generator so `zoo` needs no RNG dependency.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-7);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
     }
 }

@@ -41,13 +41,43 @@ fn assert_names_file_and_fix(err: &CifarError, file: &str) {
     );
 }
 
+/// CI exports `TPSNET_REQUIRE_DATA=1`: there a real-data test without usable data fails
+/// instead of skipping. Runs this test binary's real-data test as a child process.
+#[test]
+fn required_data_turns_a_skip_into_a_failure() {
+    let run = |require: bool, data: Option<&str>| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args(["--exact", "real_dataset_when_available", "--nocapture"]);
+        match data {
+            Some(d) => c.env("CIFAR10_DIR", d),
+            None => c.env_remove("CIFAR10_DIR"),
+        };
+        match require {
+            true => c.env("TPSNET_REQUIRE_DATA", "1"),
+            false => c.env_remove("TPSNET_REQUIRE_DATA"),
+        };
+        let o = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, text) = run(false, None);
+    assert!(ok && text.contains("skipping a real-data test"), "{text}");
+    let (ok, text) = run(true, None);
+    assert!(!ok && text.contains("TPSNET_REQUIRE_DATA=1"), "{text}");
+    let missing = tempfile::tempdir().unwrap().path().join("gone");
+    let (ok, text) = run(true, Some(missing.to_str().unwrap()));
+    assert!(!ok && text.contains("does not exist"), "{text}");
+}
+
 #[test]
 fn real_dataset_when_available() {
-    let Some(dir) = std::env::var_os("CIFAR10_DIR").filter(|v| !v.is_empty()) else {
-        eprintln!("NOTICE: CIFAR10_DIR is not set; skipping the checks on the real CIFAR-10");
+    let Some(dir) = cifar::dir_for_tests() else {
         return;
     };
-    let dir = PathBuf::from(dir);
     assert_eq!(cifar::resolve_dir(None).unwrap(), dir);
 
     let start = std::time::Instant::now();

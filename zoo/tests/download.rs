@@ -1,5 +1,6 @@
 //! Downloader against a real HTTP server on 127.0.0.1 serving fixture archives built
-//! here from synthetic files (DESIGN.md §3: no machine here reaches the real URL).
+//! here from synthetic files (no machine here reaches the real URL:
+//! docs/design-notes.md#data).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -9,7 +9,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::cli::ExecutionArgs;
 use runtime::report::{OutputFormat, PredictionWriter};
-use runtime::{Classifier, infer, registry};
+use runtime::{Classifier, TtaMode, infer, registry};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -17,6 +17,12 @@ Examples:
   tpsnet-infer --model tpsnet cat.jpg dog.png
   tpsnet-infer --model models/tpsnet-1a2b3c4d.onnx -k 3 --format jsonl images/ > out.jsonl
   tpsnet-infer --format csv --device cuda:0 --allow-cpu-fallback images/
+  tpsnet-infer --tta 6view photos/          average six views of each image (6x the work)
+
+Test-time augmentation (--tta): none (one view), flip (the image and its mirror, 2x the
+work), 6view (mirror x {no shift, 1 px down-right, 1 px up-left}, reflect-padded; weights
+1/4 for the unshifted pair, 1/8 for each shifted view; 6x the work, one batched call).
+A manifest's claim (metrics.claim) says which mode its accuracy was measured with.
 
 Images: PNG, JPEG, BMP, GIF, WebP, TIFF of any size and colour type; they are converted
 to RGB and resized to 32x32 (Triangle filter). Folders are searched recursively for
@@ -57,6 +63,10 @@ struct Args {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
 
+    /// Test-time augmentation: none, flip or 6view (see below).
+    #[arg(long, value_name = "MODE", default_value_t = TtaMode::None)]
+    tta: TtaMode,
+
     #[command(flatten)]
     execution: ExecutionArgs,
 
@@ -85,7 +95,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let inputs = infer::collect_inputs(&args.inputs)?;
     let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
     let options = args.execution.session_options();
-    let classifier = Classifier::open(&model, &options)?;
+    let classifier = Classifier::open(&model, &options)?.with_tta(args.tta);
     runtime::cli::announce_fallback(&classifier);
 
     let mut failed = 0usize;
@@ -142,10 +152,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     std::io::stdout().flush()?;
 
     eprintln!(
-        "{classified} image(s) classified, {failed} failed; model {} ({}) on {}",
+        "{classified} image(s) classified, {failed} failed; model {} ({}) on {}, tta {}",
         classifier.name(),
         classifier.model_path().display(),
-        classifier.execution().provider
+        classifier.execution().provider,
+        classifier.tta()
     );
     Ok(if failed == 0 {
         ExitCode::SUCCESS

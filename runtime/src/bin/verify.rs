@@ -9,13 +9,14 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use runtime::cli::ExecutionArgs;
 use runtime::verify::{self, DEFAULT_TOLERANCE_PP, VerifyOptions, VerifyReport};
-use runtime::{Classifier, registry};
+use runtime::{Classifier, TtaMode, registry};
 use zoo::cifar::{self, Split};
 
 const EXAMPLES: &str = "\
 Examples:
   verify --dataset cifar10-test                    best shipped model
-  verify --dataset cifar10-test --all --tta        every model in the models folder
+  verify --dataset cifar10-test --all --tta        every model in the models folder, also flip TTA
+  verify --model airnet-short --tta 6view          also six-view TTA
   verify --dataset cifar10-test --model tpsnet --tolerance 0.05 --report tpsnet-verify.json
   verify --dataset cifar10-test --model models/tpsnet-1a2b3c4d.onnx --data-dir ~/data/cifar-10-batches-bin
 
@@ -25,8 +26,11 @@ official md5.
 
 Checks: every accuracy the manifest states is re-measured the same way (metrics.top1
 single-view; metrics.top1_flip_tta averaging the logits of each image and its horizontal
-mirror). The headline claim (metrics.claim) is always checked, so a flip_tta claim turns
---tta on. A check fails when |measured - claimed| > --tolerance percentage points.
+mirror; metrics.top1_6view over six views: mirror x {no shift, 1 px down-right, 1 px
+up-left}, reflect-padded, weights 1/4 for the unshifted pair and 1/8 for the others).
+Single view and the headline claim's mode (metrics.claim) are always measured; --tta adds
+a mode. Each measured mode the manifest has a number for is checked. A check fails when
+|measured - claimed| > --tolerance percentage points.
 
 ONNX Runtime is found at run time: ORT_DYLIB_PATH if set, else libonnxruntime.so*
 beside the executable, else the checkout's .venv, else the system library path;
@@ -59,9 +63,10 @@ struct Args {
     #[arg(long)]
     all: bool,
 
-    /// Also measure flip test-time augmentation (average logits of image and mirror).
-    #[arg(long)]
-    tta: bool,
+    /// Also measure this test-time augmentation: flip (image and mirror), 6view (airbench's
+    /// six views) or none; `--tta` alone means flip.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "flip")]
+    tta: Option<TtaMode>,
 
     /// Largest allowed |measured - claimed| top-1 difference, in percentage points.
     #[arg(long, default_value_t = DEFAULT_TOLERANCE_PP, value_name = "PP")]

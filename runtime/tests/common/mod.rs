@@ -28,6 +28,7 @@ pub fn manifest_for(
             images: 10_000,
             top1,
             top1_flip_tta: tta,
+            top1_6view: None,
             claim: if tta.is_some() { "flip_tta" } else { "single" }.into(),
             how: "test fixture: random weights".into(),
         },

@@ -2,12 +2,8 @@
 
 use std::path::PathBuf;
 
-/// The real CIFAR-10 folder from `CIFAR10_DIR`, or `None` (with a notice) when unset.
-/// CI always sets it, so the real-data tests run there.
+/// The real CIFAR-10 folder from `CIFAR10_DIR`, or `None` (with a notice) when unset;
+/// with `TPSNET_REQUIRE_DATA=1` (CI) a missing folder fails the test instead.
 pub fn cifar_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("CIFAR10_DIR").map(PathBuf::from);
-    if dir.is_none() {
-        eprintln!("CIFAR10_DIR is not set: skipping (CI always sets it)");
-    }
-    dir
+    zoo::cifar::dir_for_tests()
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Load benchmark of tpsnet-serve: 64 concurrent clients send single real CIFAR-10 test
+# images to the release binary on 127.0.0.1, dynamic batching on vs off in alternating
+# rounds (a fresh server per run). Prints throughput, p50/p99 latency and the
+# batched/unbatched throughput ratio per round.
+#
+#   bench/serve.sh [MODEL...]       # default: the zoo's default model, then resnet20
+#
+# Env: CIFAR10_DIR (required), ORT_DYLIB_PATH (default .venv/libonnxruntime.so),
+# BENCH_ROUNDS (default 3), BENCH_REQUESTS (timed requests per client, default 8),
+# BENCH_ENDPOINT (classify = PNG uploads, default; infer = KServe FP32 JSON),
+# BENCH_PROFILE (cargo profile, default bench = release settings; `test` reuses the test
+# build, opt-level 2, when a release build is too slow to wait for).
+# Extra options go to the bench binary after `--`: see serve/benches/serve.rs.
+# Writes target/bench-serve/<model>-<endpoint>.json. A few minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${CIFAR10_DIR:?set CIFAR10_DIR to the CIFAR-10 binary folder}"
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.venv/libonnxruntime.so}
+ROUNDS=${BENCH_ROUNDS:-3}
+REQUESTS=${BENCH_REQUESTS:-8}
+ENDPOINT=${BENCH_ENDPOINT:-classify}
+PROFILE=${BENCH_PROFILE:-bench}
+if [ $# -eq 0 ]; then set -- "" resnet20; fi
+echo "== build (profile $PROFILE)" >&2
+cargo bench -q -p tpsnet-serve --bench serve --profile "$PROFILE" --no-run
+for model in "$@"; do
+  args=(--rounds "$ROUNDS" --requests "$REQUESTS" --endpoint "$ENDPOINT")
+  [ -n "$model" ] && args+=(--model "$model")
+  echo "== ${model:-default model}" >&2
+  cargo bench -q -p tpsnet-serve --bench serve --profile "$PROFILE" -- "${args[@]}"
+done

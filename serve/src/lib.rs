@@ -1,0 +1,35 @@
+//! HTTP inference server for the TPSNet zoo, the library behind `tpsnet-serve`.
+//!
+//! One shared [`runtime::Classifier`] answers:
+//!
+//! * the KServe v2 / Open Inference Protocol REST API ([`kserve`]): `GET /v2`,
+//!   `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
+//!   `.../ready`, and `POST .../infer` with FP32 tensors in JSON (or Triton's binary
+//!   tensor extension);
+//! * image uploads ([`upload`]): `POST /v2/models/{name}/classify` with an image as the
+//!   body or as `multipart/form-data` files, answered with classes and probabilities;
+//! * Prometheus metrics ([`metrics`]) at `GET /metrics`.
+//!
+//! Concurrent requests are merged into one ONNX Runtime call by the [`batcher`] (up to
+//! [`ServerConfig::max_batch`] images, waiting at most [`ServerConfig::max_delay`]).
+//! Limits on the body size, image size and queue length answer `413` or `503` with
+//! `Retry-After`; every error is a JSON `{"error": ...}` with a 4xx/5xx status. On the
+//! shutdown signal the [`Server`] stops accepting connections and finishes the requests
+//! in flight. `docs/serving.md` documents the endpoints, options and metrics.
+//!
+//! The library knows nothing of the command line: `tpsnet-serve`'s `main` parses the
+//! options into a [`ServerConfig`] and a classifier and calls [`Server::bind`] and
+//! [`Server::run`].
+
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod kserve;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod upload;
+
+pub use config::ServerConfig;
+pub use error::{ApiError, ServeError};
+pub use server::Server;

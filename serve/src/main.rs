@@ -1,0 +1,262 @@
+//! `tpsnet-serve`: an HTTP inference server (KServe v2 REST, image uploads, dynamic
+//! batching, Prometheus metrics) over one TPSNet zoo model.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use runtime::{Classifier, Device, SessionOptions, registry};
+use serve::{ServeError, Server, ServerConfig};
+
+const EXAMPLES: &str = "\
+Endpoints (KServe v2 / Open Inference Protocol REST, plus uploads and metrics):
+  GET  /v2                                server metadata
+  GET  /v2/health/live, /v2/health/ready  liveness, readiness (503 while shutting down)
+  GET  /v2/models/NAME[/versions/V]       model metadata: input FP32 [-1,3,32,32], output
+  GET  /v2/models/NAME/ready              model readiness
+  POST /v2/models/NAME/infer              FP32 tensors in JSON (flat or nested data) or
+                                          Triton's binary tensor extension
+  POST /v2/models/NAME/classify[?top_k=K] an image as the body, or multipart/form-data
+                                          files; answers classes and probabilities
+  GET  /metrics                           Prometheus text format
+
+Examples:
+  tpsnet-serve                                   best shipped model on 127.0.0.1:8000
+  tpsnet-serve --model resnet20 --port 8080 --max-batch 32 --max-delay-ms 5
+  tpsnet-serve --host 0.0.0.0 --device cuda:0 --max-batch 256
+  curl -s localhost:8000/v2/models/airnet-wide
+  curl -s --data-binary @cat.png 'localhost:8000/v2/models/airnet-wide/classify?top_k=3'
+  curl -s localhost:8000/metrics | grep tpsnet_batch_size
+
+Batching: concurrent requests wait in one queue and are merged into one ONNX Runtime
+call of up to --max-batch images; the oldest waits at most --max-delay-ms for others to
+join (under load, batches fill while the previous one runs). --max-batch 1 turns
+batching off. A full queue (--max-queue images) answers 503 with Retry-After.
+
+On SIGTERM or Ctrl-C the server stops accepting connections, runs what is queued at
+once, answers every request in flight and exits 0 (1 if --shutdown-timeout-s passes
+first). Errors are JSON {\"error\": ...} with a 4xx/5xx status. ONNX Runtime is found
+at ORT_DYLIB_PATH if set, else beside the executable, else the checkout's .venv, else
+the system library path (--version shows the one in use). Exit status: 0 clean shutdown, 1 shutdown timed out, 2 could not
+start (bad model, port in use, bad option). Details: docs/serving.md.";
+
+/// Serve a TPSNet zoo model over HTTP: KServe v2 REST inference, image uploads, dynamic
+/// batching and Prometheus metrics.
+#[derive(Parser, Debug)]
+#[command(name = "tpsnet-serve", version, after_help = EXAMPLES)]
+struct Args {
+    /// Address to listen on (0.0.0.0 or :: for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(short, long, default_value_t = 8000)]
+    port: u16,
+
+    /// Model: an .onnx file (with its manifest beside it), a manifest .json, or a model
+    /// name in the models folder [default: the shipped model with the best claimed top-1].
+    #[arg(short, long, value_name = "NAME|FILE")]
+    model: Option<String>,
+
+    /// Folder of published models [default: $TPSNET_MODELS, else the first of ./models,
+    /// models/ beside the executable and the checkout's models/ that exists].
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+
+    /// If CUDA cannot start, run on the CPU instead of failing (announced on stderr).
+    #[arg(long)]
+    allow_cpu_fallback: bool,
+
+    /// ONNX Runtime intra-op threads per batch (0: one per physical core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+
+    /// Most images in one ONNX Runtime call; 1 turns dynamic batching off.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_batch: u32,
+
+    /// Longest time (milliseconds, fractions allowed) the oldest queued request waits for
+    /// others to join its batch.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_millis)]
+    max_delay_ms: f64,
+
+    /// Turn dynamic batching off (same as --max-batch 1).
+    #[arg(long, conflicts_with = "max_batch")]
+    no_batching: bool,
+
+    /// Most images waiting in the queue; beyond it requests get 503 + Retry-After.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue: u32,
+
+    /// Largest request body (bytes; suffixes K, M, G = KiB, MiB, GiB): larger gets 413.
+    #[arg(long, default_value = "32M", value_parser = parse_bytes)]
+    max_body_bytes: usize,
+
+    /// Largest uploaded image width or height in pixels: larger gets 413, undecoded.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_image_side: u32,
+
+    /// Batches run at the same time (each with its own ONNX Runtime session); 1 suits a
+    /// CPU, where one batch already uses every core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    workers: u32,
+
+    /// Seconds in-flight requests may take to finish after SIGTERM/Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout_s: u64,
+
+    /// Seconds a client is told to wait (Retry-After) when the queue is full.
+    #[arg(long, default_value_t = 1)]
+    retry_after_s: u32,
+
+    /// Print one line per request to stderr (method, path, status, milliseconds).
+    #[arg(long)]
+    access_log: bool,
+}
+
+fn parse_millis(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=60_000.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a delay in milliseconds between 0 and 60000"
+        )),
+    }
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: usize = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown unit; use bytes or K, M, G")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n >= 1024)
+        .ok_or_else(|| format!("`{s}` is not a size of at least 1024 bytes (e.g. 32M)"))
+}
+
+fn main() -> ExitCode {
+    let args: Args = runtime::cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match rt.block_on(start(&args)) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(server.run(shutdown_signal())) {
+        Ok(()) => {
+            eprintln!("tpsnet-serve: every request answered; stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e @ ServeError::ShutdownTimeout { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn config(args: &Args) -> ServerConfig {
+    ServerConfig {
+        max_batch: if args.no_batching {
+            1
+        } else {
+            args.max_batch as usize
+        },
+        max_delay: Duration::from_secs_f64(args.max_delay_ms / 1e3),
+        max_queue: args.max_queue as usize,
+        max_body_bytes: args.max_body_bytes,
+        max_image_side: args.max_image_side,
+        workers: args.workers as usize,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
+        retry_after_s: args.retry_after_s,
+        access_log: args.access_log,
+    }
+}
+
+async fn start(args: &Args) -> anyhow::Result<Server> {
+    let config = config(args);
+    let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
+    let options = SessionOptions::builder()
+        .device(args.device)
+        .threads(args.threads)
+        .allow_cpu_fallback(args.allow_cpu_fallback)
+        .sessions(config.workers)
+        .batch_size(config.max_batch)
+        .build();
+    let classifier = Classifier::open(&model, &options)
+        .with_context(|| format!("opening model {}", model.display()))?;
+    runtime::cli::announce_fallback(&classifier);
+    let addr = SocketAddr::new(args.host, args.port);
+    let path = classifier.model_path().display().to_string();
+    let provider = classifier.execution().provider.clone();
+    let server = Server::bind(addr, Arc::new(classifier), config.clone()).await?;
+    let m = server.model();
+    let batching = if config.max_batch > 1 {
+        format!(
+            "batches of up to {} images, waiting up to {} ms",
+            config.max_batch, args.max_delay_ms
+        )
+    } else {
+        "batching off".to_string()
+    };
+    eprintln!(
+        "tpsnet-serve: model {} version {} ({path}) on {provider}; {batching}; queue {} images",
+        m.name, m.version, config.max_queue
+    );
+    eprintln!(
+        "tpsnet-serve: listening on http://{} (POST /v2/models/{}/infer, /v2/models/{}/classify; GET /metrics)",
+        server.local_addr(),
+        m.name,
+        m.name
+    );
+    Ok(server)
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => eprintln!("tpsnet-serve: interrupt; finishing requests in flight"),
+        () = term => eprintln!("tpsnet-serve: SIGTERM; finishing requests in flight"),
+    }
+}

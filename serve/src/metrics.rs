@@ -1,0 +1,330 @@
+//! Prometheus metrics, kept in memory and rendered in the text exposition format
+//! (version 0.0.4) at `GET /metrics`. The names and their meaning are listed in
+//! `docs/serving.md`.
+//!
+//! Everything is a plain counter, gauge or histogram behind a mutex or an atomic: a
+//! request touches them a handful of times, far below what would contend.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histograms: 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Upper bounds of the batch-size histogram (images per ONNX Runtime call).
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// A cumulative histogram with fixed bucket bounds.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative; the last one is `+Inf`).
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| value <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, &bound) in self.bounds.iter().enumerate() {
+            cumulative += self.counts[i];
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.counts[self.bounds.len()];
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(out, "{name}_count{} {}", braces(labels), self.count);
+    }
+}
+
+#[derive(Default, Debug)]
+struct EndpointStats {
+    requests: u64,
+    /// Error answers (status >= 400) by status code.
+    errors: BTreeMap<u16, u64>,
+    duration: Option<Histogram>,
+}
+
+/// The server's metrics. Cheap to share (`Arc`); every method takes `&self`.
+#[derive(Debug)]
+pub struct Metrics {
+    model_labels: String,
+    endpoints: Mutex<BTreeMap<&'static str, EndpointStats>>,
+    batch_size: Mutex<Histogram>,
+    queue_duration: Mutex<Histogram>,
+    inference_duration: Mutex<Histogram>,
+    queue_images: AtomicI64,
+    in_flight: AtomicI64,
+}
+
+impl Metrics {
+    /// Metrics for a server of `model` (name), `version` on `provider`; these become the
+    /// labels of `tpsnet_model_info`.
+    pub fn new(model: &str, version: &str, provider: &str) -> Self {
+        Metrics {
+            model_labels: format!(
+                "model=\"{}\",version=\"{}\",provider=\"{}\"",
+                escape(model),
+                escape(version),
+                escape(provider)
+            ),
+            endpoints: Mutex::new(BTreeMap::new()),
+            batch_size: Mutex::new(Histogram::new(BATCH_BUCKETS)),
+            queue_duration: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
+            inference_duration: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
+            queue_images: AtomicI64::new(0),
+            in_flight: AtomicI64::new(0),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn record_request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        let mut map = lock(&self.endpoints);
+        let e = map.entry(endpoint).or_default();
+        e.requests += 1;
+        if status >= 400 {
+            *e.errors.entry(status).or_default() += 1;
+        }
+        e.duration
+            .get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one ONNX Runtime call of `images` images taking `elapsed`.
+    pub fn record_batch(&self, images: usize, elapsed: Duration) {
+        lock(&self.batch_size).observe(images as f64);
+        lock(&self.inference_duration).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long one request waited in the queue before its batch started.
+    pub fn record_queue_wait(&self, waited: Duration) {
+        lock(&self.queue_duration).observe(waited.as_secs_f64());
+    }
+
+    /// Adds `delta` images to the queue gauge.
+    pub fn add_queue_images(&self, delta: i64) {
+        self.queue_images.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` to the in-flight requests gauge.
+    pub fn add_in_flight(&self, delta: i64) {
+        self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Requests being answered right now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the batch-size histogram.
+    pub fn batch_sizes(&self) -> Histogram {
+        lock(&self.batch_size).clone()
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        header(
+            &mut out,
+            "tpsnet_model_info",
+            "gauge",
+            "The model this server serves (always 1; the labels carry the facts).",
+        );
+        let _ = writeln!(out, "tpsnet_model_info{{{}}} 1", self.model_labels);
+
+        let endpoints = lock(&self.endpoints);
+        header(
+            &mut out,
+            "tpsnet_requests_total",
+            "counter",
+            "HTTP requests answered, by endpoint.",
+        );
+        for (name, e) in endpoints.iter() {
+            let _ = writeln!(
+                out,
+                "tpsnet_requests_total{{endpoint=\"{name}\"}} {}",
+                e.requests
+            );
+        }
+        header(
+            &mut out,
+            "tpsnet_request_errors_total",
+            "counter",
+            "HTTP requests answered with an error status (4xx, 5xx), by endpoint and status code.",
+        );
+        for (name, e) in endpoints.iter() {
+            for (code, n) in &e.errors {
+                let _ = writeln!(
+                    out,
+                    "tpsnet_request_errors_total{{endpoint=\"{name}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        header(
+            &mut out,
+            "tpsnet_request_duration_seconds",
+            "histogram",
+            "Time from the request's arrival to its answer, by endpoint.",
+        );
+        for (name, e) in endpoints.iter() {
+            if let Some(h) = &e.duration {
+                h.render(
+                    &mut out,
+                    "tpsnet_request_duration_seconds",
+                    &format!("endpoint=\"{name}\""),
+                );
+            }
+        }
+        drop(endpoints);
+
+        header(
+            &mut out,
+            "tpsnet_batch_size",
+            "histogram",
+            "Images per ONNX Runtime call (dynamic batching merges concurrent requests).",
+        );
+        lock(&self.batch_size).render(&mut out, "tpsnet_batch_size", "");
+        header(
+            &mut out,
+            "tpsnet_queue_duration_seconds",
+            "histogram",
+            "Time a request waited in the batching queue before its batch started.",
+        );
+        lock(&self.queue_duration).render(&mut out, "tpsnet_queue_duration_seconds", "");
+        header(
+            &mut out,
+            "tpsnet_inference_duration_seconds",
+            "histogram",
+            "Time of one ONNX Runtime call (one batch).",
+        );
+        lock(&self.inference_duration).render(&mut out, "tpsnet_inference_duration_seconds", "");
+        header(
+            &mut out,
+            "tpsnet_queue_images",
+            "gauge",
+            "Images admitted and waiting for their batch to start (--max-queue limits this).",
+        );
+        let _ = writeln!(
+            out,
+            "tpsnet_queue_images {}",
+            self.queue_images.load(Ordering::Relaxed)
+        );
+        header(
+            &mut out,
+            "tpsnet_in_flight_requests",
+            "gauge",
+            "Requests being answered.",
+        );
+        let _ = writeln!(out, "tpsnet_in_flight_requests {}", self.in_flight());
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Locks a metrics mutex; a panic elsewhere while holding it leaves only numbers behind,
+/// which stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_with_inf() {
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.0, 1.5, 3.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert_eq!(
+            out,
+            "x_bucket{a=\"b\",le=\"1\"} 2\nx_bucket{a=\"b\",le=\"2\"} 3\nx_bucket{a=\"b\",le=\"+Inf\"} 4\nx_sum{a=\"b\"} 6\nx_count{a=\"b\"} 4\n"
+        );
+    }
+
+    #[test]
+    fn render_has_every_family_and_escapes_labels() {
+        let m = Metrics::new("res\"net", "v1", "CPUExecutionProvider");
+        m.record_request("infer", 200, Duration::from_millis(3));
+        m.record_request("infer", 503, Duration::from_millis(1));
+        m.record_batch(8, Duration::from_millis(2));
+        m.record_queue_wait(Duration::from_millis(1));
+        let text = m.render();
+        for needle in [
+            "tpsnet_model_info{model=\"res\\\"net\",version=\"v1\",provider=\"CPUExecutionProvider\"} 1",
+            "tpsnet_requests_total{endpoint=\"infer\"} 2",
+            "tpsnet_request_errors_total{endpoint=\"infer\",code=\"503\"} 1",
+            "tpsnet_request_duration_seconds_count{endpoint=\"infer\"} 2",
+            "tpsnet_batch_size_bucket{le=\"4\"} 0",
+            "tpsnet_batch_size_bucket{le=\"8\"} 1",
+            "tpsnet_batch_size_sum 8",
+            "tpsnet_queue_duration_seconds_count 1",
+            "tpsnet_inference_duration_seconds_count 1",
+            "tpsnet_queue_images 0",
+            "tpsnet_in_flight_requests 0",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The HTTP routes: KServe v2 health, metadata and inference, image uploads, metrics.
+//! Every answer, errors included, is JSON (bar `/metrics`); no request can panic the
+//! server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use runtime::{Classifier, InputImage};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::batcher::{BatchError, Batcher};
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::kserve::{self, ModelInfo};
+use crate::metrics::Metrics;
+use crate::upload::{self, UploadPrediction};
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub model: ModelInfo,
+    pub classifier: Arc<Classifier>,
+    pub batcher: Batcher,
+    pub metrics: Arc<Metrics>,
+    pub config: ServerConfig,
+    /// Set on the shutdown signal: `/v2/health/ready` answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+type AppState = Arc<Shared>;
+
+/// The router: every route, the body limit and the metrics middleware.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let body_limit = shared.config.max_body_bytes;
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+        .route("/v2/models/{name}/classify", post(classify))
+        .route(
+            "/v2/models/{name}/versions/{version}/classify",
+            post(classify),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), track))
+        .with_state(shared)
+}
+
+/// The endpoint label of a route (bounded: one per route, `unmatched` for the rest).
+fn endpoint_name(route: Option<&str>) -> &'static str {
+    match route {
+        Some("/v2") => "server_metadata",
+        Some("/v2/health/live") => "health_live",
+        Some("/v2/health/ready") => "health_ready",
+        Some("/v2/models/{name}" | "/v2/models/{name}/versions/{version}") => "model_metadata",
+        Some("/v2/models/{name}/ready" | "/v2/models/{name}/versions/{version}/ready") => {
+            "model_ready"
+        }
+        Some("/v2/models/{name}/infer" | "/v2/models/{name}/versions/{version}/infer") => "infer",
+        Some("/v2/models/{name}/classify" | "/v2/models/{name}/versions/{version}/classify") => {
+            "classify"
+        }
+        Some("/metrics") => "metrics",
+        _ => "unmatched",
+    }
+}
+
+/// Decrements the in-flight gauge even when a client disconnects mid-request (the
+/// handler's future is then dropped).
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.add_in_flight(-1);
+    }
+}
+
+async fn track(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let endpoint = endpoint_name(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|m| m.as_str()),
+    );
+    let log = s
+        .config
+        .access_log
+        .then(|| format!("{} {}", request.method(), request.uri()));
+    let started = Instant::now();
+    s.metrics.add_in_flight(1);
+    let _in_flight = InFlight(&s.metrics);
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    s.metrics.record_request(endpoint, status, elapsed);
+    if let Some(line) = log {
+        eprintln!("{line} {status} {:.2} ms", elapsed.as_secs_f64() * 1e3);
+    }
+    response
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}; see GET /v2 (server), /v2/models/NAME (model), POST /v2/models/NAME/infer, POST /v2/models/NAME/classify, GET /metrics",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}; inference and uploads are POST, everything else GET",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct ModelPath {
+    name: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+fn model_path(
+    s: &Shared,
+    path: Result<Path<ModelPath>, PathRejection>,
+) -> Result<ModelPath, ApiError> {
+    let Path(p) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    s.model.check(&p.name, p.version.as_deref())?;
+    Ok(p)
+}
+
+fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(format!(
+            "request body larger than {limit} bytes (--max-body-bytes); send fewer images per request"
+        ))
+    } else {
+        ApiError::new(
+            e.status(),
+            format!("cannot read the request body: {}", e.body_text()),
+        )
+    }
+}
+
+fn batch_error(e: BatchError, retry_after_s: u32) -> ApiError {
+    match e {
+        BatchError::QueueFull { .. } | BatchError::ShuttingDown => {
+            ApiError::unavailable(e.to_string(), retry_after_s)
+        }
+        BatchError::TooManyImages { .. } => ApiError::too_large(e.to_string()),
+        BatchError::Inference(_) => ApiError::internal(e.to_string()),
+    }
+}
+
+fn json_response(value: serde_json::Value) -> Response {
+    Json(value).into_response()
+}
+
+async fn server_metadata() -> Response {
+    json_response(kserve::server_metadata())
+}
+
+async fn live() -> Response {
+    json_response(json!({ "live": true }))
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.draining.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false })),
+        )
+            .into_response()
+    } else {
+        json_response(json!({ "ready": true }))
+    }
+}
+
+async fn model_metadata(
+    State(s): State<AppState>,
+    path: Result<Path<ModelPath>, PathRejection>,
+) -> Result<Response, ApiError> {
+    model_path(&s, path)?;
+    Ok(json_response(s.model.metadata()))
+}
+
+async fn model_ready(
+    State(s): State<AppState>,
+    path: Result<Path<ModelPath>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let p = model_path(&s, path)?;
+    let ready = !s.draining.load(Ordering::Relaxed);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(json!({ "name": p.name, "ready": ready }))).into_response())
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Runs CPU work (parsing, decoding) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("request worker failed: {e}")))?
+}
+
+async fn infer(
+    State(s): State<AppState>,
+    path: Result<Path<ModelPath>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    model_path(&s, path)?;
+    let body = body.map_err(|e| body_error(e, s.config.max_body_bytes))?;
+    let header_length = match headers.get(kserve::HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::bad_request("Inference-Header-Content-Length is not a number")
+                })?
+                .to_string(),
+        ),
+    };
+    let shared = Arc::clone(&s);
+    let request =
+        blocking(move || kserve::parse_infer(&body, header_length.as_deref(), &shared.model))
+            .await?;
+    let logits = s
+        .batcher
+        .logits(request.images)
+        .await
+        .map_err(|e| batch_error(e, s.config.retry_after_s))?;
+    Ok(kserve::infer_response(
+        &s.model,
+        request.id,
+        request.output,
+        &logits,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyQuery {
+    top_k: Option<usize>,
+}
+
+async fn classify(
+    State(s): State<AppState>,
+    path: Result<Path<ModelPath>, PathRejection>,
+    query: Result<Query<ClassifyQuery>, QueryRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    model_path(&s, path)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "bad query ({}); the only parameter is top_k=K",
+            e.body_text()
+        ))
+    })?;
+    let classes = s.model.classes.len();
+    let top_k = match q.top_k {
+        None => 1,
+        Some(0) => return Err(ApiError::bad_request("top_k must be at least 1")),
+        Some(k) => k.min(classes),
+    };
+    let uploads = read_uploads(&s, request).await?;
+    let max_side = s.config.max_image_side;
+    let names: Vec<String> = uploads.iter().map(|(n, _)| n.clone()).collect();
+    let images: Vec<InputImage> = blocking(move || {
+        uploads
+            .iter()
+            .map(|(name, bytes)| upload::decode(bytes, name, max_side))
+            .collect()
+    })
+    .await?;
+    let logits = s
+        .batcher
+        .logits(images)
+        .await
+        .map_err(|e| batch_error(e, s.config.retry_after_s))?;
+    let predictions: Vec<UploadPrediction> = names
+        .into_iter()
+        .zip(s.classifier.predictions(&logits, top_k))
+        .map(|(name, p)| UploadPrediction {
+            name,
+            index: p.index,
+            class: p.class,
+            probability: p.probability,
+            top_k: p.top_k,
+        })
+        .collect();
+    Ok(json_response(json!({
+        "model_name": s.model.name,
+        "model_version": s.model.version,
+        "predictions": predictions,
+    })))
+}
+
+/// The images of an upload: every file part of a `multipart/form-data` body, or the
+/// whole body as one image named `image`.
+async fn read_uploads(s: &AppState, request: Request) -> Result<Vec<(String, Bytes)>, ApiError> {
+    let limit = s.config.max_body_bytes;
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if !is_form {
+        let body = Bytes::from_request(request, &())
+            .await
+            .map_err(|e| body_error(e, limit))?;
+        return Ok(vec![("image".to_string(), body)]);
+    }
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("bad multipart form: {}", e.body_text())))?;
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "request body larger than {limit} bytes (--max-body-bytes); send fewer images per request"
+            ))
+        } else {
+            ApiError::new(e.status(), format!("bad multipart form: {}", e.body_text()))
+        }
+    };
+    let mut uploads = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field
+            .file_name()
+            .or(field.name())
+            .unwrap_or("image")
+            .to_string();
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        uploads.push((name, bytes));
+    }
+    if uploads.is_empty() {
+        return Err(ApiError::bad_request(
+            "the form holds no files; send images as multipart/form-data file parts, or the image itself as the body",
+        ));
+    }
+    Ok(uploads)
+}
