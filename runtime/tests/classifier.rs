@@ -150,6 +150,41 @@ fn missing_model_and_missing_manifest() {
     assert!(matches!(e, Error::ModelMissing { .. }), "{e}");
 }
 
+/// A manifest may only name a file in its own folder: one whose `file` reaches elsewhere
+/// is refused before the model file is read, even when that file exists and its hash
+/// matches.
+#[test]
+fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let manifest = common::tiny_model(d.path(), "tiny", 1, 10.0);
+    let onnx = common::model_of(&manifest);
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mut m = zoo::Manifest::load(&manifest).unwrap();
+    for file in [format!("../{}", m.file), onnx.to_str().unwrap().to_string()] {
+        m.file = file.clone();
+        let bad = sub.join("escape.json");
+        std::fs::write(&bad, m.to_json()).unwrap();
+        let e = Classifier::open(&bad, &opts().build()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Manifest(zoo::manifest::ManifestError::FileNotPlain { .. })
+            ),
+            "{file}: {e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("escape.json") && msg.contains("not a plain file name"),
+            "{msg}"
+        );
+        // The registry skips it with the same reason instead of listing it.
+        let reg = runtime::registry::Registry::scan(&sub).unwrap_or_else(|e| panic!("{e}"));
+        assert!(reg.models.is_empty());
+        assert_eq!(reg.invalid.len(), 1, "{:?}", reg.invalid);
+    }
+}
+
 #[test]
 fn one_flipped_byte_is_refused_before_loading() {
     let d = tempfile::tempdir().unwrap();
