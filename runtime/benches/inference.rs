@@ -115,12 +115,11 @@ fn main() {
 
     let c = Classifier::open(
         &model,
-        &SessionOptions {
-            threads,
-            batch_size: batch,
-            device,
-            ..SessionOptions::default()
-        },
+        &SessionOptions::builder()
+            .threads(threads)
+            .batch_size(batch)
+            .device(device)
+            .build(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let batch_s = timed(repeats, 1, || {
