@@ -1,13 +1,18 @@
 //! Classify one image from a Rust program:
-//! `cargo run -p tpsnet-examples --example classify_one -- models/tpsnet-<sha8>.onnx cat.png`
-use runtime::{Classifier, SessionOptions};
+//! `cargo run -p tpsnet-examples --example classify_one -- tpsnet cat.png`
+//!
+//! MODEL is a model name from the models folder (found at run time: `$TPSNET_MODELS`,
+//! `./models`, beside the executable, the checkout's `models/`) or an .onnx/.json path.
+use runtime::{Classifier, SessionOptions, registry};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, image] = args.as_slice() else {
-        return Err("usage: classify_one MODEL.onnx|MODEL.json IMAGE".into());
+        return Err("usage: classify_one MODEL|MODEL.onnx|MODEL.json IMAGE".into());
     };
-    let classifier = Classifier::open(model, &SessionOptions::default())?;
+    let model = registry::find_model(Some(model), None)?;
+    let options = SessionOptions::builder().threads(1).batch_size(1).build();
+    let classifier = Classifier::open(&model, &options)?;
     let prediction = classifier.classify_file(image.as_ref(), 3)?;
     println!(
         "{}: {} ({:.1} %)",

@@ -17,7 +17,8 @@
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! let classifier = runtime::Classifier::open("models/tpsnet-0123abcd.onnx", &Default::default())?;
+//! let options = runtime::SessionOptions::builder().sessions(2).build();
+//! let classifier = runtime::Classifier::open("models/tpsnet-0123abcd.onnx", &options)?;
 //! let app = tpsnet_examples::router(Arc::new(classifier));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
@@ -171,7 +172,7 @@ fn classify_uploads(
     }
     let predictions = c
         .classify(&images, top_k)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.full_message()))?;
     Ok(uploads
         .into_iter()
         .zip(predictions)

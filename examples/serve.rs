@@ -16,13 +16,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let model = args.next();
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());
-    let path = registry::resolve_model(model.as_deref(), &registry::models_dir(None))?;
+    let path = registry::find_model(model.as_deref(), None)?;
     // Two sessions let two requests run inference at the same time.
-    let options = SessionOptions {
-        sessions: 2,
-        ..SessionOptions::default()
-    };
+    let options = SessionOptions::builder().sessions(2).build();
     let classifier = Arc::new(Classifier::open(&path, &options)?);
+    if let Some(why) = &classifier.execution().fallback {
+        eprintln!("warning: running on the CPU: {why}");
+    }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

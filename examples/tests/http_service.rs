@@ -87,10 +87,7 @@ fn post_images(addr: SocketAddr, query: &str, parts: &[(&str, Vec<u8>)]) -> (u16
 fn uploads_get_the_same_answers_as_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(dir.path(), "tiny", 21, 10.0);
-    let options = SessionOptions {
-        sessions: 2,
-        ..SessionOptions::default()
-    };
+    let options = SessionOptions::builder().sessions(2).build();
     let classifier = Arc::new(Classifier::open(&manifest, &options).unwrap());
     let addr = start(Arc::clone(&classifier));
 

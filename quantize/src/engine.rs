@@ -21,6 +21,17 @@ pub struct Engine {
     output: String,
 }
 
+// ONNX Runtime's session has no Debug; name the model and its tensors instead.
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.path)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Engine {
     /// A CPU session with `threads` intra-op threads (0: ONNX Runtime's default).
     /// `path` names the model in errors.
@@ -31,10 +42,7 @@ impl Engine {
         output: &str,
         threads: usize,
     ) -> Result<Self> {
-        let opts = SessionOptions {
-            threads,
-            ..SessionOptions::default()
-        };
+        let opts = SessionOptions::builder().threads(threads).build();
         let (session, _) = runtime::session::create_session(path, bytes, &opts)?;
         Ok(Engine {
             session,

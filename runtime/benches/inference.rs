@@ -12,12 +12,13 @@
 //! Arguments (all optional): `--model M.json` (default: export TPSNet with random
 //! weights to a temp folder), `--input X.f32` (N x 3 x 32 x 32 little-endian floats;
 //! default: deterministic pseudo-random pixels), `--batch 256`, `--repeats 5`,
-//! `--latency-runs 100`, `--threads 0`, `--json OUT`.
+//! `--latency-runs 100`, `--threads 0`, `--device cpu|cuda|cuda:N` (no CPU fallback: a
+//! CUDA provider that cannot start is an error), `--json OUT`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use runtime::{Classifier, SessionOptions};
+use runtime::{Classifier, Device, SessionOptions};
 use zoo::tta::TTA_MODES;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -77,6 +78,7 @@ fn main() {
     let (mut batch, mut repeats, mut latency_runs, mut threads) =
         (256usize, 5usize, 100usize, 0usize);
     let mut json: Option<PathBuf> = None;
+    let mut device = Device::Cpu;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("flag needs a value");
@@ -88,6 +90,7 @@ fn main() {
             "--latency-runs" => latency_runs = val().parse().unwrap(),
             "--threads" => threads = val().parse().unwrap(),
             "--json" => json = Some(val().into()),
+            "--device" => device = val().parse().unwrap_or_else(|e: String| panic!("{e}")),
             _ => {} // `cargo bench` passes `--bench`.
         }
     }
@@ -112,11 +115,11 @@ fn main() {
 
     let c = Classifier::open(
         &model,
-        &SessionOptions {
-            threads,
-            batch_size: batch,
-            ..SessionOptions::default()
-        },
+        &SessionOptions::builder()
+            .threads(threads)
+            .batch_size(batch)
+            .device(device)
+            .build(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let batch_s = timed(repeats, 1, || {

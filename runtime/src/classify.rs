@@ -457,9 +457,9 @@ impl Classifier {
         if n == 0 {
             return Ok(());
         }
-        let fail = |reason: String| Error::Inference {
+        let fail = |source: ort::Error| Error::Inference {
             path: self.model_path.clone(),
-            reason,
+            source,
         };
         let normalized;
         let data = match &self.normalize {
@@ -477,21 +477,21 @@ impl Classifier {
                 &normalized[..]
             }
         };
-        let input = TensorRef::from_array_view(([n, 3, SIDE, SIDE], data))
-            .map_err(|e| fail(e.to_string()))?;
+        let input = TensorRef::from_array_view(([n, 3, SIDE, SIDE], data)).map_err(fail)?;
         let mut session = self.session();
         let outputs = session
             .run(ort::inputs![self.manifest.input.name.as_str() => input])
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let (shape, logits) = outputs[self.manifest.output.name.as_str()]
             .try_extract_tensor::<f32>()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(fail)?;
         let classes = self.classes().len();
         if shape[..] != [n as i64, classes as i64] {
-            return Err(fail(format!(
-                "output shape {:?}, expected [{n}, {classes}]",
-                &shape[..]
-            )));
+            return Err(Error::OutputShape {
+                path: self.model_path.clone(),
+                got: shape.to_vec(),
+                expected: [n as i64, classes as i64],
+            });
         }
         out.extend_from_slice(logits);
         Ok(())

@@ -1,5 +1,8 @@
-//! Command-line pieces shared by `tpsnet-infer` and `verify`.
+//! Command-line pieces shared by `tpsnet-infer` and `verify` (feature `cli`, on by
+//! default): the execution flags, `--version` with the ONNX Runtime and models folder
+//! in use, and how a CPU fallback is announced.
 
+use crate::classify::Classifier;
 use crate::session::{Device, SessionOptions};
 
 /// Where and how inference runs; flattened into both commands.
@@ -25,12 +28,49 @@ pub struct ExecutionArgs {
 impl ExecutionArgs {
     /// Session options for a command-line run (one session).
     pub fn session_options(&self) -> SessionOptions {
-        SessionOptions {
-            device: self.device,
-            threads: self.threads,
-            sessions: 1,
-            allow_cpu_fallback: self.allow_cpu_fallback,
-            batch_size: self.batch_size as usize,
+        SessionOptions::builder()
+            .device(self.device)
+            .threads(self.threads)
+            .sessions(1)
+            .allow_cpu_fallback(self.allow_cpu_fallback)
+            .batch_size(self.batch_size as usize)
+            .build()
+    }
+}
+
+/// The long `--version` text: the crate version, the ONNX Runtime library in use (or
+/// every place searched) and the models folder found without `--models-dir`.
+pub fn long_version() -> String {
+    let ort = match crate::session::ort_library() {
+        Ok(lib) => lib.to_string(),
+        Err(e) => format!("ONNX Runtime not usable: {}", e.full_message()),
+    };
+    let models = match crate::registry::locate_models_dir(None) {
+        Ok(dir) => format!("models folder {dir}"),
+        Err(e) => e.to_string(),
+    };
+    format!("{}\n{ort}\n{models}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Parses the command line of `A`, with [`long_version`] as its `--version` text.
+pub fn parse<A: clap::Parser>() -> A {
+    // clap wants a `'static` text; this runs once per process.
+    let text: &'static str = Box::leak(long_version().into_boxed_str());
+    let mut cmd = A::command().long_version(text);
+    let mut matches = cmd.clone().get_matches();
+    A::from_arg_matches_mut(&mut matches)
+        .map_err(|e| e.format(&mut cmd))
+        .unwrap_or_else(|e| e.exit())
+}
+
+/// Tells the user on stderr when `classifier` runs on the CPU although CUDA was asked
+/// for (`--allow-cpu-fallback`); returns whether it did.
+pub fn announce_fallback(classifier: &Classifier) -> bool {
+    match &classifier.execution().fallback {
+        Some(why) => {
+            eprintln!("warning: falling back to the CPU as allowed (--allow-cpu-fallback): {why}");
+            true
         }
+        None => false,
     }
 }

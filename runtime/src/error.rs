@@ -1,22 +1,40 @@
 //! The runtime's error type: every variant names the file involved and how to fix it.
+//!
+//! Errors that ONNX Runtime reports keep its [`ort::Error`] as their
+//! [`source`](std::error::Error::source); their own message says what failed and how to
+//! fix it, so print the whole chain ([`Error::full_message`], `anyhow`'s `{:#}`, or walk
+//! `source()`) to see ONNX Runtime's words too.
 
 use std::path::PathBuf;
 
+use crate::ort_library::Attempt;
+
 /// Everything that can go wrong loading a model or classifying images.
+///
+/// New variants may be added in minor releases, hence `#[non_exhaustive]`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
+    /// No place in the search order held a usable ONNX Runtime library.
     #[error(
-        "ONNX Runtime library not configured: set ORT_DYLIB_PATH to libonnxruntime.so (version 1.{min}.x or newer; `scripts/setup` installs it at .venv/libonnxruntime.so, `cargo run` sets it via .cargo/config.toml)",
-        min = ort::MINOR_VERSION
+        "ONNX Runtime not found (libonnxruntime 1.{min}.x or newer); tried: {tried}. Install it with `scripts/setup --runtime` in the checkout (it lands in .venv/libonnxruntime.so), copy libonnxruntime.so.1.x.y beside the executable, or set ORT_DYLIB_PATH to its path (e.g. after `pip install onnxruntime==1.31.1`: site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1)",
+        min = ort::MINOR_VERSION,
+        tried = list_attempts(tried)
     )]
-    OrtPathMissing,
+    OrtNotFound { tried: Vec<Attempt> },
+    /// `ORT_DYLIB_PATH` names something that is not a usable ONNX Runtime library.
     #[error(
-        "cannot load ONNX Runtime from {path} (ORT_DYLIB_PATH): {reason}; point ORT_DYLIB_PATH at libonnxruntime.so 1.{min}.x or newer (e.g. `pip install onnxruntime==1.31.1` and use onnxruntime/capi/libonnxruntime.so.1.31.1)",
+        "cannot load ONNX Runtime from {path} (ORT_DYLIB_PATH): {reason}; point ORT_DYLIB_PATH at libonnxruntime.so 1.{min}.x or newer (e.g. `pip install onnxruntime==1.31.1` and use onnxruntime/capi/libonnxruntime.so.1.31.1), or unset it to search beside the executable, the checkout's .venv and the system library path",
         min = ort::MINOR_VERSION
     )]
     OrtLoad { path: PathBuf, reason: String },
-    #[error("ONNX Runtime could not start: {0}")]
-    OrtEnvironment(String),
+    /// The library loaded but its environment could not be created.
+    #[error("ONNX Runtime at {path} could not start its environment")]
+    OrtEnvironment {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
 
     #[error(
         "model {path} not found; pass an existing .onnx or .json file, a model name from the models folder, or leave --model out to use the best shipped model"
@@ -44,23 +62,51 @@ pub enum Error {
         expected_bytes: u64,
         actual_bytes: u64,
     },
+    /// ONNX Runtime refused the (hash-checked) bytes; its reason is the source.
     #[error(
-        "ONNX Runtime cannot load model {path}: {reason}; the file is not a valid ONNX model (truncated or corrupt?), re-export it"
+        "ONNX Runtime cannot load model {path}: the file is not a valid ONNX model (truncated or corrupt?), re-export it"
     )]
-    ModelInvalid { path: PathBuf, reason: String },
+    ModelInvalid {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
     #[error(
         "model {path} does not fit its manifest's contract: {reason}; re-export the model and its manifest together"
     )]
     Contract { path: PathBuf, reason: String },
 
+    /// The CUDA execution provider cannot run; `source` is ONNX Runtime's error when it
+    /// gave one.
     #[error(
         "CUDA execution provider (device {device}) cannot start: {reason}; use the CPU (--device cpu), install a CUDA build of ONNX Runtime (onnxruntime-gpu) and point ORT_DYLIB_PATH at it, or opt in to falling back to the CPU (--allow-cpu-fallback / SessionOptions::allow_cpu_fallback)"
     )]
-    CudaUnavailable { device: i32, reason: String },
-    #[error("cannot create an ONNX Runtime session for {path}: {reason}")]
-    Session { path: PathBuf, reason: String },
-    #[error("inference failed on model {path}: {reason}")]
-    Inference { path: PathBuf, reason: String },
+    CudaUnavailable {
+        device: i32,
+        reason: String,
+        #[source]
+        source: Option<ort::Error>,
+    },
+    #[error("cannot create an ONNX Runtime session for {path}")]
+    Session {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
+    #[error("inference failed on model {path}")]
+    Inference {
+        path: PathBuf,
+        #[source]
+        source: ort::Error,
+    },
+    #[error(
+        "model {path} returned logits of shape {got:?}, expected {expected:?}; the graph does not match its manifest, re-export it"
+    )]
+    OutputShape {
+        path: PathBuf,
+        got: Vec<i64>,
+        expected: [i64; 2],
+    },
     #[error(
         "input holds {got} floats, not a whole number of 3x32x32 images ({per_image} floats each); pass NCHW RGB in [0, 1]"
     )]
@@ -75,12 +121,49 @@ pub enum Error {
         "no published models in {dir}: the zoo ships none yet (train and export them with `train-zoo --all`), or pass --model FILE / --models-dir DIR / TPSNET_MODELS"
     )]
     NoModels { dir: PathBuf },
+    /// No models folder exists in any of the places searched.
+    #[error(
+        "no models folder found; looked in {tried}; pass --models-dir DIR or --model FILE, set TPSNET_MODELS, or run where a models/ folder is",
+        tried = list_paths(tried)
+    )]
+    ModelsDirNotFound {
+        tried: Vec<crate::models_dir::ModelsDir>,
+    },
     #[error("unknown model `{name}` in {dir}; known models: {known}")]
     UnknownModel {
         name: String,
         dir: PathBuf,
         known: String,
     },
+}
+
+impl Error {
+    /// This error's message followed by those of its sources (ONNX Runtime's own words,
+    /// an I/O error), joined by `: ` — what to show a user in one line.
+    pub fn full_message(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            let text = e.to_string();
+            // Some messages already quote their source; do not repeat it.
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = e.source();
+        }
+        out
+    }
+}
+
+fn list_attempts(tried: &[Attempt]) -> String {
+    let items: Vec<String> = tried.iter().map(Attempt::to_string).collect();
+    items.join("; ")
+}
+
+fn list_paths(dirs: &[crate::models_dir::ModelsDir]) -> String {
+    let items: Vec<String> = dirs.iter().map(ToString::to_string).collect();
+    items.join(", ")
 }
 
 /// Result with the runtime's [`Error`].

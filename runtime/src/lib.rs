@@ -6,22 +6,44 @@
 //!   from any number of threads.
 //! * [`preprocess`] decodes PNG/JPEG/BMP/GIF/WebP/TIFF of any size and colour type into
 //!   the model input (RGB in [0, 1], 32x32), in parallel and under decoding limits.
-//! * [`session`] loads ONNX Runtime from `ORT_DYLIB_PATH` and picks the CPU or CUDA
-//!   execution provider (CUDA failing is an error unless a CPU fallback is allowed).
-//! * [`registry`] finds published models (`models/`, `$TPSNET_MODELS`) and the best one.
+//! * [`session`] holds [`SessionOptions`] (built with [`SessionOptions::builder`]) and picks
+//!   the CPU or CUDA execution provider (CUDA failing is an error unless a CPU fallback is
+//!   allowed, and a fallback is recorded in [`Execution`], never printed).
+//! * [`ort_library`] finds ONNX Runtime at run time, without any environment variable:
+//!   `ORT_DYLIB_PATH` if set, else beside the executable, else the checkout's `.venv`,
+//!   else the system library path. [`session::ort_library`] tells which one is in use.
+//! * [`registry`] finds published models by name and the best one, in the models folder
+//!   [`models_dir`] finds at run time (`--models-dir`, `$TPSNET_MODELS`, `./models`,
+//!   beside the executable, the checkout's `models/`).
 //! * [`verify`] measures accuracy on the CIFAR-10 test set and checks manifest claims.
-//! * [`infer`] and [`report`] are the library side of the `tpsnet-infer` and `verify`
-//!   commands.
+//! * [`infer`] and [`report`] are the library side of the `tpsnet-infer` command.
 //!
 //! The crate never links libtorch, and ONNX Runtime is loaded at run time, so it builds
-//! anywhere.
+//! anywhere. The library never prints; errors are [`Error`], whose ONNX Runtime failures
+//! keep ONNX Runtime's error as their source ([`Error::full_message`] shows the chain).
+//!
+//! # Features
+//!
+//! * `cli` (default): the `tpsnet-infer` and `verify` commands and the `cli` module, with clap, indicatif and anyhow, and CIFAR-10 downloading for
+//!   `verify --download`. A program that embeds the runtime turns it off:
+//!
+//! ```toml
+//! [dependencies]
+//! tpsnet-runtime = { path = "../tpsnet-zoo/runtime", default-features = false }
+//! ```
+//!
+//! `examples/standalone/` in the repository is such a program, built and run in CI.
+//!
+//! # Example
 //!
 //! ```no_run
-//! use runtime::{Classifier, SessionOptions, preprocess};
+//! use runtime::{Classifier, SessionOptions, preprocess, registry};
 //!
 //! # fn main() -> Result<(), runtime::Error> {
-//! let options = SessionOptions { threads: 2, ..SessionOptions::default() };
-//! let classifier = Classifier::open("models/tpsnet-0123abcd.json", &options)?;
+//! let options = SessionOptions::builder().threads(2).build();
+//! // A model name looked up in the models folder, or a path to its .onnx or .json.
+//! let model = registry::find_model(Some("airnet"), None)?;
+//! let classifier = Classifier::open(&model, &options)?;
 //! let images = vec![
 //!     preprocess::load_file("cat.jpg".as_ref())?,
 //!     preprocess::load_file("ship.png".as_ref())?,
@@ -34,9 +56,12 @@
 //! ```
 
 pub mod classify;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;
 pub mod infer;
+pub mod models_dir;
+pub mod ort_library;
 pub mod preprocess;
 pub mod registry;
 pub mod report;
@@ -45,6 +70,7 @@ pub mod verify;
 
 pub use classify::{ClassScore, Classifier, Prediction};
 pub use error::{Error, Result};
+pub use ort_library::OrtLibrary;
 pub use preprocess::InputImage;
-pub use session::{Device, Execution, SessionOptions};
+pub use session::{Device, Execution, SessionOptions, SessionOptionsBuilder};
 pub use zoo::TtaMode;

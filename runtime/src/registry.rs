@@ -1,14 +1,16 @@
 //! The models folder: finding published zoo models by name, and the best one.
 //!
 //! Published models live in one folder as `<name>-<sha8>.onnx` plus `<name>-<sha8>.json`.
-//! The folder is, in order: an explicit `--models-dir`, `$TPSNET_MODELS`, or the
-//! workspace's `models/` (fixed at compile time from `CARGO_MANIFEST_DIR`).
+//! The folder is found at run time ([`crate::models_dir`]): an explicit `--models-dir`,
+//! else `$TPSNET_MODELS`, else the first that exists of `./models`, `models/` beside the
+//! executable and the checkout's `models/`.
 
 use std::path::{Path, PathBuf};
 
 use zoo::Manifest;
 
 use crate::error::{Error, Result};
+pub use crate::models_dir::{ModelsDir, ModelsDirOrigin, locate_models_dir};
 
 /// Environment variable naming the models folder.
 pub const MODELS_ENV: &str = "TPSNET_MODELS";
@@ -19,15 +21,35 @@ pub fn workspace_models_dir() -> PathBuf {
     crate_dir.parent().unwrap_or(crate_dir).join("models")
 }
 
-/// The models folder: `explicit`, else `$TPSNET_MODELS`, else [`workspace_models_dir`].
+/// The models folder's path as [`locate_models_dir`] finds it; when no folder exists,
+/// the first place searched (whose absence scanning then reports).
 pub fn models_dir(explicit: Option<&Path>) -> PathBuf {
-    if let Some(p) = explicit {
-        return p.to_path_buf();
+    match locate_models_dir(explicit) {
+        Ok(dir) => dir.path,
+        Err(_) => crate::models_dir::models_dir_candidates(explicit)[0]
+            .path
+            .clone(),
     }
-    match std::env::var_os(MODELS_ENV) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => workspace_models_dir(),
+}
+
+/// [`resolve_model`] with the models folder found at run time ([`locate_models_dir`]),
+/// and only when it is needed: a model given as a file never looks for the folder.
+pub fn find_model(model: Option<&str>, models_dir: Option<&Path>) -> Result<PathBuf> {
+    match model {
+        Some(arg) if names_a_file(arg) => resolve_model(model, Path::new(".")),
+        _ => resolve_model(model, &locate_models_dir(models_dir)?.path),
     }
+}
+
+/// Whether a `--model` argument is a file path rather than a model name: an existing
+/// path, or anything ending in `.onnx`/`.json` or containing a folder separator.
+fn names_a_file(arg: &str) -> bool {
+    let as_path = Path::new(arg);
+    as_path.exists()
+        || as_path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx") || e.eq_ignore_ascii_case("json"))
+        || arg.contains(std::path::MAIN_SEPARATOR)
 }
 
 /// One published model: its manifest and where it is.
@@ -150,11 +172,7 @@ pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
         return Ok(Registry::scan(dir)?.best()?.manifest_path.clone());
     };
     let as_path = Path::new(arg);
-    let looks_like_file = as_path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx") || e.eq_ignore_ascii_case("json"))
-        || arg.contains(std::path::MAIN_SEPARATOR);
-    if as_path.exists() || looks_like_file {
+    if names_a_file(arg) {
         if !as_path.exists() {
             return Err(Error::ModelMissing {
                 path: as_path.to_path_buf(),

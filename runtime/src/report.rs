@@ -8,7 +8,8 @@ use serde::Serialize;
 use crate::classify::{ClassScore, Prediction};
 
 /// How `tpsnet-infer` prints predictions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     /// Aligned columns for people.
     #[default]
@@ -37,6 +38,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// Writes predictions one at a time in a chosen format.
+#[derive(Debug)]
 pub struct PredictionWriter<W: Write> {
     out: W,
     format: OutputFormat,

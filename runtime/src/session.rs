@@ -1,8 +1,9 @@
-//! ONNX Runtime: loading the library, choosing the execution provider, creating sessions.
+//! ONNX Runtime sessions: options, the execution provider, creating sessions.
 //!
-//! The library is loaded at run time (`ort`'s `load-dynamic`) from the path in
-//! `ORT_DYLIB_PATH`; nothing is linked at build time, so the crate builds without ONNX
-//! Runtime (and never links libtorch).
+//! The library is loaded at run time (`ort`'s `load-dynamic`) from the first usable place
+//! of [`crate::ort_library`]'s search order (`ORT_DYLIB_PATH`, beside the executable, the
+//! checkout's `.venv`, the system library path); nothing is linked at build time, so the
+//! crate builds without ONNX Runtime (and never links libtorch).
 //!
 //! # Execution providers
 //!
@@ -11,11 +12,12 @@
 //! * [`Device::Cuda`]: the CUDA provider on the given device index. If it cannot start
 //!   (an ONNX Runtime built without CUDA, no GPU, missing CUDA/cuDNN libraries) that is an
 //!   [`Error::CudaUnavailable`] — unless [`SessionOptions::allow_cpu_fallback`] is set, in
-//!   which case the session runs on the CPU, the fallback is printed to stderr once and
-//!   recorded in [`Execution::fallback`]. A fallback is never silent.
+//!   which case the session runs on the CPU and the reason is recorded in
+//!   [`Execution::fallback`] for the caller to report (the commands print it). The
+//!   library itself never prints.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use ort::environment::Environment;
 use ort::ep::ExecutionProvider;
@@ -23,9 +25,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
 use crate::error::{Error, Result};
-
-/// Environment variable holding the path of `libonnxruntime.so`.
-pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+pub use crate::ort_library::{ORT_DYLIB_ENV, OrtLibrary};
 
 /// Where inference runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -70,8 +70,25 @@ impl std::str::FromStr for Device {
     }
 }
 
-/// How sessions are created.
+/// How sessions are created. Build one with [`SessionOptions::builder`]:
+///
+/// ```
+/// use runtime::{Device, SessionOptions};
+///
+/// let options = SessionOptions::builder()
+///     .device(Device::Cuda { device: 0 })
+///     .allow_cpu_fallback(true)
+///     .threads(2)
+///     .sessions(4)
+///     .batch_size(64)
+///     .build();
+/// assert_eq!((options.threads, options.sessions), (2, 4));
+/// ```
+///
+/// `#[non_exhaustive]`: options may be added, so code outside this crate builds them
+/// with the builder (or takes the defaults and sets fields).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SessionOptions {
     /// Requested device.
     pub device: Device,
@@ -81,8 +98,8 @@ pub struct SessionOptions {
     /// (each session holds its own copy of the weights). 1 suits a CLI; a server with many
     /// concurrent requests may use more.
     pub sessions: usize,
-    /// If the CUDA provider cannot start, run on the CPU instead of failing (announced on
-    /// stderr and in [`Execution::fallback`]).
+    /// If the CUDA provider cannot start, run on the CPU instead of failing (recorded in
+    /// [`Execution::fallback`]).
     pub allow_cpu_fallback: bool,
     /// Images per inference call; larger inputs are split into chunks of this size.
     pub batch_size: usize,
@@ -100,6 +117,62 @@ impl Default for SessionOptions {
     }
 }
 
+impl SessionOptions {
+    /// A builder starting from the defaults: CPU, ONNX Runtime's default threads, one
+    /// session, no CPU fallback, batches of 256.
+    pub fn builder() -> SessionOptionsBuilder {
+        SessionOptionsBuilder::default()
+    }
+}
+
+/// Builds [`SessionOptions`]; every setter is optional.
+#[derive(Clone, Debug, Default)]
+#[must_use = "call .build() to get the options"]
+pub struct SessionOptionsBuilder {
+    options: SessionOptions,
+}
+
+impl SessionOptionsBuilder {
+    /// Where inference runs (default [`Device::Cpu`]).
+    pub fn device(mut self, device: Device) -> Self {
+        self.options.device = device;
+        self
+    }
+
+    /// Intra-op threads per session (default 0: ONNX Runtime's choice, one per physical
+    /// core).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.options.threads = threads;
+        self
+    }
+
+    /// Sessions in the pool, i.e. how many batches may run at once (default 1; 0 counts
+    /// as 1). Each holds its own copy of the weights.
+    pub fn sessions(mut self, sessions: usize) -> Self {
+        self.options.sessions = sessions;
+        self
+    }
+
+    /// Run on the CPU when the CUDA provider cannot start, instead of failing (default
+    /// false); the reason is kept in [`Execution::fallback`].
+    pub fn allow_cpu_fallback(mut self, allow: bool) -> Self {
+        self.options.allow_cpu_fallback = allow;
+        self
+    }
+
+    /// Images per inference call (default 256; 0 counts as 1).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.options.batch_size = batch_size;
+        self
+    }
+
+    /// The options.
+    #[must_use]
+    pub fn build(self) -> SessionOptions {
+        self.options
+    }
+}
+
 /// What a classifier actually runs on.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Execution {
@@ -109,75 +182,52 @@ pub struct Execution {
     pub provider: String,
     /// The device in use.
     pub device: Device,
-    /// Why the requested device was replaced by the CPU, if it was.
+    /// Why the requested device was replaced by the CPU, if it was (only with
+    /// [`SessionOptions::allow_cpu_fallback`]); callers should tell their users.
     pub fallback: Option<String>,
 }
 
 struct OrtRuntime {
     env: Environment,
-    dylib: PathBuf,
+    library: &'static OrtLibrary,
 }
 
-static ORT: OnceLock<std::result::Result<OrtRuntime, InitFailure>> = OnceLock::new();
-
-#[derive(Clone, Debug)]
-enum InitFailure {
-    PathMissing,
-    Load { path: PathBuf, reason: String },
-    Environment(String),
-}
-
-impl From<&InitFailure> for Error {
-    fn from(f: &InitFailure) -> Self {
-        match f {
-            InitFailure::PathMissing => Error::OrtPathMissing,
-            InitFailure::Load { path, reason } => Error::OrtLoad {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            InitFailure::Environment(e) => Error::OrtEnvironment(e.clone()),
-        }
-    }
-}
-
-fn init_runtime() -> std::result::Result<OrtRuntime, InitFailure> {
-    let path = match std::env::var_os(ORT_DYLIB_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => return Err(InitFailure::PathMissing),
-    };
-    if !path.is_file() {
-        return Err(InitFailure::Load {
-            reason: "no such file".into(),
-            path,
-        });
-    }
-    let builder = ort::init_from(&path).map_err(|e| InitFailure::Load {
-        path: path.clone(),
-        reason: match e {
-            ort::LoadDynamicError::MissingApi { .. } => {
-                "it is not an ONNX Runtime library (no OrtGetApiBase symbol)".to_string()
-            }
-            other => other.to_string(),
-        },
-    })?;
-    let env = builder
-        .with_name("tpsnet-runtime")
-        .build()
-        .map_err(|e| InitFailure::Environment(e.to_string()))?;
-    Ok(OrtRuntime { env, dylib: path })
-}
+static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
+/// Serialises creating the environment; a failure is not cached (its `ort::Error` is
+/// handed to the caller), so a later call tries again.
+static RUNTIME_INIT: Mutex<()> = Mutex::new(());
 
 fn runtime() -> Result<&'static OrtRuntime> {
-    ORT.get_or_init(init_runtime).as_ref().map_err(Error::from)
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let _guard = RUNTIME_INIT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let library = crate::ort_library::load()?;
+    let env = ort::init()
+        .with_name("tpsnet-runtime")
+        .build()
+        .map_err(|source| Error::OrtEnvironment {
+            path: library.path.clone(),
+            source,
+        })?;
+    Ok(RUNTIME.get_or_init(|| OrtRuntime { env, library }))
 }
 
 /// Loads ONNX Runtime (once per process) and returns the library path in use.
 ///
-/// Fails with a message naming `ORT_DYLIB_PATH` when it is unset, points at a missing
-/// file, at something that is not ONNX Runtime, or at a version older than the API this
-/// crate needs.
+/// Fails with a message naming every place searched when none holds a usable library,
+/// or naming `ORT_DYLIB_PATH` when it is set to something unusable.
 pub fn init() -> Result<&'static Path> {
-    Ok(runtime()?.dylib.as_path())
+    Ok(runtime()?.library.path.as_path())
+}
+
+/// Loads ONNX Runtime (once per process) and tells which library is in use: its path,
+/// version and where it was found.
+pub fn ort_library() -> Result<&'static OrtLibrary> {
+    Ok(runtime()?.library)
 }
 
 /// Execution providers the loaded ONNX Runtime was built with, e.g.
@@ -224,9 +274,17 @@ pub fn create_session(
                     fallback: None,
                 },
             )),
-            Err(Error::CudaUnavailable { device, reason }) if opts.allow_cpu_fallback => {
-                let why = format!("CUDA device {device} unavailable ({reason})");
-                announce_fallback(&why);
+            Err(Error::CudaUnavailable {
+                device,
+                reason,
+                source,
+            }) if opts.allow_cpu_fallback => {
+                let why = match source {
+                    Some(source) => {
+                        format!("CUDA device {device} unavailable ({reason}: {source})")
+                    }
+                    None => format!("CUDA device {device} unavailable ({reason})"),
+                };
                 Ok((
                     build_cpu(rt, model_path, model_bytes, opts.threads)?,
                     Execution {
@@ -242,26 +300,19 @@ pub fn create_session(
     }
 }
 
-fn announce_fallback(why: &str) {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        eprintln!("warning: falling back to the CPU as allowed (--allow-cpu-fallback): {why}");
-    });
-}
-
 type Builder = ort::session::builder::SessionBuilder;
 
-fn session_error(model_path: &Path, e: impl std::fmt::Display) -> Error {
+fn session_error(model_path: &Path, e: impl Into<ort::Error>) -> Error {
     Error::Session {
         path: model_path.to_path_buf(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
-fn invalid_model(model_path: &Path, e: impl std::fmt::Display) -> Error {
+fn invalid_model(model_path: &Path, e: impl Into<ort::Error>) -> Error {
     Error::ModelInvalid {
         path: model_path.to_path_buf(),
-        reason: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -291,15 +342,22 @@ fn build_cuda(
     device: i32,
     opts: &SessionOptions,
 ) -> Result<Session> {
-    let unavailable = |reason: String| Error::CudaUnavailable { device, reason };
+    let unavailable = |reason: String, source: Option<ort::Error>| Error::CudaUnavailable {
+        device,
+        reason,
+        source,
+    };
     if !ort::ep::CUDA::is_available().unwrap_or(false) {
-        return Err(unavailable(format!(
-            "the ONNX Runtime at {} was built without the CUDA execution provider (it has: {})",
-            rt.dylib.display(),
-            available_providers()
-                .map(|p| p.join(", "))
-                .unwrap_or_else(|_| "?".into())
-        )));
+        return Err(unavailable(
+            format!(
+                "the ONNX Runtime at {} was built without the CUDA execution provider (it has: {})",
+                rt.library.path.display(),
+                available_providers()
+                    .map(|p| p.join(", "))
+                    .unwrap_or_else(|_| "?".into())
+            ),
+            None,
+        ));
     }
     let ep = ort::ep::CUDA::default()
         .with_device_id(device)
@@ -307,15 +365,22 @@ fn build_cuda(
         .error_on_failure();
     let mut b = builder(rt, model_path, opts.threads)?
         .with_execution_providers([ep])
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| {
+            unavailable(
+                "ONNX Runtime could not register the CUDA provider".into(),
+                Some(e.into()),
+            )
+        })?;
     // A provider that registered but cannot start (no GPU, bad device index, missing
     // cuDNN) fails when the session is created; an invalid model fails there too, so the
     // message decides which of the two it is.
     b.commit_from_memory(bytes).map_err(|e| {
-        let msg = e.to_string();
-        let lower = msg.to_lowercase();
+        let lower = e.to_string().to_lowercase();
         if lower.contains("cuda") || lower.contains("cudnn") || lower.contains("gpu") {
-            unavailable(msg)
+            unavailable(
+                "ONNX Runtime could not start a session on it".into(),
+                Some(e),
+            )
         } else {
             invalid_model(model_path, e)
         }

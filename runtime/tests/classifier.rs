@@ -4,13 +4,11 @@ mod common;
 
 use std::sync::Arc;
 
-use runtime::{Classifier, Device, Error, InputImage, SessionOptions};
+use runtime::{Classifier, Device, Error, InputImage, SessionOptions, SessionOptionsBuilder};
 
-fn opts() -> SessionOptions {
-    SessionOptions {
-        threads: 1,
-        ..SessionOptions::default()
-    }
+/// One thread per session; tests add what they vary.
+fn opts() -> SessionOptionsBuilder {
+    SessionOptions::builder().threads(1)
 }
 
 /// `n` varied inputs (real CIFAR-10 test images would need the data; these are enough to
@@ -35,8 +33,8 @@ fn opens_from_manifest_or_onnx_and_reports_provider() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 1, 10.0);
     let onnx = common::model_of(&manifest);
-    let a = Classifier::open(&manifest, &opts()).unwrap();
-    let b = Classifier::open(&onnx, &opts()).unwrap();
+    let a = Classifier::open(&manifest, &opts().build()).unwrap();
+    let b = Classifier::open(&onnx, &opts().build()).unwrap();
     assert_eq!(a.model_path(), onnx);
     assert_eq!(b.manifest_path(), manifest);
     assert_eq!(a.name(), "tiny");
@@ -67,20 +65,13 @@ fn any_batch_size_gives_the_same_answers() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 2, 10.0);
     let x = images(37);
-    let whole = Classifier::open(&manifest, &opts())
+    let whole = Classifier::open(&manifest, &opts().build())
         .unwrap()
         .logits(&x)
         .unwrap();
     assert_eq!(whole.len(), 37 * 10);
     for batch_size in [1, 5, 36] {
-        let c = Classifier::open(
-            &manifest,
-            &SessionOptions {
-                batch_size,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let c = Classifier::open(&manifest, &opts().batch_size(batch_size).build()).unwrap();
         let got = c.logits(&x).unwrap();
         assert!(close(&got, &whole, 1e-4), "batch size {batch_size}");
         // One image alone equals its row of the batch.
@@ -88,7 +79,7 @@ fn any_batch_size_gives_the_same_answers() {
         assert!(close(&one, &whole[170..180], 1e-4));
     }
     // Flat NCHW input must be whole images.
-    let c = Classifier::open(&manifest, &opts()).unwrap();
+    let c = Classifier::open(&manifest, &opts().build()).unwrap();
     assert!(matches!(
         c.logits_chw(&[0.0; 3073]),
         Err(Error::InputLength { .. })
@@ -102,15 +93,7 @@ fn eight_threads_agree_with_one() {
     let x = Arc::new(images(64));
     for sessions in [1, 3] {
         let c = Arc::new(
-            Classifier::open(
-                &manifest,
-                &SessionOptions {
-                    sessions,
-                    batch_size: 8,
-                    ..opts()
-                },
-            )
-            .unwrap(),
+            Classifier::open(&manifest, &opts().sessions(sessions).batch_size(8).build()).unwrap(),
         );
         let reference = c.classify(&x, 10).unwrap();
         let handles: Vec<_> = (0..8)
@@ -150,21 +133,56 @@ fn eight_threads_agree_with_one() {
 #[test]
 fn missing_model_and_missing_manifest() {
     let d = tempfile::tempdir().unwrap();
-    let e = Classifier::open(d.path().join("nope.onnx"), &opts()).unwrap_err();
+    let e = Classifier::open(d.path().join("nope.onnx"), &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelMissing { .. }), "{e}");
     assert!(e.to_string().contains("nope.onnx"), "{e}");
 
     let lone = d.path().join("lone.onnx");
     std::fs::write(&lone, common::tiny_onnx(1)).unwrap();
-    let e = Classifier::open(&lone, &opts()).unwrap_err();
+    let e = Classifier::open(&lone, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ManifestMissing { .. }), "{e}");
     assert!(e.to_string().contains("lone.json"), "{e}");
 
     // A manifest whose model file is gone.
     let manifest = common::tiny_model(d.path(), "gone", 1, 10.0);
     std::fs::remove_file(common::model_of(&manifest)).unwrap();
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelMissing { .. }), "{e}");
+}
+
+/// A manifest may only name a file in its own folder: one whose `file` reaches elsewhere
+/// is refused before the model file is read, even when that file exists and its hash
+/// matches.
+#[test]
+fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let manifest = common::tiny_model(d.path(), "tiny", 1, 10.0);
+    let onnx = common::model_of(&manifest);
+    let sub = d.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let mut m = zoo::Manifest::load(&manifest).unwrap();
+    for file in [format!("../{}", m.file), onnx.to_str().unwrap().to_string()] {
+        m.file = file.clone();
+        let bad = sub.join("escape.json");
+        std::fs::write(&bad, m.to_json()).unwrap();
+        let e = Classifier::open(&bad, &opts().build()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Manifest(zoo::manifest::ManifestError::FileNotPlain { .. })
+            ),
+            "{file}: {e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("escape.json") && msg.contains("not a plain file name"),
+            "{msg}"
+        );
+        // The registry skips it with the same reason instead of listing it.
+        let reg = runtime::registry::Registry::scan(&sub).unwrap_or_else(|e| panic!("{e}"));
+        assert!(reg.models.is_empty());
+        assert_eq!(reg.invalid.len(), 1, "{:?}", reg.invalid);
+    }
 }
 
 #[test]
@@ -176,7 +194,7 @@ fn one_flipped_byte_is_refused_before_loading() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&onnx, &bytes).unwrap();
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::HashMismatch { .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&*onnx.to_string_lossy()), "{msg}");
@@ -189,7 +207,7 @@ fn truncated_onnx_with_a_matching_manifest_is_a_clear_error() {
     let full = common::tiny_onnx(1);
     let truncated = &full[..full.len() / 3];
     let manifest = common::publish(d.path(), "cut", &common::tiny_spec(), truncated, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::ModelInvalid { .. }), "{e}");
     assert!(e.to_string().contains("cut-"), "{e}");
     assert!(e.to_string().contains("not a valid ONNX model"), "{e}");
@@ -200,7 +218,7 @@ fn graph_that_breaks_the_contract_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let (spec, bytes) = common::onnx_64px();
     let manifest = common::publish(d.path(), "wide", &spec, &bytes, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::Contract { .. }), "{e}");
     assert!(e.to_string().contains("64"), "{e}");
 
@@ -220,7 +238,7 @@ fn graph_that_breaks_the_contract_is_refused() {
     }
     let bytes = m.encode_to_vec();
     let manifest = common::publish(d.path(), "renamed", &spec, &bytes, 10.0, None);
-    let e = Classifier::open(&manifest, &opts()).unwrap_err();
+    let e = Classifier::open(&manifest, &opts().build()).unwrap_err();
     assert!(matches!(e, Error::Contract { .. }), "{e}");
     assert!(e.to_string().contains("`input`"), "{e}");
 }
@@ -234,33 +252,20 @@ fn cuda_request_errors_unless_fallback_is_allowed() {
         // A GPU build of ONNX Runtime: CUDA must start and report itself.
         let c = Classifier::open(
             &manifest,
-            &SessionOptions {
-                device: Device::Cuda { device: 0 },
-                ..opts()
-            },
+            &opts().device(Device::Cuda { device: 0 }).build(),
         )
         .unwrap();
         assert_eq!(c.execution().provider, "CUDAExecutionProvider");
         return;
     }
-    let cuda = SessionOptions {
-        device: Device::Cuda { device: 0 },
-        ..opts()
-    };
-    let e = Classifier::open(&manifest, &cuda).unwrap_err();
+    let cuda = opts().device(Device::Cuda { device: 0 });
+    let e = Classifier::open(&manifest, &cuda.clone().build()).unwrap_err();
     assert!(matches!(e, Error::CudaUnavailable { device: 0, .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("without the CUDA execution provider"), "{msg}");
     assert!(msg.contains("--allow-cpu-fallback"), "{msg}");
 
-    let c = Classifier::open(
-        &manifest,
-        &SessionOptions {
-            allow_cpu_fallback: true,
-            ..cuda
-        },
-    )
-    .unwrap();
+    let c = Classifier::open(&manifest, &cuda.allow_cpu_fallback(true).build()).unwrap();
     let e = c.execution();
     assert_eq!(e.requested, Device::Cuda { device: 0 });
     assert_eq!(e.device, Device::Cpu);
@@ -327,7 +332,7 @@ print(" ".join(repr(float(v)) for v in s.run(["logits"], {"input": x})[0].ravel(
         .split_whitespace()
         .map(|v| v.parse().unwrap())
         .collect();
-    let ours = Classifier::open(&manifest, &opts())
+    let ours = Classifier::open(&manifest, &opts().build())
         .unwrap()
         .logits(&x)
         .unwrap();
@@ -344,14 +349,7 @@ fn tta_averages_each_view_with_its_weight() {
     let manifest = common::tiny_model(d.path(), "tiny", 4, 10.0);
     let x = images(7);
     for batch_size in [1, 3, 64] {
-        let clf = Classifier::open(
-            &manifest,
-            &SessionOptions {
-                batch_size,
-                ..opts()
-            },
-        )
-        .unwrap();
+        let clf = Classifier::open(&manifest, &opts().batch_size(batch_size).build()).unwrap();
         for mode in TTA_MODES {
             let mut want = vec![0.0f32; 7 * 10];
             for v in mode.views() {
@@ -381,7 +379,7 @@ fn tta_averages_each_view_with_its_weight() {
         );
     }
     // The views differ: six-view logits are not the single-view ones.
-    let clf = Classifier::open(&manifest, &opts()).unwrap();
+    let clf = Classifier::open(&manifest, &opts().build()).unwrap();
     assert_ne!(
         clf.logits(&x).unwrap(),
         clf.logits_tta(&x, TtaMode::SixView).unwrap()

@@ -288,10 +288,12 @@ fn onnx_runtime_location_problems() {
     let base = |c: &mut Command| {
         c.arg("-m").arg(&f.manifest).arg(&f.images[0]);
     };
+    // Without the variable the runtime searches for the library itself (the search and
+    // its failures are tested in cli_deploy.rs and the ort_library unit tests).
     let mut c = infer();
     base(&mut c);
     let out = run(c.env_remove("ORT_DYLIB_PATH"));
-    assert_clean_failure(&out, 2, &["ORT_DYLIB_PATH"]);
+    assert_clean_failure(&out, 0, &["1 image(s) classified"]);
 
     let mut c = infer();
     base(&mut c);

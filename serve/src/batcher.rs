@@ -145,8 +145,19 @@ pub struct Batcher {
     max_queue: usize,
 }
 
+impl std::fmt::Debug for Batcher {
+    // The queue holds requests' images; its length is what is worth showing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("queued_images", &self.queue.lock().images)
+            .field("max_queue", &self.max_queue)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The worker tasks of a [`Batcher`]; [`Workers::join`] waits for them after
 /// [`Batcher::close`].
+#[derive(Debug)]
 pub struct Workers(Vec<JoinHandle<()>>);
 
 impl Workers {

@@ -39,8 +39,9 @@ batching off. A full queue (--max-queue images) answers 503 with Retry-After.
 
 On SIGTERM or Ctrl-C the server stops accepting connections, runs what is queued at
 once, answers every request in flight and exits 0 (1 if --shutdown-timeout-s passes
-first). Errors are JSON {\"error\": ...} with a 4xx/5xx status. ONNX Runtime is loaded
-from ORT_DYLIB_PATH. Exit status: 0 clean shutdown, 1 shutdown timed out, 2 could not
+first). Errors are JSON {\"error\": ...} with a 4xx/5xx status. ONNX Runtime is found
+at ORT_DYLIB_PATH if set, else beside the executable, else the checkout's .venv, else
+the system library path (--version shows the one in use). Exit status: 0 clean shutdown, 1 shutdown timed out, 2 could not
 start (bad model, port in use, bad option). Details: docs/serving.md.";
 
 /// Serve a TPSNet zoo model over HTTP: KServe v2 REST inference, image uploads, dynamic
@@ -61,7 +62,8 @@ struct Args {
     #[arg(short, long, value_name = "NAME|FILE")]
     model: Option<String>,
 
-    /// Folder of published models [default: $TPSNET_MODELS, else the workspace's models/].
+    /// Folder of published models [default: $TPSNET_MODELS, else the first of ./models,
+    /// models/ beside the executable and the checkout's models/ that exists].
     #[arg(long, value_name = "DIR")]
     models_dir: Option<PathBuf>,
 
@@ -149,7 +151,7 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = runtime::cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -200,21 +202,17 @@ fn config(args: &Args) -> ServerConfig {
 
 async fn start(args: &Args) -> anyhow::Result<Server> {
     let config = config(args);
-    let dir = registry::models_dir(args.models_dir.as_deref());
-    let model = registry::resolve_model(args.model.as_deref(), &dir)?;
-    // Field by field rather than a struct literal: SessionOptions may grow fields.
-    #[allow(clippy::field_reassign_with_default)]
-    let options = {
-        let mut options = SessionOptions::default();
-        options.device = args.device;
-        options.threads = args.threads;
-        options.allow_cpu_fallback = args.allow_cpu_fallback;
-        options.sessions = config.workers;
-        options.batch_size = config.max_batch;
-        options
-    };
+    let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
+    let options = SessionOptions::builder()
+        .device(args.device)
+        .threads(args.threads)
+        .allow_cpu_fallback(args.allow_cpu_fallback)
+        .sessions(config.workers)
+        .batch_size(config.max_batch)
+        .build();
     let classifier = Classifier::open(&model, &options)
         .with_context(|| format!("opening model {}", model.display()))?;
+    runtime::cli::announce_fallback(&classifier);
     let addr = SocketAddr::new(args.host, args.port);
     let path = classifier.model_path().display().to_string();
     let provider = classifier.execution().provider.clone();

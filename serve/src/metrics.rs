@@ -84,7 +84,7 @@ impl Histogram {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct EndpointStats {
     requests: u64,
     /// Error answers (status >= 400) by status code.
@@ -93,6 +93,7 @@ struct EndpointStats {
 }
 
 /// The server's metrics. Cheap to share (`Arc`); every method takes `&self`.
+#[derive(Debug)]
 pub struct Metrics {
     model_labels: String,
     endpoints: Mutex<BTreeMap<&'static str, EndpointStats>>,

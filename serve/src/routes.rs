@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::upload::{self, UploadPrediction};
 
 /// What every handler shares.
+#[derive(Debug)]
 pub struct Shared {
     pub model: ModelInfo,
     pub classifier: Arc<Classifier>,

@@ -37,6 +37,7 @@ use crate::routes::{self, Shared};
 /// # Ok(())
 /// # }
 /// ```
+#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,

@@ -16,6 +16,7 @@
 /// steps); a block too large for another thread's arena is still mapped afresh there.
 ///
 /// Returns whether glibc accepted both settings (false on other C libraries).
+#[allow(unsafe_code)] // One of the workspace's two unsafe calls (see the SAFETY note).
 pub fn reuse_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

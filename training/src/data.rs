@@ -9,6 +9,7 @@ use zoo::cifar::Cifar10;
 use zoo::manifest::CIFAR10_MEAN;
 
 /// Images (N×3×32×32 uint8) and labels (N int64), on one device.
+#[derive(Debug)]
 pub struct TensorDataset {
     pub images: Tensor,
     pub labels: Tensor,

@@ -14,6 +14,7 @@ use crate::train::{RunConfig, TrainError};
 
 /// Both CIFAR-10 splits as uint8 tensors on one device, with the training split's
 /// digest for manifests.
+#[derive(Debug)]
 pub struct Cifar10Tensors {
     pub train: TensorDataset,
     pub test: TensorDataset,
@@ -48,6 +49,7 @@ impl DataSelection {
 }
 
 /// What one run trains and evaluates on.
+#[derive(Debug)]
 pub struct RunData {
     pub train: TensorDataset,
     pub val: Option<TensorDataset>,

@@ -10,6 +10,7 @@ use tch::Device;
 /// (docs/design-notes.md#native-libraries). Opening it ourselves with RTLD_GLOBAL
 /// registers the backend; where the library or the CUDA runtime is absent the call
 /// fails quietly and we stay on the CPU.
+#[allow(unsafe_code)] // One of the workspace's two unsafe calls (see the SAFETY note).
 pub fn load_cuda_backend() -> bool {
     use std::sync::OnceLock;
     static LOADED: OnceLock<bool> = OnceLock::new();

@@ -25,6 +25,7 @@ pub fn weights_from_varstore(vs: &VarStore) -> Weights {
 }
 
 /// Facts of the run that go into the manifest.
+#[derive(Debug)]
 pub struct ExportFacts {
     pub name: String,
     pub metrics: Metrics,

@@ -19,6 +19,7 @@ pub enum StateError {
     Missing { copy: String, name: String },
 }
 
+#[derive(Debug)]
 pub struct FlatSgd {
     params: Vec<Tensor>,
     flat: Tensor,
@@ -188,6 +189,7 @@ impl FlatSgd {
 }
 
 /// Exponential moving average of all float variables (weights and BN statistics).
+#[derive(Debug)]
 pub struct Ema {
     pub decay: f64,
     /// (name, live variable, averaged copy)

@@ -97,6 +97,7 @@ pub struct FinalMetrics {
 }
 
 /// The outcome of [`train`].
+#[derive(Debug)]
 pub struct RunResult {
     /// The trained variables (EMA weights if the recipe averages).
     pub vs: VarStore,

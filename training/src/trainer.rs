@@ -92,6 +92,7 @@ pub struct EpochEvaluation {
 }
 
 /// One run's model, optimizer and progress, on data already on its device.
+#[derive(Debug)]
 pub struct Trainer {
     cfg: RunConfig,
     data: RunData,

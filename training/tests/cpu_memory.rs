@@ -6,6 +6,7 @@
 //! (`harness = false` in Cargo.toml: this `main` is the test).
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // A test's libc call (see the SAFETY note).
 fn minor_faults() -> i64 {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     unsafe {

@@ -387,7 +387,7 @@ pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, CifarError> {
     if let Some(dir) = std::env::var_os(ENV_DIR).filter(|v| !v.is_empty()) {
         return check_dir(Path::new(&dir), "CIFAR10_DIR");
     }
-    let cached = crate::download::default_cache_dir().join(DIR_NAME);
+    let cached = crate::cache::default_cache_dir().join(DIR_NAME);
     // The downloader renames the folder into place only once every file checked out,
     // so its presence means a complete extraction.
     if has_batches(&cached) {

@@ -28,27 +28,7 @@ use crate::cifar::{self, CifarError, DIR_NAME, ExpectedFile};
 pub const CIFAR10_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 /// md5 of the official archive.
 pub const CIFAR10_ARCHIVE_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
-/// Environment variable that overrides the cache folder.
-pub const ENV_CACHE: &str = "TPSNET_CACHE";
-
-/// The cache folder: `$TPSNET_CACHE`, else `$XDG_CACHE_HOME/tpsnet-zoo`, else
-/// `~/.cache/tpsnet-zoo` (falling back to the system temp folder without a home).
-pub fn default_cache_dir() -> PathBuf {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(dir) = var(ENV_CACHE) {
-        return PathBuf::from(dir);
-    }
-    // The XDG spec says relative values are invalid and must be ignored.
-    if let Some(dir) = var("XDG_CACHE_HOME").map(PathBuf::from) {
-        if dir.is_absolute() {
-            return dir.join("tpsnet-zoo");
-        }
-    }
-    match var("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("tpsnet-zoo"),
-        None => std::env::temp_dir().join("tpsnet-zoo"),
-    }
-}
+pub use crate::cache::{ENV_CACHE, default_cache_dir};
 
 /// What to download, how to check it and where to put it.
 #[derive(Clone, Debug)]

@@ -4,17 +4,23 @@
 //!   the paper's presets.
 //! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
 //! * [`tta`]: test-time augmentation modes (`none`, `flip`, `6view`), shared by trainer and runtime.
-//! * [`onnx`]: writes a [`ResNetSpec`] plus its weights as an ONNX model (BatchNorm
-//!   folded, normalisation inside the graph).
+//! * `onnx` (feature `onnx`, on by default): writes a [`ResNetSpec`] plus its weights as
+//!   an ONNX model (BatchNorm folded, normalisation inside the graph).
+//! * [`cifar`]: reading and checking the CIFAR-10 binary files; `download` (feature
+//!   `download`, on by default) fetches them. Without the feature the crate has no HTTP
+//!   client and no progress bar.
 //! * [`rng`]: SplitMix64, the small deterministic generator shared by the workspace.
 //!
 //! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
 //! inference runtime can depend on this crate.
 
 pub mod arch;
+pub mod cache;
 pub mod cifar;
+#[cfg(feature = "download")]
 pub mod download;
 pub mod manifest;
+#[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod rng;
 pub mod tta;

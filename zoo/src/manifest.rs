@@ -43,11 +43,13 @@ pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 
 /// Everything known about one published model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub schema_version: u32,
     /// Short model name, e.g. `tpsnet`.
     pub name: String,
-    /// File name of the ONNX model, `<name>-<sha256[:8]>.onnx`, relative to the manifest.
+    /// File name of the ONNX model, `<name>-<sha256[:8]>.onnx`, in the manifest's folder:
+    /// a plain file name, never a path ([`Manifest::load`] refuses anything else).
     pub file: String,
     /// Full lowercase hex sha256 of the ONNX file.
     pub sha256: String,
@@ -106,6 +108,7 @@ impl std::fmt::Display for Precision {
 /// How a quantized model was made: from which fp32 file, in which layout, calibrated on
 /// which images.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuantizationRecord {
     /// The fp32 model the variant was made from.
     pub source: SourceModel,
@@ -129,6 +132,7 @@ pub struct QuantizationRecord {
 
 /// The fp32 model a quantized variant was made from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SourceModel {
     pub name: String,
     pub file: String,
@@ -138,6 +142,7 @@ pub struct SourceModel {
 /// The images activation ranges were calibrated on (always training images, never the
 /// test set) and how the ranges were chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CalibrationRecord {
     /// Data split, `train`.
     pub split: String,
@@ -157,6 +162,7 @@ pub struct CalibrationRecord {
 
 /// What the graph expects as input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputContract {
     /// Graph input name.
     pub name: String,
@@ -172,6 +178,7 @@ pub struct InputContract {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Normalization {
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -200,6 +207,7 @@ impl InputContract {
 
 /// What the graph returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutputContract {
     /// Graph output name.
     pub name: String,
@@ -221,6 +229,7 @@ impl OutputContract {
 
 /// Measured quality, and how it was measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Data the accuracy was measured on, e.g. `cifar10-test` (10,000 images).
     pub dataset: String,
@@ -266,6 +275,7 @@ impl Metrics {
 
 /// How the weights were produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainingRecord {
     /// Recipe name, e.g. `fast`.
     pub recipe: String,
@@ -316,6 +326,7 @@ impl TrainingRecord {
 
 /// Facts of the ONNX encoding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OnnxInfo {
     pub opset: i64,
     pub ir_version: i64,
@@ -332,6 +343,7 @@ pub enum ManifestError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Also covers unknown keys: serde's message names the key (`unknown field `x``).
     #[error("manifest {path} is not valid JSON for schema {SCHEMA_VERSION}: {source}")]
     Parse {
         path: PathBuf,
@@ -341,13 +353,18 @@ pub enum ManifestError {
         "manifest {path} has schema version {found}, this build reads {SCHEMA_VERSION}; update tpsnet-zoo or re-export the model"
     )]
     Schema { path: PathBuf, found: u32 },
+    #[error(
+        "manifest {path} names the model file {file:?}, which is not a plain file name; `file` must name a file in the manifest's own folder (like `tpsnet-1a2b3c4d.onnx`), without folders, `..` or an absolute path: re-export the model or fix the manifest"
+    )]
+    FileNotPlain { path: PathBuf, file: String },
 }
 
 impl Manifest {
     /// The manifest of the ONNX file `onnx_bytes` written by [`crate::onnx::export`] for
     /// `spec`: everything derivable (sha256, file name, size, parameter and MAC counts,
     /// input/output contracts, classes, ONNX facts) is computed here, so no caller can
-    /// get it out of step with the file.
+    /// get it out of step with the file. (Feature `onnx`.)
+    #[cfg(feature = "onnx")]
     pub fn describe(
         name: &str,
         spec: &ResNetSpec,
@@ -402,10 +419,18 @@ impl Manifest {
                 found,
             });
         }
-        serde_json::from_value(value).map_err(|source| ManifestError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|source| ManifestError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if !is_plain_file_name(&manifest.file) {
+            return Err(ManifestError::FileNotPlain {
+                path: path.to_path_buf(),
+                file: manifest.file,
+            });
+        }
+        Ok(manifest)
     }
 
     /// Path of the ONNX file this manifest describes, given the manifest's own path.
@@ -427,6 +452,17 @@ impl Manifest {
         s.push('\n');
         s
     }
+}
+
+/// Whether `file` is one ordinary file name: not empty, no folder separator (`/` or `\`,
+/// on any platform), not `.` or `..`, no NUL. A manifest's `file` must be one, so that
+/// loading a model never reads outside the manifest's folder.
+pub fn is_plain_file_name(file: &str) -> bool {
+    !file.is_empty()
+        && file != "."
+        && file != ".."
+        && !file.contains(['/', '\\', '\0'])
+        && Path::new(file).file_name() == Some(std::ffi::OsStr::new(file))
 }
 
 /// File name of a published model: `<name>-<sha256[:8]>.onnx`.
@@ -588,6 +624,87 @@ mod tests {
         assert!(json.contains("\"precision\": \"int8\""), "{json}");
         let back: Manifest = serde_json::from_str(&json).unwrap();
         assert_eq!(back, q);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.json");
+        let base: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        // A misspelt key at the top level and one inside each nested part.
+        for pointer in [
+            "",
+            "/input",
+            "/input/normalization",
+            "/output",
+            "/metrics",
+            "/training",
+            "/onnx",
+        ] {
+            let mut v = base.clone();
+            v.pointer_mut(pointer)
+                .unwrap()
+                .as_object_mut()
+                .unwrap()
+                .insert("top_1".into(), 1.into());
+            std::fs::write(&p, v.to_string()).unwrap();
+            let e = Manifest::load(&p).unwrap_err();
+            assert!(matches!(e, ManifestError::Parse { .. }), "{pointer}: {e}");
+            let msg = e.to_string();
+            assert!(msg.contains("unknown field `top_1`"), "{pointer}: {msg}");
+            assert!(msg.contains(&*p.to_string_lossy()), "{pointer}: {msg}");
+        }
+        // The untouched manifest still loads.
+        std::fs::write(&p, base.to_string()).unwrap();
+        assert_eq!(Manifest::load(&p).unwrap(), sample());
+    }
+
+    #[test]
+    fn model_file_must_be_a_plain_name() {
+        for ok in ["tiny-0123abcd.onnx", "a b.onnx", ".hidden.onnx", "x"] {
+            assert!(is_plain_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../tiny.onnx",
+            "sub/tiny.onnx",
+            "/etc/passwd",
+            "..\\tiny.onnx",
+            "tiny.onnx/",
+            "nul\0.onnx",
+        ] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.json");
+        for bad in ["../tiny-0123abcd.onnx", "/tmp/tiny-0123abcd.onnx", ""] {
+            let mut m = sample();
+            m.file = bad.into();
+            write_atomic(&p, m.to_json().as_bytes()).unwrap();
+            let e = Manifest::load(&p).unwrap_err();
+            assert!(matches!(e, ManifestError::FileNotPlain { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+            assert!(msg.contains(&*p.to_string_lossy()), "{msg}");
+        }
+    }
+
+    /// Every manifest the zoo ships reads with this build (no unknown keys, plain files).
+    #[test]
+    fn shipped_manifests_load() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&models).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let m = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(m.model_path(&path).parent(), path.parent());
+                loaded += 1;
+            }
+        }
+        assert!(loaded > 0, "no manifests in {}", models.display());
     }
 
     #[test]

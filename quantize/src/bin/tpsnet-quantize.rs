@@ -395,11 +395,10 @@ fn quantize_one(
     let manifest = int8_manifest(&source, &q, train.len());
     let claims = ClaimOptions {
         images_total: Split::Test.official_len(),
-        session: SessionOptions {
-            threads: args.threads,
-            batch_size: args.batch_size,
-            ..SessionOptions::default()
-        },
+        session: SessionOptions::builder()
+            .threads(args.threads)
+            .batch_size(args.batch_size)
+            .build(),
     };
     say(&format!(
         "  measuring claims on {} test images (single view, flip TTA{})",

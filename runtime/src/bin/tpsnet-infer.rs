@@ -29,7 +29,9 @@ to RGB and resized to 32x32 (Triangle filter). Folders are searched recursively 
 files with those extensions; files named on the command line are always tried.
 
 The model's sha256 is checked against its manifest (<model>.json beside the .onnx)
-before it is loaded. ONNX Runtime is loaded from ORT_DYLIB_PATH.
+before it is loaded. ONNX Runtime is found at run time: ORT_DYLIB_PATH if set, else
+libonnxruntime.so* beside the executable, else the checkout's .venv, else the system
+library path; --version shows the library and the models folder in use.
 
 Exit status: 0 every image classified; 1 some inputs could not be read (each one is
 reported on stderr and skipped); 2 nothing could be done (no model, bad model, empty
@@ -48,7 +50,8 @@ struct Args {
     #[arg(short, long, value_name = "NAME|FILE")]
     model: Option<String>,
 
-    /// Folder of published models [default: $TPSNET_MODELS, else the workspace's models/].
+    /// Folder of published models [default: $TPSNET_MODELS, else the first of ./models,
+    /// models/ beside the executable and the checkout's models/ that exists].
     #[arg(long, value_name = "DIR")]
     models_dir: Option<PathBuf>,
 
@@ -73,7 +76,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = runtime::cli::parse();
     match run(&args) {
         Ok(code) => code,
         Err(e) => {
@@ -90,10 +93,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let inputs = infer::collect_inputs(&args.inputs)?;
-    let dir = registry::models_dir(args.models_dir.as_deref());
-    let model = registry::resolve_model(args.model.as_deref(), &dir)?;
+    let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
     let options = args.execution.session_options();
     let classifier = Classifier::open(&model, &options)?.with_tta(args.tta);
+    runtime::cli::announce_fallback(&classifier);
 
     let mut failed = 0usize;
     for e in &inputs.rejected {

@@ -32,6 +32,10 @@ Single view and the headline claim's mode (metrics.claim) are always measured; -
 a mode. Each measured mode the manifest has a number for is checked. A check fails when
 |measured - claimed| > --tolerance percentage points.
 
+ONNX Runtime is found at run time: ORT_DYLIB_PATH if set, else libonnxruntime.so*
+beside the executable, else the checkout's .venv, else the system library path;
+--version shows the library and the models folder in use.
+
 Exit status: 0 every claim holds; 1 a claim does not hold; 2 nothing could be verified
 (no model, bad model, missing or corrupt data).";
 
@@ -76,7 +80,8 @@ struct Args {
     #[arg(long)]
     download: bool,
 
-    /// Folder of published models [default: $TPSNET_MODELS, else the workspace's models/].
+    /// Folder of published models [default: $TPSNET_MODELS, else the first of ./models,
+    /// models/ beside the executable and the checkout's models/ that exists].
     #[arg(long, value_name = "DIR")]
     models_dir: Option<PathBuf>,
 
@@ -89,7 +94,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = runtime::cli::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -123,8 +128,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let Dataset::Cifar10Test = args.dataset;
 
-    let models_dir = registry::models_dir(args.models_dir.as_deref());
     let models: Vec<PathBuf> = if args.all {
+        let models_dir = registry::locate_models_dir(args.models_dir.as_deref())?.path;
         let reg = registry::Registry::scan(&models_dir)?;
         for (path, why) in &reg.invalid {
             eprintln!("warning: skipping {}: {why}", path.display());
@@ -134,7 +139,10 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         }
         reg.models.iter().map(|m| m.manifest_path.clone()).collect()
     } else {
-        vec![registry::resolve_model(args.model.as_deref(), &models_dir)?]
+        vec![registry::find_model(
+            args.model.as_deref(),
+            args.models_dir.as_deref(),
+        )?]
     };
 
     let dir = data_dir(args)?;
@@ -148,8 +156,12 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let show_bar = std::io::stderr().is_terminal();
     let mut reports = Vec::new();
+    let mut fallback_announced = false;
     for model in &models {
         let classifier = Classifier::open(model, &options)?;
+        if !fallback_announced {
+            fallback_announced = runtime::cli::announce_fallback(&classifier);
+        }
         let bar = if show_bar {
             let b = ProgressBar::new(data.len() as u64);
             b.set_style(

@@ -30,10 +30,7 @@ pub fn shipped(name: &str) -> PathBuf {
 
 /// Opens a shipped model for serving with batches of up to `max_batch` images.
 pub fn classifier(name: &str, max_batch: usize) -> Arc<Classifier> {
-    let options = SessionOptions {
-        batch_size: max_batch,
-        ..SessionOptions::default()
-    };
+    let options = SessionOptions::builder().batch_size(max_batch).build();
     Arc::new(Classifier::open(shipped(name), &options).expect("model opens"))
 }
 

@@ -113,6 +113,7 @@ impl std::fmt::Display for LedgerRepair {
 }
 
 /// The trial ledger: `<search-dir>/ledger.jsonl`.
+#[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
     /// Finished trials in file order (first record of an id wins).

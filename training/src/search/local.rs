@@ -18,6 +18,7 @@ use crate::device::{self, DeviceChoice};
 
 /// The device and the dataset, set up on first use: a search with nothing left to
 /// train and nothing to retrain needs neither.
+#[derive(Debug)]
 pub struct Workbench {
     device: DeviceChoice,
     data_dir: Option<PathBuf>,
