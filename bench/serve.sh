@@ -4,7 +4,8 @@
 # rounds (a fresh server per run). Prints throughput, p50/p99 latency and the
 # batched/unbatched throughput ratio per round.
 #
-#   bench/serve.sh [MODEL...]       # default: the zoo's default model, then resnet20
+#   bench/serve.sh [MODEL...] [-- BENCH-OPTION...]   # default: the zoo's default model, then resnet20
+#   bench/serve.sh resnet20 -- --device cuda --max-batch 256   # e.g. on the GPU host
 #
 # Env: CIFAR10_DIR (required), ORT_DYLIB_PATH (default .venv/libonnxruntime.so),
 # BENCH_ROUNDS (default 3), BENCH_REQUESTS (timed requests per client, default 8),
@@ -21,12 +22,18 @@ ROUNDS=${BENCH_ROUNDS:-3}
 REQUESTS=${BENCH_REQUESTS:-8}
 ENDPOINT=${BENCH_ENDPOINT:-classify}
 PROFILE=${BENCH_PROFILE:-bench}
-if [ $# -eq 0 ]; then set -- "" resnet20; fi
+# Models before `--`, the bench binary's own options after it (e.g. `-- --device cuda`).
+models=(); extra=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--" ]; then shift; extra=("$@"); break; fi
+  models+=("$1"); shift
+done
+if [ ${#models[@]} -eq 0 ]; then models=("" resnet20); fi
 echo "== build (profile $PROFILE)" >&2
 cargo bench -q -p tpsnet-serve --bench serve --profile "$PROFILE" --no-run
-for model in "$@"; do
+for model in "${models[@]}"; do
   args=(--rounds "$ROUNDS" --requests "$REQUESTS" --endpoint "$ENDPOINT")
   [ -n "$model" ] && args+=(--model "$model")
   echo "== ${model:-default model}" >&2
-  cargo bench -q -p tpsnet-serve --bench serve --profile "$PROFILE" -- "${args[@]}"
+  cargo bench -q -p tpsnet-serve --bench serve --profile "$PROFILE" -- "${args[@]}" ${extra[@]+"${extra[@]}"}
 done
