@@ -41,7 +41,6 @@ pub mod images;
 pub mod params;
 pub mod pipeline;
 pub mod plan;
-pub mod provenance;
 pub mod publish;
 pub mod ranges;
 pub mod rewrite;

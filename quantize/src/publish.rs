@@ -91,8 +91,8 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
         },
         float_nodes: q.float_nodes.clone(),
         tool: format!("tpsnet-quantize {}", env!("CARGO_PKG_VERSION")),
-        source_commit: crate::provenance::source_commit(),
-        finished_at: crate::provenance::utc_now(),
+        source_commit: zoo::provenance::source_commit(),
+        finished_at: zoo::provenance::utc_now(),
     });
     m
 }
@@ -171,7 +171,7 @@ pub fn publish(
     let manifest_path = Manifest::path_for_model(&onnx);
     write(&onnx, bytes)?;
     write(&manifest_path, manifest.to_json().as_bytes())?;
-    remove_older_versions(out_dir, &manifest.name, &manifest.file);
+    zoo::manifest::remove_older_versions(out_dir, &manifest.name, &manifest.file);
     Ok(Published {
         onnx,
         manifest_path,
@@ -191,64 +191,5 @@ fn placeholder_metrics(images: usize) -> Metrics {
         top1_6view: None,
         claim: "single".into(),
         how: "not yet measured".into(),
-    }
-}
-
-/// Deletes `<name>-<8 hex>.onnx` / `.json` in `dir` other than `keep` and its manifest.
-pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
-    let keep_json = Manifest::path_for_model(Path::new(keep));
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
-            continue;
-        };
-        let Some((hash, ext)) = rest.split_once('.') else {
-            continue;
-        };
-        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
-        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn older_versions_of_the_int8_model_only_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        for f in [
-            "tpsnet-2d1cc128.onnx",
-            "tpsnet-2d1cc128.json",
-            "tpsnet-int8-00000000.onnx",
-            "tpsnet-int8-00000000.json",
-            "tpsnet-int8-11111111.onnx",
-            "tpsnet-int8-11111111.json",
-            "tpsnet-int8-notes.txt",
-        ] {
-            std::fs::write(dir.path().join(f), b"x").unwrap();
-        }
-        remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                "tpsnet-2d1cc128.json",
-                "tpsnet-2d1cc128.onnx",
-                "tpsnet-int8-11111111.json",
-                "tpsnet-int8-11111111.onnx",
-                "tpsnet-int8-notes.txt"
-            ]
-        );
     }
 }

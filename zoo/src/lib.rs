@@ -22,6 +22,7 @@ pub mod download;
 pub mod manifest;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod provenance;
 pub mod rng;
 pub mod tta;
 pub mod weights;

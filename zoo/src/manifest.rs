@@ -516,6 +516,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Deletes `<name>-<8 hex>.onnx` / `.json` files in `dir` other than `keep` (and its
+/// manifest), so a folder holds one current version per model. Only exact
+/// `<name>-<8 hex>` files go: `tpsnet`'s cleanup leaves `tpsnet-int8-*` alone.
+pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
+    let keep_json = Manifest::path_for_model(Path::new(keep));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let Some((hash, ext)) = rest.split_once('.') else {
+            continue;
+        };
+        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
+        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,5 +743,44 @@ mod tests {
         let p = dir.path().join("f");
         write_atomic(&p, b"abc").unwrap();
         assert_eq!(sha256_file(&p).unwrap(), (h, 3));
+    }
+
+    #[test]
+    fn older_versions_of_the_int8_model_only_are_removed() {
+        let left = |dir: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "tpsnet-2d1cc128.onnx",
+            "tpsnet-2d1cc128.json",
+            "tpsnet-int8-00000000.onnx",
+            "tpsnet-int8-00000000.json",
+            "tpsnet-int8-11111111.onnx",
+            "tpsnet-int8-11111111.json",
+            "tpsnet-int8-notes.txt",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        super::remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
+        let after_int8 = left(dir.path());
+        // The fp32 model's own cleanup keeps every int8 file.
+        super::remove_older_versions(dir.path(), "tpsnet", "tpsnet-2d1cc128.onnx");
+        assert_eq!(left(dir.path()), after_int8);
+        assert_eq!(
+            after_int8,
+            [
+                "tpsnet-2d1cc128.json",
+                "tpsnet-2d1cc128.onnx",
+                "tpsnet-int8-11111111.json",
+                "tpsnet-int8-11111111.onnx",
+                "tpsnet-int8-notes.txt"
+            ]
+        );
     }
 }

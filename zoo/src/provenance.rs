@@ -1,7 +1,8 @@
-//! Where and when a quantized model was made (for its manifest).
+//! Where and when a published model was made, for its manifest's training record:
+//! `train-zoo` and `tpsnet-quantize` both stamp their files with these.
 
-/// `git rev-parse HEAD` of the source tree, with `-dirty` when it has changes;
-/// `unknown` outside a git checkout.
+/// `git rev-parse HEAD` of the source tree, with `-dirty` when it has changes; outside a
+/// git checkout the `TPSNET_COMMIT` the crate was built with, else `unknown`.
 pub fn source_commit() -> String {
     let dir = env!("CARGO_MANIFEST_DIR");
     let run = |args: &[&str]| {
@@ -19,7 +20,9 @@ pub fn source_commit() -> String {
                 .is_some_and(|s| !s.is_empty());
             if dirty { format!("{h}-dirty") } else { h }
         }
-        None => "unknown".to_string(),
+        None => option_env!("TPSNET_COMMIT")
+            .unwrap_or("unknown")
+            .to_string(),
     }
 }
 
