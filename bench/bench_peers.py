@@ -11,25 +11,15 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 import torch_resnet
+from timing import timed
 
 
-def timed(fn, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():

@@ -34,6 +34,8 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from timing import timed
+
 IMAGE_BYTES = 3 * 32 * 32
 
 
@@ -94,15 +96,6 @@ def logits(sess, images, batch=256):
     return np.concatenate(out)
 
 
-def timed(fn, runs, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def fp32_and_int8(models_dir, name):

@@ -1,0 +1,15 @@
+"""Timing shared by the bench scripts: the median of repeated runs after a warm-up."""
+
+import statistics
+import time
+
+
+def timed(fn, runs, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
