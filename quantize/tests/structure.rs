@@ -9,6 +9,7 @@ use quantize::Error;
 use quantize::emit::{EmitOptions, emit, quantized_name};
 use quantize::graph::Graph;
 use quantize::params::{ActivationParams, WeightClip};
+use quantize::pipeline::{first_conv_chains, prepare};
 use quantize::plan::{Lowering, plan};
 use quantize::rewrite::{fold_pooled_batchnorm, fuse_gelu};
 use zoo::onnx::proto::{ModelProto, NodeProto, data_type};
@@ -151,6 +152,28 @@ fn keeping_nodes_in_fp32_inserts_the_conversions() {
     let e = plan(&g, &["head.fc".to_string()]).unwrap_err();
     assert!(matches!(e, Error::UnknownNode { .. }), "{e}");
     assert!(e.to_string().contains("stem.conv"), "{e}");
+}
+
+/// `choose` runs the first conv in int8 for its speed only where its output can stay
+/// uint8 up to the next integer op: the plain ResNets' stem (Conv → ReLU → QLinearConv),
+/// not airnet's (Conv → GELU, which stays fp32).
+#[test]
+fn the_first_conv_chains_into_integer_ops_only_in_plain_resnets() {
+    let chains = |spec: &ResNetSpec| {
+        let bytes = model(spec, 5).encode_to_vec();
+        let path = Path::new("test.onnx");
+        let int8_first = prepare(path, &bytes, &[]).unwrap();
+        let fp32_first = prepare(path, &bytes, &["stem.conv".to_string()]).unwrap();
+        first_conv_chains(&int8_first, &fp32_first, "stem.conv")
+    };
+    assert!(chains(&ResNetSpec::paper(&[1, 1, 1], 4, 2)));
+    assert!(!chains(&ResNetSpec::airnet()));
+    // Not the first conv, or a graph planned the other way round: no.
+    let bytes = model(&ResNetSpec::paper(&[1, 1, 1], 4, 2), 5).encode_to_vec();
+    let p = prepare(Path::new("t.onnx"), &bytes, &[]).unwrap();
+    let f = prepare(Path::new("t.onnx"), &bytes, &["stem.conv".to_string()]).unwrap();
+    assert!(!first_conv_chains(&f, &p, "stem.conv"));
+    assert!(!first_conv_chains(&p, &f, "no.such.node"));
 }
 
 #[test]
