@@ -101,8 +101,8 @@ struct Args {
     keep_fp32: Vec<String>,
 
     /// The first convolution (reading the normalised image): int8, fp32, or choose (try
-    /// both on the validation images: int8 where its output feeds integer ops directly,
-    /// which is faster, unless its validation top-1 falls over 0.3 pp below fp32's;
+    /// both on the validation images: int8 where its output feeds integer ops directly
+    /// (lower batch-1 latency), unless its validation top-1 falls over 0.3 pp below fp32's;
     /// elsewhere whichever is closer to fp32).
     #[arg(long, default_value = "choose", value_parser = parse_first_conv)]
     first_conv: FirstConv,
