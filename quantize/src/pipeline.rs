@@ -82,18 +82,17 @@ pub enum FirstConv {
     Fp32,
     /// Try both on the validation images. Int8 when the first conv's output feeds integer
     /// ops directly (see [`first_conv_chains`]: then int8 saves the fp32 convolution and a
-    /// `QuantizeLinear`; batch-1 latency measured 3–18 % lower, docs/quantization.md) and
-    /// the int8 candidate's
-    /// validation top-1 is within [`FIRST_CONV_BUDGET_PP`] of the fp32 model's;
-    /// otherwise whichever is closer to fp32 (lowest mean KL). Int8 when there are no
-    /// validation images.
+    /// `QuantizeLinear`; batch-1 latency measured 3–18 % lower, docs/benchmarks.md) and
+    /// the int8 candidate's validation top-1 is within [`FIRST_CONV_BUDGET_PP`] of the
+    /// fp32 model's; otherwise whichever is closer to fp32 (lowest mean KL). Int8 when
+    /// there are no validation images.
     #[default]
     Choose,
 }
 
 /// The largest validation top-1 drop (pp, against the fp32 model on the same training
-/// images) for which [`FirstConv::Choose`] still takes an int8 first conv for its speed:
-/// issue 16's accuracy budget for the whole model.
+/// images) for which [`FirstConv::Choose`] still takes an int8 first conv: issue 16's
+/// accuracy budget for the whole model.
 pub const FIRST_CONV_BUDGET_PP: f64 = 0.3;
 
 /// Whether running the first conv (`name`) in int8 keeps its output in uint8 all the way
