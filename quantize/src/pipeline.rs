@@ -163,6 +163,15 @@ pub enum Stage<'a> {
     },
 }
 
+/// The candidate of one variant closest to fp32 on the validation images.
+#[derive(Clone, Debug)]
+struct Closest {
+    kl: f64,
+    method: RangeMethod,
+    bytes: Vec<u8>,
+    agreement: Agreement,
+}
+
 /// An fp32 graph after the exact rewrites, with its lowering planned.
 #[derive(Clone, Debug)]
 pub struct Prepared {
@@ -306,8 +315,7 @@ pub fn quantize(
         let classes = reference.len() / labels.len().max(1);
         // The closest candidate (lowest mean KL) of each variant: index 0 plans the first
         // conv as asked or in int8, index 1 (under `choose`) keeps it in fp32.
-        let mut best: Vec<Option<(f64, RangeMethod, Vec<u8>, Agreement)>> =
-            vec![None; variants.len()];
+        let mut best: Vec<Option<Closest>> = vec![None; variants.len()];
         for (vi, v) in variants.iter().enumerate() {
             for &m in &opts.methods {
                 let b = build(v, m)?;
@@ -325,8 +333,13 @@ pub fn quantize(
                     agreement: &agreement,
                 });
                 candidates.push(candidate);
-                if best[vi].as_ref().is_none_or(|(k, ..)| kl < *k) {
-                    best[vi] = Some((kl, m, b, agreement));
+                if best[vi].as_ref().is_none_or(|c| kl < c.kl) {
+                    best[vi] = Some(Closest {
+                        kl,
+                        method: m,
+                        bytes: b,
+                        agreement,
+                    });
                 }
             }
         }
@@ -344,7 +357,7 @@ pub fn quantize(
         );
         let vi = match (variants.len() > 1, &first) {
             (true, Some(f)) => {
-                let int8_first = &best[0].3;
+                let int8_first = &best[0].agreement;
                 let drop = int8_first.top1_fp32 - int8_first.top1_int8;
                 if first_conv_chains(&variants[0], &variants[1], f) && drop <= FIRST_CONV_BUDGET_PP
                 {
@@ -360,13 +373,13 @@ pub fn quantize(
                     why.push_str(&format!(
                         ", each with the first convolution ({f}) in int8 and in fp32"
                     ));
-                    usize::from(best[1].0 < best[0].0)
+                    usize::from(best[1].kl < best[0].kl)
                 }
             }
             _ => 0,
         };
-        let (_, m, b, _) = best.swap_remove(vi);
-        (vi, m, b, why)
+        let c = best.swap_remove(vi);
+        (vi, c.method, c.bytes, why)
     };
 
     let v = &variants[chosen];
