@@ -17,7 +17,7 @@ import statistics
 import numpy as np
 import onnxruntime as ort
 
-from timing import timed
+from timing import rotated, timed
 
 
 def main():
@@ -34,9 +34,7 @@ def main():
     lat = [[] for _ in a.files]
     print("load before", " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
     for r in range(a.rounds):
-        order = list(range(len(a.files)))
-        order = order[r % len(order):] + order[: r % len(order)]
-        for i in order:
+        for i in rotated(list(range(len(a.files))), r):
             s, name = sessions[i], sessions[i].get_inputs()[0].name
             tput[i].append(256 / timed(lambda: s.run(None, {name: x}), a.repeats, 1))
             lat[i].append(1000 * timed(lambda: s.run(None, {name: one}), a.latency_runs, 10))

@@ -34,7 +34,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from timing import timed
+from timing import rotated, timed
 
 IMAGE_BYTES = 3 * 32 * 32
 
@@ -183,8 +183,7 @@ def main():
         tput = {v: [] for v in variants}
         lat = {v: [] for v in variants}
         for r in range(a.rounds):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
-            for v in order:
+            for v in rotated(variants, r):
                 s = sessions[v]
                 tput[v].append(256 / timed(lambda: s.run(["logits"], {"input": bench_x}), a.repeats, 1))
                 lat[v].append(1000 * timed(lambda: s.run(["logits"], {"input": one}), a.latency_runs, 10))

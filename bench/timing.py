@@ -13,3 +13,10 @@ def timed(fn, runs, warmup):
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def rotated(items, round_index):
+    """`items` starting at position `round_index` (mod len): the order of one round, so
+    that over rounds every item is measured first, second, ... in turn."""
+    k = round_index % len(items)
+    return items[k:] + items[:k]
