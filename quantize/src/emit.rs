@@ -26,7 +26,28 @@ pub struct EmitOptions {
     pub weight_clip: WeightClip,
     /// Extra `metadata_props` (key, value) for the model.
     pub metadata: Vec<(String, String)>,
+    /// Pad a conv's input channels with zeros to a multiple of [`CHANNEL_MULTIPLE`] (see
+    /// there). The results are the same either way; `false` exists to show that.
+    pub pad_input_channels: bool,
 }
+
+impl Default for EmitOptions {
+    fn default() -> Self {
+        EmitOptions {
+            weight_clip: WeightClip::MaxAbs,
+            metadata: vec![("precision".into(), "int8".into())],
+            pad_input_channels: true,
+        }
+    }
+}
+
+/// A `QLinearConv` whose input channels are not a multiple of this (the stem's 3 colour
+/// channels) reads its input padded with channels at the zero point, and zero weights for
+/// them: the integer sums are unchanged, and ONNX Runtime's kernels, whose int8 dot
+/// products take 4 bytes at a time, run faster on the padded shape (measured on
+/// `resnet20`, `tpsnet`, `model1`: 3 → 4 channels raised batch-256 throughput by 2.6 %,
+/// 1.2 % and 1.2 %; 8 and 16 helped less; docs/quantization.md).
+pub const CHANNEL_MULTIPLE: usize = 4;
 
 /// Builds the int8 model. `params` holds the quantization parameters of every tensor in
 /// `plan.calibrate`.
@@ -69,12 +90,16 @@ pub fn emit(
                 continue;
             }
             Lowering::Conv { output } => {
-                e.conv(n, output, opts.weight_clip)?;
+                e.conv(n, output, opts)?;
                 vec![output.clone()]
             }
             Lowering::Add { output } => {
                 e.add(n, output)?;
                 vec![output.clone()]
+            }
+            Lowering::AvgPool => {
+                e.average_pool(n)?;
+                vec![n.output[0].clone()]
             }
             Lowering::MaxPool => {
                 let mut pool = n.clone();
@@ -201,23 +226,49 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    fn conv(&mut self, n: &NodeProto, output: &str, clip: WeightClip) -> Result<()> {
+    fn conv(&mut self, n: &NodeProto, output: &str, opts: &EmitOptions) -> Result<()> {
         let x = &n.input[0];
         let (xs, xz, xp) = self.activation(x)?;
         let (ys, yz, _) = self.activation(output)?;
         let w = &self.g.constants[&n.input[1]];
         let m = w.dims[0] as usize;
-        let q = quantize_weights(&w.data, m, clip);
+        let q = quantize_weights(&w.data, m, opts.weight_clip);
+        let group = n
+            .attribute
+            .iter()
+            .find(|a| a.name == "group")
+            .map_or(1, |a| a.i);
+        let channels = w.dims[1] as usize;
+        let padded = channels.next_multiple_of(CHANNEL_MULTIPLE);
+        let (x_quantized, weight_dims, weight_values) =
+            if opts.pad_input_channels && group == 1 && padded != channels {
+                let name = self.pad_channels(x, &xz, w.dims.len(), channels, padded);
+                let per_channel = w.data.len() / (m * channels);
+                let mut values = Vec::with_capacity(m * padded * per_channel);
+                for row in q.values.chunks(channels * per_channel) {
+                    values.extend(row.iter().map(|&v| v as u8));
+                    values.extend(std::iter::repeat_n(0u8, (padded - channels) * per_channel));
+                }
+                let mut dims = w.dims.clone();
+                dims[1] = padded as i64;
+                (name, dims, values)
+            } else {
+                (
+                    quantized_name(x),
+                    w.dims.clone(),
+                    q.values.iter().map(|&v| v as u8).collect(),
+                )
+            };
         let wname = format!("{}.weight_quantized", n.name);
         let wscale = format!("{}.weight_scale", n.name);
         let wzero = format!("{}.weight_zero_point", n.name);
         self.inits.insert(
             wname.clone(),
             TensorProto {
-                dims: w.dims.clone(),
+                dims: weight_dims,
                 data_type: data_type::INT8,
                 name: wname.clone(),
-                raw_data: q.values.iter().map(|&v| v as u8).collect(),
+                raw_data: weight_values,
                 ..Default::default()
             },
         );
@@ -233,7 +284,7 @@ impl Emitter<'_> {
                 ..Default::default()
             },
         );
-        let mut inputs = vec![quantized_name(x), xs, xz, wname, wscale, wzero, ys, yz];
+        let mut inputs = vec![x_quantized, xs, xz, wname, wscale, wzero, ys, yz];
         if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
             let bias = &self.g.constants[b].data;
             let qb = quantize_bias(bias, xp.scale, &q.scales).ok_or_else(|| Error::Unsupported {
@@ -261,6 +312,61 @@ impl Emitter<'_> {
             output: vec![quantized_name(output)],
             name: n.name.clone(),
             op_type: "QLinearConv".into(),
+            attribute: n.attribute.clone(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// The uint8 form of `x` (rank `rank`, `existing` channels) with its channels (axis 1)
+    /// padded to `channels` with the zero point `zero_point` (real 0), made once per
+    /// tensor and width.
+    fn pad_channels(
+        &mut self,
+        x: &str,
+        zero_point: &str,
+        rank: usize,
+        existing: usize,
+        channels: usize,
+    ) -> String {
+        let output = format!("{}_padded{channels}", quantized_name(x));
+        if self.nodes.iter().any(|n| n.output.contains(&output)) {
+            return output;
+        }
+        // ONNX Pad: all begins, then all ends; only the end of axis 1 grows.
+        let mut pads = vec![0i64; 2 * rank];
+        pads[rank + 1] = (channels - existing) as i64;
+        let pads_name = format!("{output}.pads");
+        self.inits.insert(
+            pads_name.clone(),
+            TensorProto {
+                dims: vec![pads.len() as i64],
+                data_type: data_type::INT64,
+                name: pads_name.clone(),
+                raw_data: pads.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            },
+        );
+        self.nodes.push(NodeProto {
+            input: vec![quantized_name(x), pads_name, zero_point.into()],
+            output: vec![output.clone()],
+            name: format!("{x}_pad{channels}"),
+            op_type: "Pad".into(),
+            ..Default::default()
+        });
+        output
+    }
+
+    fn average_pool(&mut self, n: &NodeProto) -> Result<()> {
+        let (x, y) = (&n.input[0], &n.output[0]);
+        let (xs, xz, _) = self.activation(x)?;
+        let (ys, yz, _) = self.activation(y)?;
+        self.nodes.push(NodeProto {
+            input: vec![quantized_name(x), xs, xz, ys, yz],
+            output: vec![quantized_name(y)],
+            name: n.name.clone(),
+            op_type: format!("QLinear{}", n.op_type),
+            domain: MS_DOMAIN.into(),
             attribute: n.attribute.clone(),
             ..Default::default()
         });

@@ -166,7 +166,6 @@ pub enum Stage<'a> {
 /// The candidate of one variant closest to fp32 on the validation images.
 #[derive(Clone, Debug)]
 struct Closest {
-    kl: f64,
     method: RangeMethod,
     bytes: Vec<u8>,
     agreement: Agreement,
@@ -280,7 +279,7 @@ pub fn quantize(
 
     let emit_opts = EmitOptions {
         weight_clip: opts.weight_clip,
-        metadata: vec![("precision".into(), "int8".into())],
+        ..EmitOptions::default()
     };
     let build = |v: &Prepared, method: RangeMethod| -> Result<Vec<u8>> {
         let params = calibration.params(method);
@@ -333,9 +332,8 @@ pub fn quantize(
                     agreement: &agreement,
                 });
                 candidates.push(candidate);
-                if best[vi].as_ref().is_none_or(|c| kl < c.kl) {
+                if best[vi].as_ref().is_none_or(|c| kl < c.agreement.mean_kl) {
                     best[vi] = Some(Closest {
-                        kl,
                         method: m,
                         bytes: b,
                         agreement,
@@ -373,7 +371,7 @@ pub fn quantize(
                     why.push_str(&format!(
                         ", each with the first convolution ({f}) in int8 and in fp32"
                     ));
-                    usize::from(best[1].kl < best[0].kl)
+                    usize::from(best[1].agreement.mean_kl < best[0].agreement.mean_kl)
                 }
             }
             _ => 0,

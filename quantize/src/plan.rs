@@ -10,9 +10,14 @@
 //!   same ReLU fusion.
 //! * `MaxPool` whose input is uint8 runs on uint8 (max commutes with the monotone
 //!   quantization), sharing its input's scale and zero point.
-//! * Everything else (normalisation, GELU, the head) stays fp32. A `QuantizeLinear` is
-//!   put where an fp32 tensor feeds an integer op, a `DequantizeLinear` where a uint8
-//!   tensor feeds an fp32 op or leaves the graph.
+//! * `AveragePool` / `GlobalAveragePool` whose input is uint8 (the plain ResNets' head)
+//!   → `com.microsoft.QLinearAveragePool` / `QLinearGlobalAveragePool`, its output with
+//!   calibrated parameters of its own. In fp32 the pool needs its input dequantized and
+//!   ONNX Runtime transposes that whole tensor back from its NHWC integer layout first;
+//!   on uint8 only the pooled features are dequantized (measured: docs/quantization.md).
+//! * Everything else (normalisation, GELU, the rest of the head) stays fp32. A
+//!   `QuantizeLinear` is put where an fp32 tensor feeds an integer op, a
+//!   `DequantizeLinear` where a uint8 tensor feeds an fp32 op or leaves the graph.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -30,6 +35,9 @@ pub enum Lowering {
     Add { output: String },
     /// `MaxPool` on uint8.
     MaxPool,
+    /// `QLinearAveragePool` or `QLinearGlobalAveragePool` (the op's name without `QLinear`
+    /// is the fp32 node's); its output has parameters of its own.
+    AvgPool,
     /// A ReLU folded into the integer op before it.
     FusedRelu,
 }
@@ -67,21 +75,25 @@ impl Plan {
             .collect()
     }
 
-    /// Number of nodes lowered to integer ops (QLinearConv, QLinearAdd, uint8 MaxPool).
+    /// Number of nodes lowered to integer ops (QLinearConv, QLinearAdd, uint8 pools).
     pub fn integer_nodes(&self) -> usize {
         self.lowering
             .iter()
             .filter(|l| {
                 matches!(
                     l,
-                    Lowering::Conv { .. } | Lowering::Add { .. } | Lowering::MaxPool
+                    Lowering::Conv { .. }
+                        | Lowering::Add { .. }
+                        | Lowering::MaxPool
+                        | Lowering::AvgPool
                 )
             })
             .count()
     }
 }
 
-/// Nodes that may be lowered to integer ops, i.e. what `--fp32` can name.
+/// Nodes that may be lowered to integer ops, i.e. what `--fp32` can name (an average
+/// pool is lowered only where its input is uint8).
 pub fn quantizable_nodes(g: &Graph) -> Vec<String> {
     g.nodes
         .iter()
@@ -94,6 +106,21 @@ fn is_quantizable(g: &Graph, n: &zoo::onnx::proto::NodeProto) -> bool {
     match n.op_type.as_str() {
         "Conv" => true,
         "Add" => n.input.len() == 2 && n.input.iter().all(|i| !g.is_constant(i)),
+        // Attributes the com.microsoft QLinear pools know (no `dilations`).
+        "AveragePool" | "GlobalAveragePool" => {
+            n.output.len() == 1
+                && n.attribute.iter().all(|a| {
+                    matches!(
+                        a.name.as_str(),
+                        "auto_pad"
+                            | "ceil_mode"
+                            | "count_include_pad"
+                            | "kernel_shape"
+                            | "pads"
+                            | "strides"
+                    )
+                })
+        }
         _ => false,
     }
 }
@@ -123,7 +150,19 @@ pub fn plan(g: &Graph, keep_fp32: &[String]) -> Result<Plan> {
             continue;
         }
         let integer = is_quantizable(g, n) && !keep_fp32.contains(&n.name);
-        if integer {
+        let average_pool = matches!(n.op_type.as_str(), "AveragePool" | "GlobalAveragePool");
+        if integer && average_pool {
+            // Only on an input that is uint8 already: quantizing an fp32 tensor just to
+            // pool it would add a conversion, not remove one.
+            if let Some(root) = quantized.get(&n.input[0]).cloned() {
+                if non_negative.contains(&root) {
+                    non_negative.insert(n.output[0].clone());
+                }
+                quantized.insert(n.output[0].clone(), n.output[0].clone());
+                calibrate.push(n.output[0].clone());
+                lowering[i] = Lowering::AvgPool;
+            }
+        } else if integer {
             let activations: Vec<&String> = match n.op_type.as_str() {
                 "Conv" => vec![&n.input[0]],
                 _ => n.input.iter().collect(),

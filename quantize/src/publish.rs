@@ -27,7 +27,7 @@ pub fn int8_name(source: &str) -> String {
 }
 
 /// The layout, in the manifest's words.
-pub const LAYOUT: &str = "ONNX QOperator: QLinearConv and com.microsoft QLinearAdd (ReLU fused into their output range), MaxPool on uint8, QuantizeLinear/DequantizeLinear around the fp32 rest";
+pub const LAYOUT: &str = "ONNX QOperator: QLinearConv and com.microsoft QLinearAdd (ReLU fused into their output range), MaxPool on uint8, average pools as com.microsoft QLinearAveragePool, QuantizeLinear/DequantizeLinear around the fp32 rest";
 /// How weights are stored.
 pub const WEIGHTS: &str =
     "int8, symmetric (zero point 0, codes -127..127), one scale per output channel; biases int32";

@@ -68,6 +68,31 @@ fn onnx_checker(path: &Path) {
     );
 }
 
+/// A published fp32 zoo model, its hash checked against its manifest.
+struct ZooModel {
+    model: PathBuf,
+    manifest_path: PathBuf,
+    source: zoo::manifest::Manifest,
+    bytes: Vec<u8>,
+}
+
+fn zoo_fp32(name: &str) -> ZooModel {
+    let registry = Registry::scan(&models_dir()).unwrap();
+    let entry = registry
+        .models
+        .iter()
+        .find(|m| m.manifest.name == name && m.manifest.precision.is_fp32())
+        .unwrap_or_else(|| panic!("the zoo ships no fp32 {name}"));
+    let (model, manifest_path, source) = model_and_manifest_paths(&entry.manifest_path).unwrap();
+    let bytes = read_verified(&model, &manifest_path, &source).unwrap();
+    ZooModel {
+        model,
+        manifest_path,
+        source,
+        bytes,
+    }
+}
+
 /// Quantizes zoo model `name` from training images only, publishes it with claims on the
 /// first `test_images` test images, and checks it against the fp32 model (and, if given,
 /// whether the first conv ended up in int8).
@@ -81,14 +106,12 @@ fn quantize_zoo_model(
     let Some(dir) = cifar_dir() else {
         return;
     };
-    let registry = Registry::scan(&models_dir()).unwrap();
-    let entry = registry
-        .models
-        .iter()
-        .find(|m| m.manifest.name == name && m.manifest.precision.is_fp32())
-        .unwrap_or_else(|| panic!("the zoo ships no fp32 {name}"));
-    let (model, manifest_path, source) = model_and_manifest_paths(&entry.manifest_path).unwrap();
-    let bytes = read_verified(&model, &manifest_path, &source).unwrap();
+    let ZooModel {
+        model,
+        manifest_path,
+        source,
+        bytes,
+    } = zoo_fp32(name);
 
     // Calibration and the choice of range method see training images only.
     let train_dir = training_only_copy(&dir);
@@ -194,4 +217,148 @@ fn airnet_with_gelu_and_pooled_batchnorm_quantizes_end_to_end() {
         0.95,
         None,
     );
+}
+
+/// Padding the stem's 3 input channels to 4 (zero-point channel, zero weights; a speed-up
+/// measured in docs/quantization.md) leaves every integer sum, hence every logit, exactly
+/// as it was: ONNX Runtime gives bit-identical outputs on real images.
+#[test]
+fn padding_the_stem_channels_changes_no_logit() {
+    use prost::Message;
+    use quantize::calibrate::calibrate;
+    use quantize::emit::{EmitOptions, emit};
+    use quantize::engine::Engine;
+    use quantize::pipeline::prepare;
+
+    let Some(dir) = cifar_dir() else {
+        return;
+    };
+    let ZooModel { model, bytes, .. } = zoo_fp32("resnet20");
+    let images = TrainingImages::load(&dir).unwrap();
+    let p = prepare(&model, &bytes, &[]).unwrap();
+    let tensors: Vec<(String, String)> = p
+        .plan
+        .calibrate
+        .iter()
+        .map(|t| (t.clone(), p.plan.measured[t].clone()))
+        .collect();
+    let indices: Vec<usize> = (0..128).collect();
+    let calibration = calibrate(
+        &p.graph,
+        &tensors,
+        &p.plan.non_negative,
+        &images,
+        &indices,
+        64,
+        0,
+        &|_, _| {},
+    )
+    .unwrap();
+    let params = calibration.params(RangeMethod::MinMax);
+    let run = |pad: bool| {
+        let opts = EmitOptions {
+            pad_input_channels: pad,
+            ..EmitOptions::default()
+        };
+        let m = emit(&p.graph, &p.plan, &params, &opts).unwrap();
+        let pads = m
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Pad")
+            .count();
+        assert_eq!(pads, usize::from(pad));
+        let b = m.encode_to_vec();
+        let held_out: Vec<usize> = (1000..1512).collect();
+        Engine::new(&model, &b, &p.graph.input.name, &p.graph.output.name, 0)
+            .unwrap()
+            .logits(&images, &held_out, 128)
+            .unwrap()
+    };
+    let (padded, plain) = (run(true), run(false));
+    assert_eq!(padded.len(), 512 * 10);
+    assert!(padded.iter().any(|&v| v != padded[0]));
+    assert!(
+        padded
+            .iter()
+            .zip(&plain)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "padding changed a logit"
+    );
+}
+
+/// The zoo's heads pool with `AveragePool` over the whole 8×8 map; a model that writes the
+/// same pool as `GlobalAveragePool` gets `com.microsoft.QLinearGlobalAveragePool`, which
+/// ONNX Runtime runs, with the same predictions.
+#[test]
+fn a_global_average_pool_head_runs_on_uint8_too() {
+    use prost::Message;
+    use quantize::engine::Engine;
+    use zoo::onnx::proto::ModelProto;
+
+    let Some(dir) = cifar_dir() else {
+        return;
+    };
+    let ZooModel { model, bytes, .. } = zoo_fp32("resnet20");
+    let mut global = ModelProto::decode(&bytes[..]).unwrap();
+    let pool = global
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "AveragePool")
+        .unwrap();
+    pool.op_type = "GlobalAveragePool".into();
+    pool.attribute.clear();
+    let global = global.encode_to_vec();
+
+    let images = TrainingImages::load(&dir).unwrap();
+    let opts = QuantizeOptions {
+        calibration_images: 128,
+        validation_images: 0,
+        methods: vec![RangeMethod::MinMax],
+        ..QuantizeOptions::default()
+    };
+    let ops = |b: &[u8]| -> Vec<String> {
+        ModelProto::decode(b)
+            .unwrap()
+            .graph
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type.clone())
+            .collect()
+    };
+    let q_avg = quantize(&model, &bytes, &images, &opts, &|_| {}).unwrap();
+    let q_global = quantize(&model, &global, &images, &opts, &|_| {}).unwrap();
+    assert!(ops(&q_avg.bytes).contains(&"QLinearAveragePool".to_string()));
+    let global_ops = ops(&q_global.bytes);
+    assert!(
+        global_ops.contains(&"QLinearGlobalAveragePool".to_string()),
+        "{global_ops:?}"
+    );
+    assert!(
+        !global_ops
+            .iter()
+            .any(|o| o.ends_with("AveragePool") && !o.starts_with("QLinear"))
+    );
+
+    let held_out: Vec<usize> = (2000..2512).collect();
+    let predictions = |b: &[u8]| -> Vec<usize> {
+        let logits = Engine::new(&model, b, "input", "logits", 0)
+            .unwrap()
+            .logits(&images, &held_out, 128)
+            .unwrap();
+        logits
+            .chunks(10)
+            .map(|l| (0..10).max_by(|&i, &j| l[i].total_cmp(&l[j])).unwrap())
+            .collect()
+    };
+    let (a, g) = (predictions(&q_avg.bytes), predictions(&q_global.bytes));
+    let same = a.iter().zip(&g).filter(|(x, y)| x == y).count();
+    eprintln!("AveragePool and GlobalAveragePool heads agree on {same} of 512 images");
+    assert!(same >= 507, "only {same} of 512 predictions agree");
 }

@@ -55,7 +55,7 @@ fn fake_params(p: &quantize::plan::Plan) -> HashMap<String, ActivationParams> {
 fn emit_opts() -> EmitOptions {
     EmitOptions {
         weight_clip: WeightClip::MaxAbs,
-        metadata: vec![("precision".into(), "int8".into())],
+        ..EmitOptions::default()
     }
 }
 
@@ -77,14 +77,14 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
     );
     assert_eq!(
         p.float_nodes(&g),
-        [
-            "normalize.sub",
-            "normalize.div",
-            "head.pool",
-            "head.flatten",
-            "head.fc"
-        ]
+        ["normalize.sub", "normalize.div", "head.flatten", "head.fc"]
     );
+    // The head's average pool reads the last (ReLU'd) uint8 tensor and runs on uint8,
+    // its output calibrated, and non-negative like its input.
+    let pool = g.nodes.iter().position(|n| n.name == "head.pool").unwrap();
+    assert_eq!(p.lowering[pool], Lowering::AvgPool);
+    assert!(p.calibrate.contains(&"head.pool".to_string()));
+    assert!(p.non_negative.contains("head.pool"));
     // The normalised input is quantized from fp32; ReLU outputs start at zero.
     assert!(p.quantize_from_float.contains("normalize.div"));
     assert!(p.non_negative.contains("stem.relu"));
@@ -97,13 +97,50 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
     assert_eq!(c.get("Relu"), None);
     assert_eq!(c.get("Conv"), None);
     assert_eq!((c["QuantizeLinear"], c["DequantizeLinear"]), (1, 1));
+    assert_eq!(c["QLinearAveragePool"], 1);
+    assert_eq!(c.get("AveragePool"), None);
     let graph = q.graph.as_ref().unwrap();
     assert!(
         graph
             .node
             .iter()
-            .filter(|n| n.op_type == "QLinearAdd")
+            .filter(|n| n.op_type == "QLinearAdd" || n.op_type == "QLinearAveragePool")
             .all(|n| n.domain == "com.microsoft")
+    );
+    // Only the pooled features are dequantized, for the fp32 Flatten and Gemm.
+    let dq = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "DequantizeLinear")
+        .unwrap();
+    assert_eq!(dq.input[0], quantized_name("head.pool"));
+    // The stem reads its 3 colour channels padded to 4 with the zero point, and zero
+    // weights for the 4th; no other conv is padded.
+    assert_eq!(c["Pad"], 1);
+    let pad = graph.node.iter().find(|n| n.op_type == "Pad").unwrap();
+    assert_eq!(pad.input[0], quantized_name("normalize.div"));
+    assert_eq!(pad.input[2], "normalize.div_zero_point");
+    let stem = graph.node.iter().find(|n| n.name == "stem.conv").unwrap();
+    assert_eq!(stem.input[0], pad.output[0]);
+    let tensor = |name: &str| graph.initializer.iter().find(|t| t.name == name).unwrap();
+    let pads = tensor(&pad.input[1]);
+    let pads: Vec<i64> = pads
+        .raw_data
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(pads, [0, 0, 0, 0, 0, 1, 0, 0]);
+    let w = tensor("stem.conv.weight_quantized");
+    assert_eq!(w.dims[1], 4);
+    let per_channel = 9;
+    for row in w.raw_data.chunks(4 * per_channel) {
+        assert!(row[3 * per_channel..].iter().all(|&v| v == 0));
+        assert!(row[..3 * per_channel].iter().any(|&v| v != 0));
+    }
+    assert_eq!(
+        tensor("layer0.block0.conv1.weight_quantized").dims[1],
+        4,
+        "already a multiple of 4"
     );
     assert!(
         q.opset_import
@@ -125,7 +162,7 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
     assert_eq!(init["stem.conv.bias_quantized"], data_type::INT32);
     assert_eq!(init["stem.relu_zero_point"], data_type::UINT8);
     assert!(!init.contains_key("stem.conv.weight"));
-    assert!(init.contains_key("fc.weight"), "the head stays fp32");
+    assert!(init.contains_key("fc.weight"), "the head's Gemm stays fp32");
     // Inputs and outputs are the fp32 model's.
     assert_eq!(graph.input[0].name, "input");
     assert_eq!(graph.output[0].name, "logits");
@@ -148,6 +185,20 @@ fn keeping_nodes_in_fp32_inserts_the_conversions() {
             .iter()
             .any(|n| n.op_type == "QuantizeLinear" && n.output[0] == quantized_name("stem.relu"))
     );
+
+    // An average pool on an fp32 tensor stays fp32 (it would only add a conversion), and
+    // one can be kept in fp32 by name.
+    let last_add = g.nodes.iter().rev().find(|n| n.op_type == "Add").unwrap();
+    for keep in [last_add.name.clone(), "head.pool".to_string()] {
+        let p = plan(&g, std::slice::from_ref(&keep)).unwrap();
+        assert!(
+            p.float_nodes(&g).contains(&"head.pool".to_string()),
+            "{keep}"
+        );
+        assert!(!p.calibrate.contains(&"head.pool".to_string()), "{keep}");
+        let q = emit(&g, &p, &fake_params(&p), &emit_opts()).unwrap();
+        assert_eq!(ops(&q)["AveragePool"], 1, "{keep}");
+    }
 
     let e = plan(&g, &["head.fc".to_string()]).unwrap_err();
     assert!(matches!(e, Error::UnknownNode { .. }), "{e}");

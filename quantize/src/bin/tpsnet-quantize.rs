@@ -96,7 +96,8 @@ struct Args {
     #[arg(long, default_value = "max-abs", value_parser = parse_weight_clip)]
     weight_clip: WeightClip,
 
-    /// Keep this Conv or Add node in fp32 (comma-separated or repeated; see --list-nodes).
+    /// Keep this Conv, Add or average-pool node in fp32 (comma-separated or repeated; see
+    /// --list-nodes).
     #[arg(long = "fp32", value_name = "NODE", value_delimiter = ',')]
     keep_fp32: Vec<String>,
 
