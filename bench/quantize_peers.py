@@ -7,7 +7,9 @@ logits of each image and its mirror), batch-256 throughput (images / median time
 whole-batch runs), batch-1 latency (median of single-image runs) and file size. All four
 run in this one harness (Python onnxruntime, CPU execution provider, default threads), so
 the only difference between them is the ONNX file. Throughput rounds rotate the variants'
-order and ratios are taken within a round (paired), as bench/inference.sh does.
+order and ratios are taken within a round (paired), as bench/inference.sh does. Ours and
+onnxruntime's best are also compared image by image (bench/paired.py: how many test images
+only one of them gets right, and McNemar's exact p-value).
 
 usage: quantize_peers.py --models-dir models --data-dir CIFAR10 --calibration CAL.json
                          --out DIR [--names tpsnet,airnet] [--repeats 5] [--rounds 3]
@@ -34,6 +36,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
+from paired import compare
 from timing import rotated, timed
 
 IMAGE_BYTES = 3 * 32 * 32
@@ -167,11 +170,13 @@ def main():
             paths[v] = os.path.join(a.out, f"{name}-{v}.onnx")
             row["quantize_s"][v] = peer_quantize(fp32[0], paths[v], calib, best)
         sessions = {v: session(p) for v, p in paths.items()}
+        kept = {}
         for v in variants:
             s = sessions[v]
             t = time.perf_counter()
             l1 = logits(s, test_x)
             l2 = logits(s, flipped)
+            kept[v] = (l1, l2)
             row[v] = {
                 "file": os.path.basename(paths[v]),
                 "bytes": os.path.getsize(paths[v]),
@@ -180,6 +185,10 @@ def main():
                 "eval_s": time.perf_counter() - t,
             }
             print(f"{name} {v}: top-1 {row[v]['top1']:.2f} %, flip TTA {row[v]['top1_flip_tta']:.2f} %", flush=True)
+        # Whether the accuracy gap to onnxruntime's best is more than noise (bench/paired.py).
+        row["ours_vs_ort_best_accuracy"] = compare(
+            test_y, kept["ours"][0], kept["ort_best"][0], kept["ours"][1], kept["ort_best"][1]
+        )
         tput = {v: [] for v in variants}
         lat = {v: [] for v in variants}
         for r in range(a.rounds):
@@ -233,6 +242,13 @@ def print_table(report):
         print(f"* `{name}`: ours / onnxruntime best throughput per round: "
               + ", ".join(f"{x:.2f}" for x in row["ours_vs_ort_best_per_round"])
               + f" (median {med(row['ours_vs_ort_best_per_round']):.2f})")
+    print()
+    for name, row in report["models"].items():
+        acc = row.get("ours_vs_ort_best_accuracy")
+        if acc:
+            print(f"* `{name}`: test images only ours / only onnxruntime best gets right: "
+                  + "; ".join(f"{mode.replace('_', ' ')} {c['a_only']} / {c['b_only']} (McNemar p = {c['p']:.2f})"
+                              for mode, c in acc.items()))
 
 
 if __name__ == "__main__":
