@@ -9,7 +9,7 @@ use zoo::onnx::proto::{
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use crate::params::{ActivationParams, WeightClip, quantize_bias, quantize_weights};
+use crate::params::{ActivationParams, WeightClip, quantize_bias, quantize_weights, weight_qmax};
 use crate::plan::{Lowering, Plan};
 
 pub use crate::rewrite::MS_DOMAIN;
@@ -232,7 +232,7 @@ impl Emitter<'_> {
         let (ys, yz, _) = self.activation(output)?;
         let w = &self.g.constants[&n.input[1]];
         let m = w.dims[0] as usize;
-        let q = quantize_weights(&w.data, m, opts.weight_clip);
+        let q = quantize_weights(&w.data, m, opts.weight_clip, weight_qmax(xp.zero_point));
         let group = n
             .attribute
             .iter()

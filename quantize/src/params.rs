@@ -4,9 +4,10 @@
 //!   widened to contain 0 (so that zero padding and ReLU's zeros are exact), then
 //!   `scale = (hi − lo) / 255` and `zero_point = round(−lo / scale)`; a value `x` is
 //!   stored as `clamp(round(x / scale) + zero_point, 0, 255)`.
-//! * Weights: **int8, symmetric, per output channel**: `scale_m = clip_m / 127`,
-//!   zero point 0, values in `[−127, 127]` (the symmetric range, so `−w` quantizes to
-//!   `−q(w)`).
+//! * Weights: **int8, symmetric, per output channel**: `scale_m = clip_m / qmax`,
+//!   zero point 0, values in `[−qmax, qmax]` (the symmetric range, so `−w` quantizes to
+//!   `−q(w)`). `qmax` is 127, or [`PAIR_SAFE_WEIGHT_QMAX`] = 64 where the conv's input
+//!   codes are large ([`weight_qmax`]).
 //! * Biases: **int32** in units of `x_scale · w_scale_m`, zero point 0, as `QLinearConv`
 //!   expects, so the integer accumulator adds them without rescaling.
 //!
@@ -14,6 +15,19 @@
 
 /// Largest magnitude of a symmetric int8 weight.
 pub const WEIGHT_QMAX: f32 = 127.0;
+/// Largest weight magnitude at which no two products of a uint8 code and a weight can
+/// overflow an int16: 2 · 255 · 64 = 32,640 ≤ 32,767. On x86 CPUs without VNNI (AVX2,
+/// AVX-512 without VNNI) ONNX Runtime's u8×s8 kernels multiply with `vpmaddubsw`, which
+/// adds each pair of adjacent products into a *saturating* int16 (with codes up to 127,
+/// up to 2 · 255 · 127 = 64,770); VNNI's `vpdpbusd` adds into int32 and never saturates.
+pub const PAIR_SAFE_WEIGHT_QMAX: f32 = 64.0;
+/// Input zero point from which a conv's weights are limited to [`PAIR_SAFE_WEIGHT_QMAX`].
+/// Two codes at real zero then already sum to 2 · 64 · 127 = 16,256 with full-range
+/// weights, half the int16 range before any signal: saturation is common. The
+/// normalised image (zero point ≈ 120) is such an input; ReLU outputs (zero point 0) and
+/// GELU outputs (3–8 in the zoo) have most codes near 0 and keep the full range
+/// (measured on an AVX2 CPU: docs/quantization.md, "CPUs without VNNI").
+pub const PAIR_SAFE_FROM_ZERO_POINT: u8 = 64;
 /// Largest uint8 activation code.
 pub const ACTIVATION_QMAX: f32 = 255.0;
 
@@ -81,12 +95,25 @@ pub enum WeightClip {
     Mse,
 }
 
-/// Quantizes `weights` (`out_channels` rows of equal length) per output channel.
+/// The largest weight code for a conv whose input has zero point `input_zero_point`:
+/// [`PAIR_SAFE_WEIGHT_QMAX`] from [`PAIR_SAFE_FROM_ZERO_POINT`] on, else [`WEIGHT_QMAX`].
+pub fn weight_qmax(input_zero_point: u8) -> f32 {
+    if input_zero_point >= PAIR_SAFE_FROM_ZERO_POINT {
+        PAIR_SAFE_WEIGHT_QMAX
+    } else {
+        WEIGHT_QMAX
+    }
+}
+
+/// Quantizes `weights` (`out_channels` rows of equal length) per output channel, to codes
+/// in `[−qmax, qmax]` (`qmax` ≤ 127, see [`weight_qmax`]).
 pub fn quantize_weights(
     weights: &[f32],
     out_channels: usize,
     clip: WeightClip,
+    qmax: f32,
 ) -> QuantizedWeights {
+    assert!(qmax > 0.0 && qmax <= WEIGHT_QMAX);
     assert!(out_channels > 0 && weights.len() % out_channels == 0);
     let per = weights.len() / out_channels;
     let mut values = Vec::with_capacity(weights.len());
@@ -95,34 +122,30 @@ pub fn quantize_weights(
         let max_abs = row.iter().fold(0f32, |m, &w| m.max(w.abs()));
         let limit = match clip {
             WeightClip::MaxAbs => max_abs,
-            WeightClip::Mse => mse_weight_clip(row, max_abs),
+            WeightClip::Mse => mse_weight_clip(row, max_abs, qmax),
         };
         // An all-zero channel: any scale represents it exactly; 1 keeps the bias finite.
-        let scale = if limit > 0.0 {
-            limit / WEIGHT_QMAX
-        } else {
-            1.0
-        };
+        let scale = if limit > 0.0 { limit / qmax } else { 1.0 };
         scales.push(scale);
-        values.extend(row.iter().map(|&w| quantize_weight(w, scale)));
+        values.extend(row.iter().map(|&w| quantize_weight(w, scale, qmax)));
     }
     QuantizedWeights { values, scales }
 }
 
-/// The int8 code of one weight.
-pub fn quantize_weight(w: f32, scale: f32) -> i8 {
-    round_half_even(w / scale).clamp(-WEIGHT_QMAX, WEIGHT_QMAX) as i8
+/// The int8 code of one weight, within `[−qmax, qmax]`.
+pub fn quantize_weight(w: f32, scale: f32, qmax: f32) -> i8 {
+    round_half_even(w / scale).clamp(-qmax, qmax) as i8
 }
 
-fn mse_weight_clip(row: &[f32], max_abs: f32) -> f32 {
+fn mse_weight_clip(row: &[f32], max_abs: f32, qmax: f32) -> f32 {
     if max_abs == 0.0 {
         return 0.0;
     }
     let err = |limit: f32| -> f64 {
-        let scale = limit / WEIGHT_QMAX;
+        let scale = limit / qmax;
         row.iter()
             .map(|&w| {
-                let d = w - quantize_weight(w, scale) as f32 * scale;
+                let d = w - quantize_weight(w, scale, qmax) as f32 * scale;
                 (d as f64) * (d as f64)
             })
             .sum()
@@ -230,20 +253,47 @@ mod tests {
         // Two channels with very different magnitudes keep their own resolution. The
         // first has scale exactly 1, so its halves show the rounding (half to even).
         let w = [127.0, -63.5, 2.5, 0.01, -0.0016, 0.0025];
-        let q = quantize_weights(&w, 2, WeightClip::MaxAbs);
+        let q = quantize_weights(&w, 2, WeightClip::MaxAbs, WEIGHT_QMAX);
         assert_eq!(q.scales[0], 1.0);
         assert!((q.scales[1] - 0.01 / 127.0).abs() < 1e-10);
         assert_eq!(&q.values[..3], &[127, -64, 2]);
         assert_eq!(&q.values[3..], &[127, -20, 32]); // −20.32, 31.75
         // Symmetric: −w quantizes to −q(w).
         let neg: Vec<f32> = w.iter().map(|v| -v).collect();
-        let qn = quantize_weights(&neg, 2, WeightClip::MaxAbs);
+        let qn = quantize_weights(&neg, 2, WeightClip::MaxAbs, WEIGHT_QMAX);
         let negated: Vec<i8> = q.values.iter().map(|v| -v).collect();
         assert_eq!(qn.values, negated);
         // An all-zero channel has a finite scale and zero codes.
-        let z = quantize_weights(&[0.0, 0.0, 1.0, -1.0], 2, WeightClip::MaxAbs);
+        let z = quantize_weights(&[0.0, 0.0, 1.0, -1.0], 2, WeightClip::MaxAbs, WEIGHT_QMAX);
         assert_eq!(z.scales[0], 1.0);
         assert_eq!(&z.values[..2], &[0, 0]);
+    }
+
+    #[test]
+    fn weights_reading_large_codes_cannot_saturate_a_pair_sum() {
+        // ReLU and GELU outputs keep the full range; the normalised image does not.
+        assert_eq!(weight_qmax(0), WEIGHT_QMAX);
+        assert_eq!(weight_qmax(8), WEIGHT_QMAX);
+        assert_eq!(
+            weight_qmax(PAIR_SAFE_FROM_ZERO_POINT),
+            PAIR_SAFE_WEIGHT_QMAX
+        );
+        assert_eq!(weight_qmax(120), PAIR_SAFE_WEIGHT_QMAX);
+        // The worst pair (two codes of 255, two equal-signed weights) fits an int16 at 64
+        // and would not at 65.
+        let worst = |qmax: i32| 2 * 255 * qmax;
+        assert!(worst(PAIR_SAFE_WEIGHT_QMAX as i32) <= i16::MAX as i32);
+        assert!(worst(PAIR_SAFE_WEIGHT_QMAX as i32 + 1) > i16::MAX as i32);
+        let q = quantize_weights(
+            &[1.0, -0.5, 0.25, 0.3],
+            1,
+            WeightClip::MaxAbs,
+            PAIR_SAFE_WEIGHT_QMAX,
+        );
+        assert_eq!(q.scales[0], 1.0 / 64.0);
+        assert_eq!(q.values, [64, -32, 16, 19]); // 0.3 · 64 = 19.2
+        let mse = quantize_weights(&[1.0, 0.01, -0.02], 1, WeightClip::Mse, 64.0);
+        assert!(mse.values.iter().all(|v| v.abs() <= 64));
     }
 
     #[test]
@@ -257,8 +307,8 @@ mod tests {
                 .map(|(&w, &v)| ((w - v as f32 * q.scales[0]) as f64).powi(2))
                 .sum()
         };
-        let max = quantize_weights(&row, 1, WeightClip::MaxAbs);
-        let mse = quantize_weights(&row, 1, WeightClip::Mse);
+        let max = quantize_weights(&row, 1, WeightClip::MaxAbs, WEIGHT_QMAX);
+        let mse = quantize_weights(&row, 1, WeightClip::Mse, WEIGHT_QMAX);
         assert!(mse.scales[0] <= max.scales[0]);
         assert!(err(&mse) <= err(&max));
     }

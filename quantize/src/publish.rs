@@ -29,8 +29,7 @@ pub fn int8_name(source: &str) -> String {
 /// The layout, in the manifest's words.
 pub const LAYOUT: &str = "ONNX QOperator: QLinearConv and com.microsoft QLinearAdd (ReLU fused into their output range), MaxPool on uint8, average pools as com.microsoft QLinearAveragePool, QuantizeLinear/DequantizeLinear around the fp32 rest";
 /// How weights are stored.
-pub const WEIGHTS: &str =
-    "int8, symmetric (zero point 0, codes -127..127), one scale per output channel; biases int32";
+pub const WEIGHTS: &str = "int8, symmetric (zero point 0, codes -127..127; -64..64 where the conv's input zero point is 64 or more, so that no two uint8-int8 products overflow int16 on x86 CPUs without VNNI), one scale per output channel; biases int32";
 /// How activations are stored.
 pub const ACTIVATIONS: &str = "uint8, asymmetric, one scale and zero point per tensor";
 

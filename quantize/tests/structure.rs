@@ -142,6 +142,15 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
         4,
         "already a multiple of 4"
     );
+    // The stem reads the normalised image (zero point 96 here, about 120 in the zoo):
+    // its codes stay within ±64 so that no pair of products saturates an int16 on CPUs
+    // without VNNI; convs on ReLU outputs (zero point 0) use the full ±127.
+    let max_code = |name: &str| {
+        let t = tensor(name);
+        t.raw_data.iter().map(|&v| (v as i8).unsigned_abs()).max()
+    };
+    assert_eq!(max_code("stem.conv.weight_quantized"), Some(64));
+    assert_eq!(max_code("layer0.block0.conv1.weight_quantized"), Some(127));
     assert!(
         q.opset_import
             .iter()
