@@ -18,8 +18,8 @@ pub const WEIGHT_QMAX: f32 = 127.0;
 /// Largest weight magnitude at which no two products of a uint8 code and a weight can
 /// overflow an int16: 2 · 255 · 64 = 32,640 ≤ 32,767. On x86 CPUs without VNNI (AVX2,
 /// AVX-512 without VNNI) ONNX Runtime's u8×s8 kernels multiply with `vpmaddubsw`, which
-/// adds each pair of adjacent products into a *saturating* int16 (with codes up to 127,
-/// up to 2 · 255 · 127 = 64,770); VNNI's `vpdpbusd` adds into int32 and never saturates.
+/// adds each pair of adjacent products into a *saturating* int16 (with weight codes up
+/// to 127, up to 2 · 255 · 127 = 64,770); VNNI's `vpdpbusd` adds into int32 and never saturates.
 pub const PAIR_SAFE_WEIGHT_QMAX: f32 = 64.0;
 /// Input zero point from which a conv's weights are limited to [`PAIR_SAFE_WEIGHT_QMAX`].
 /// Two codes at real zero then already sum to 2 · 64 · 127 = 16,256 with full-range
