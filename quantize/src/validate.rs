@@ -1,6 +1,7 @@
 //! How closely an int8 model follows its fp32 source, on training images set aside from
 //! calibration. This is what chooses between range methods: the test set never does.
 
+use runtime::classify::argmax;
 use serde::Serialize;
 
 /// The int8 model against the fp32 one on the same images.
@@ -55,16 +56,6 @@ pub fn compare(fp32: &[f32], int8: &[f32], labels: &[u8], classes: usize) -> Agr
         top1_fp32: pct(ok32),
         top1_int8: pct(ok8),
     }
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
