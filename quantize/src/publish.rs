@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runtime::verify::{Evaluation, evaluate};
+use runtime::verify::{Evaluation, evaluate_modes};
 use runtime::{Classifier, SessionOptions};
 use zoo::Manifest;
 use zoo::TtaMode;
@@ -100,7 +100,7 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
 /// views when the source manifest has a six-view number, with the runtime's `verify`
 /// code — writes `<name>-int8-<sha8>.onnx` and its manifest into
 /// `out_dir` (model first, each atomically), and removes older versions of the same
-/// int8 model there. `progress(mode, done)` reports test images done.
+/// int8 model there. `progress(view, done)` reports test images done (`evaluate_modes`).
 pub fn publish(
     mut manifest: Manifest,
     bytes: &[u8],
@@ -131,15 +131,14 @@ pub fn publish(
             provisional.to_json().as_bytes(),
         )?;
         let clf = Classifier::open(&onnx, &claims.session)?;
-        let single = evaluate(&clf, test, TtaMode::None, &|n| progress("single", n))?;
-        let flip = evaluate(&clf, test, TtaMode::Flip, &|n| progress("flip_tta", n))?;
-        let six = if six_view_wanted {
-            Some(evaluate(&clf, test, TtaMode::SixView, &|n| {
-                progress("6view", n)
-            })?)
-        } else {
-            None
-        };
+        let mut modes = vec![TtaMode::None, TtaMode::Flip];
+        if six_view_wanted {
+            modes.push(TtaMode::SixView);
+        }
+        let mut evaluations = evaluate_modes(&clf, test, &modes, progress)?.into_iter();
+        let single = evaluations.next().expect("one evaluation per mode");
+        let flip = evaluations.next().expect("one evaluation per mode");
+        let six = evaluations.next();
         Ok((single, flip, six))
     })();
     let _ = std::fs::remove_dir_all(&staging);

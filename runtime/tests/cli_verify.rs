@@ -338,3 +338,44 @@ fn six_view_claims_are_checked_in_six_view_mode() {
         text(&out.stderr)
     );
 }
+
+/// `verify` runs each distinct view once and averages each mode's views from those
+/// passes; every mode must predict exactly what running that mode on its own predicts
+/// (`evaluate`, the path `Classifier` takes with TTA). A trained model (the shipped
+/// resnet20) so that the views really disagree on some images.
+#[test]
+fn shared_view_passes_predict_what_each_mode_predicts_alone() {
+    let models = runtime::registry::workspace_models_dir();
+    let reg = runtime::registry::Registry::scan(&models).unwrap();
+    let entry = reg.find("resnet20").unwrap();
+    let c = Classifier::open(&entry.manifest_path, &SessionOptions::default()).unwrap();
+    let data = common::cifar_test().subset(0..2_000);
+    let modes = [TtaMode::None, TtaMode::Flip, TtaMode::SixView];
+    let labels = std::sync::Mutex::new(Vec::new());
+    let shared = verify::evaluate_modes(&c, &data, &modes, &|view, _| {
+        let mut l = labels.lock().unwrap();
+        if l.last().map(String::as_str) != Some(view) {
+            l.push(view.to_string());
+        }
+    })
+    .unwrap();
+    // Six distinct views (single's and flip's are among six-view's), each run once.
+    let labels = labels.into_inner().unwrap();
+    assert_eq!(labels.len(), 6, "{labels:?}");
+    assert_eq!(labels[0], "view 1/6 (image)");
+    assert_eq!(labels[1], "view 2/6 (mirror)");
+    let alone: Vec<_> = modes
+        .iter()
+        .map(|&m| verify::evaluate(&c, &data, m, &|_| {}).unwrap())
+        .collect();
+    for (s, a) in shared.iter().zip(&alone) {
+        assert_eq!(s.mode, a.mode);
+        assert_eq!(s.images, 2_000);
+        assert_eq!(s.confusion, a.confusion, "{}", s.mode);
+    }
+    // The views disagree: each mode predicts differently (else this test proves little).
+    assert_ne!(shared[0].confusion, shared[1].confusion);
+    assert_ne!(shared[1].confusion, shared[2].confusion);
+    // A mode's time is the sum of its views' passes.
+    assert!(shared[0].seconds < shared[1].seconds && shared[1].seconds < shared[2].seconds);
+}

@@ -419,8 +419,8 @@ fn quantize_one(
         &test,
         &claims,
         out_dir,
-        &|mode, done| {
-            test_bar.set_message(mode.to_string());
+        &|view, done| {
+            test_bar.set_message(view.to_string());
             test_bar.set_position(done);
         },
     )?;
