@@ -172,8 +172,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         } else {
             ProgressBar::hidden()
         };
-        let report = verify::verify_model(&classifier, &data, &vopts, &|mode, done| {
-            bar.set_prefix(format!("{} {mode}", classifier.name()));
+        let report = verify::verify_model(&classifier, &data, &vopts, &|view, done| {
+            bar.set_prefix(format!("{} {view}", classifier.name()));
             bar.set_position(done);
         })
         .with_context(|| format!("verifying {}", classifier.model_path().display()))?;
