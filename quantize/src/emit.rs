@@ -26,9 +26,11 @@ pub struct EmitOptions {
     pub weight_clip: WeightClip,
     /// Extra `metadata_props` (key, value) for the model.
     pub metadata: Vec<(String, String)>,
-    /// Pad a conv's input channels with zeros to a multiple of [`CHANNEL_MULTIPLE`] (see
-    /// there). The results are the same either way; `false` exists to show that.
-    pub pad_input_channels: bool,
+    /// Give each `QLinearConv` the channel counts ONNX Runtime's direct int8 convolution
+    /// takes ([`CHANNEL_MULTIPLE`], [`MIN_OUTPUT_CHANNELS`]): extra input channels at the
+    /// zero point with zero weights, extra filters of zeros. The results are the same either
+    /// way; `false` exists to show that.
+    pub pad_channels: bool,
 }
 
 impl Default for EmitOptions {
@@ -36,18 +38,30 @@ impl Default for EmitOptions {
         EmitOptions {
             weight_clip: WeightClip::MaxAbs,
             metadata: vec![("precision".into(), "int8".into())],
-            pad_input_channels: true,
+            pad_channels: true,
         }
     }
 }
 
-/// A `QLinearConv` whose input channels are not a multiple of this (the stem's 3 colour
-/// channels) reads its input padded with channels at the zero point, and zero weights for
-/// them: the integer sums are unchanged, and ONNX Runtime's kernels, whose int8 dot
-/// products take 4 bytes at a time, run faster on the padded shape (measured on
-/// `resnet20`, `tpsnet`, `model1`: 3 → 4 channels raised batch-256 throughput by 2.6 %,
-/// 1.2 % and 1.2 %; 8 and 16 helped less; docs/quantization.md).
+/// ONNX Runtime's x86 int8 convolutions run a direct kernel (MLAS `ConvSym`, in
+/// onnxruntime's `core/mlas/lib/convsym.cpp`; weights with zero point 0, as ours) when the
+/// input channels are a multiple of 4 and there are at least 16 output channels, a
+/// multiple of 4 (AVX-512) or 8 (AVX2); other shapes take im2col and a general int8 GEMM.
+/// So a `QLinearConv` whose input channels are not a multiple of this (the stem's 3
+/// colour channels) reads its input padded with channels at the zero point (real 0), with
+/// zero weights for them: every integer sum is unchanged (measured on `resnet20`,
+/// `tpsnet`, `model1`: 3 → 4 channels raised batch-256 throughput by 2.6 %, 1.2 % and
+/// 1.2 %; 8 and 16 helped less; docs/quantization.md).
 pub const CHANNEL_MULTIPLE: usize = 4;
+
+/// A `QLinearConv` with fewer filters than this, or a count that is not a multiple of
+/// [`CHANNEL_MULTIPLE`], gets zero filters up to both when only group-1 convolutions read
+/// its output: its extra output channels hold the zero point (real 0), and its readers
+/// give them zero weights instead of reading a padded copy ([`CHANNEL_MULTIPLE`]). In the
+/// zoo: the stems of `resnet20` (8 → 16 filters) and `model2` (22 → 24) take the direct
+/// kernel then, `model1`'s (34 → 36) with AVX-512 only; the readers of the latter two no
+/// longer wait for a `Pad` of the whole first activation (docs/quantization.md).
+pub const MIN_OUTPUT_CHANNELS: usize = 16;
 
 /// Builds the int8 model. `params` holds the quantization parameters of every tensor in
 /// `plan.calibrate`.
@@ -57,15 +71,21 @@ pub fn emit(
     params: &HashMap<String, ActivationParams>,
     opts: &EmitOptions,
 ) -> Result<ModelProto> {
+    let consumers = g.consumer_map();
+    let widths = if opts.pad_channels {
+        widened_outputs(g, plan, &consumers)
+    } else {
+        HashMap::new()
+    };
     let mut e = Emitter {
         g,
         plan,
         params,
+        widths,
         nodes: Vec::new(),
         inits: BTreeMap::new(),
         emitted_params: HashSet::new(),
     };
-    let consumers = g.consumer_map();
     let float_reader = |t: &str| -> bool {
         t == g.output.name
             || consumers
@@ -164,10 +184,57 @@ pub fn emit(
     Ok(model)
 }
 
+/// The uint8 tensors written with more channels than the fp32 model's (zero filters up to
+/// [`MIN_OUTPUT_CHANNELS`] and a multiple of [`CHANNEL_MULTIPLE`]), with their width: the
+/// outputs of group-1 convolutions whose every reader is a group-1 convolution that reads
+/// it as its input, so that zero weights absorb the extra channels.
+fn widened_outputs(
+    g: &Graph,
+    plan: &Plan,
+    consumers: &HashMap<&str, Vec<usize>>,
+) -> HashMap<String, usize> {
+    let plain_conv =
+        |i: usize| matches!(plan.lowering[i], Lowering::Conv { .. }) && group(&g.nodes[i]) == 1;
+    let mut widths = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let Lowering::Conv { output } = &plan.lowering[i] else {
+            continue;
+        };
+        let filters = g.constants[&n.input[1]].dims[0] as usize;
+        let width = filters
+            .next_multiple_of(CHANNEL_MULTIPLE)
+            .max(MIN_OUTPUT_CHANNELS);
+        let readers = consumers
+            .get(output.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        let only_conv_inputs = !readers.is_empty()
+            && *output != g.output.name
+            && readers.iter().all(|&j| {
+                plain_conv(j)
+                    && g.nodes[j].input[0] == *output
+                    && !g.nodes[j].input[1..].contains(output)
+            });
+        if width != filters && plain_conv(i) && only_conv_inputs {
+            widths.insert(output.clone(), width);
+        }
+    }
+    widths
+}
+
+/// A conv node's `group` attribute (1 when absent).
+fn group(n: &NodeProto) -> i64 {
+    n.attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .map_or(1, |a| a.i)
+}
+
 struct Emitter<'a> {
     g: &'a Graph,
     plan: &'a Plan,
     params: &'a HashMap<String, ActivationParams>,
+    /// [`widened_outputs`].
+    widths: HashMap<String, usize>,
     nodes: Vec<NodeProto>,
     inits: BTreeMap<String, TensorProto>,
     emitted_params: HashSet<String>,
@@ -233,32 +300,34 @@ impl Emitter<'_> {
         let w = &self.g.constants[&n.input[1]];
         let m = w.dims[0] as usize;
         let q = quantize_weights(&w.data, m, opts.weight_clip, weight_qmax(xp.zero_point));
-        let group = n
-            .attribute
-            .iter()
-            .find(|a| a.name == "group")
-            .map_or(1, |a| a.i);
         let channels = w.dims[1] as usize;
-        let padded = channels.next_multiple_of(CHANNEL_MULTIPLE);
-        let (x_quantized, weight_dims, weight_values) =
-            if opts.pad_input_channels && group == 1 && padded != channels {
-                let name = self.pad_channels(x, &xz, w.dims.len(), channels, padded);
-                let per_channel = w.data.len() / (m * channels);
-                let mut values = Vec::with_capacity(m * padded * per_channel);
-                for row in q.values.chunks(channels * per_channel) {
-                    values.extend(row.iter().map(|&v| v as u8));
-                    values.extend(std::iter::repeat_n(0u8, (padded - channels) * per_channel));
-                }
-                let mut dims = w.dims.clone();
-                dims[1] = padded as i64;
-                (name, dims, values)
-            } else {
-                (
-                    quantized_name(x),
-                    w.dims.clone(),
-                    q.values.iter().map(|&v| v as u8).collect(),
-                )
-            };
+        let per_channel = w.data.len() / (m * channels);
+        // The input as the integer graph holds it: written wider by its producer, padded
+        // here, or as it is.
+        let (x_quantized, in_width) = match self.widths.get(x.as_str()) {
+            Some(&width) => (quantized_name(x), width),
+            None if opts.pad_channels && group(n) == 1 && channels % CHANNEL_MULTIPLE != 0 => {
+                let width = channels.next_multiple_of(CHANNEL_MULTIPLE);
+                let padded = self.pad_channels(x, &xz, w.dims.len(), channels, width);
+                (padded, width)
+            }
+            None => (quantized_name(x), channels),
+        };
+        let out_width = self.widths.get(output).copied().unwrap_or(m);
+        // Each filter's codes with zero weights for the extra input channels, then zero
+        // filters for the extra output channels.
+        let mut weight_values = Vec::with_capacity(out_width * in_width * per_channel);
+        for row in q.values.chunks(channels * per_channel) {
+            weight_values.extend(row.iter().map(|&v| v as u8));
+            weight_values.resize(weight_values.len() + (in_width - channels) * per_channel, 0);
+        }
+        weight_values.resize(out_width * in_width * per_channel, 0);
+        let mut weight_dims = w.dims.clone();
+        weight_dims[0] = out_width as i64;
+        weight_dims[1] = in_width as i64;
+        // Any positive scale represents a zero filter exactly.
+        let mut weight_scales = q.scales.clone();
+        weight_scales.resize(out_width, 1.0);
         let wname = format!("{}.weight_quantized", n.name);
         let wscale = format!("{}.weight_scale", n.name);
         let wzero = format!("{}.weight_zero_point", n.name);
@@ -272,33 +341,36 @@ impl Emitter<'_> {
                 ..Default::default()
             },
         );
-        self.inits
-            .insert(wscale.clone(), f32_tensor(&wscale, &[m as i64], &q.scales));
+        self.inits.insert(
+            wscale.clone(),
+            f32_tensor(&wscale, &[out_width as i64], &weight_scales),
+        );
         self.inits.insert(
             wzero.clone(),
             TensorProto {
-                dims: vec![m as i64],
+                dims: vec![out_width as i64],
                 data_type: data_type::INT8,
                 name: wzero.clone(),
-                raw_data: vec![0; m],
+                raw_data: vec![0; out_width],
                 ..Default::default()
             },
         );
         let mut inputs = vec![x_quantized, xs, xz, wname, wscale, wzero, ys, yz];
         if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
             let bias = &self.g.constants[b].data;
-            let qb = quantize_bias(bias, xp.scale, &q.scales).ok_or_else(|| Error::Unsupported {
+            let mut qb = quantize_bias(bias, xp.scale, &q.scales).ok_or_else(|| Error::Unsupported {
                 path: self.g.path.clone(),
                 reason: format!(
                     "the bias of `{}` does not fit in int32 at input scale {} (its input range is degenerate)",
                     n.name, xp.scale
                 ),
             })?;
+            qb.resize(out_width, 0);
             let bname = format!("{}.bias_quantized", n.name);
             self.inits.insert(
                 bname.clone(),
                 TensorProto {
-                    dims: vec![m as i64],
+                    dims: vec![out_width as i64],
                     data_type: data_type::INT32,
                     name: bname.clone(),
                     raw_data: qb.iter().flat_map(|v| v.to_le_bytes()).collect(),

@@ -115,7 +115,7 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
         .unwrap();
     assert_eq!(dq.input[0], quantized_name("head.pool"));
     // The stem reads its 3 colour channels padded to 4 with the zero point, and zero
-    // weights for the 4th; no other conv is padded.
+    // weights for the 4th; no other input is padded.
     assert_eq!(c["Pad"], 1);
     let pad = graph.node.iter().find(|n| n.op_type == "Pad").unwrap();
     assert_eq!(pad.input[0], quantized_name("normalize.div"));
@@ -130,17 +130,53 @@ fn residual_nets_lower_convs_and_adds_with_relus_fused() {
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
         .collect();
     assert_eq!(pads, [0, 0, 0, 0, 0, 1, 0, 0]);
-    let w = tensor("stem.conv.weight_quantized");
-    assert_eq!(w.dims[1], 4);
+    // Convs with fewer than 16 filters whose output only convs read get zero filters up
+    // to 16 (the stem's 4; each layer-0 block's first conv's 8), and their readers zero
+    // weights for those channels; the rest keep their shapes.
     let per_channel = 9;
-    for row in w.raw_data.chunks(4 * per_channel) {
-        assert!(row[3 * per_channel..].iter().all(|&v| v == 0));
-        assert!(row[..3 * per_channel].iter().any(|&v| v != 0));
+    let w = tensor("stem.conv.weight_quantized");
+    assert_eq!(w.dims, [16, 4, 3, 3]);
+    for (f, row) in w.raw_data.chunks(4 * per_channel).enumerate() {
+        assert!(
+            row[3 * per_channel..].iter().all(|&v| v == 0),
+            "input channel 4"
+        );
+        assert_eq!(row.iter().any(|&v| v != 0), f < 4, "filter {f}");
     }
+    assert_eq!(tensor("stem.conv.weight_scale").dims, [16]);
+    assert_eq!(tensor("stem.conv.weight_zero_point").dims, [16]);
+    let bias = tensor("stem.conv.bias_quantized");
+    assert_eq!(bias.dims, [16]);
+    assert!(bias.raw_data[4 * 4..].iter().all(|&v| v == 0));
+    let dims = |name: &str| tensor(&format!("{name}.weight_quantized")).dims.clone();
+    assert_eq!(dims("layer0.block0.conv1"), [16, 16, 3, 3]);
+    assert_eq!(dims("layer0.block0.shortcut.conv"), [8, 16, 1, 1]);
+    assert_eq!(dims("layer0.block0.conv2"), [8, 16, 3, 3]);
+    assert_eq!(dims("layer0.block1.conv1"), [16, 8, 3, 3]);
     assert_eq!(
-        tensor("layer0.block0.conv1.weight_quantized").dims[1],
-        4,
-        "already a multiple of 4"
+        dims("layer1.block0.conv1"),
+        [16, 8, 3, 3],
+        "16 filters already"
+    );
+    let w = tensor("layer0.block0.conv1.weight_quantized");
+    for row in w.raw_data.chunks(16 * per_channel) {
+        assert!(row[4 * per_channel..].iter().all(|&v| v == 0));
+    }
+    // Exactly those three write more channels than the fp32 model: every other output
+    // meets an Add or the pool.
+    let widened: Vec<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "QLinearConv")
+        .filter(|n| {
+            let fp32 = g.nodes.iter().find(|f| f.name == n.name).unwrap();
+            tensor(&n.input[3]).dims[0] > g.constants[&fp32.input[1]].dims[0]
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(
+        widened,
+        ["stem.conv", "layer0.block0.conv1", "layer0.block1.conv1"]
     );
     // The stem reads the normalised image (zero point 96 here, about 120 in the zoo):
     // its codes stay within ±64 so that no pair of products saturates an int16 on CPUs
