@@ -26,6 +26,10 @@ import onnxruntime as ort
 from timing import rotated, timed
 
 
+def loadavg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
@@ -43,7 +47,7 @@ def main():
     one = x[:1].copy()
     tput = [[] for _ in a.files]
     lat = [[] for _ in a.files]
-    print("load before", " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
+    print("load before", loadavg(), flush=True)
     for r in range(a.rounds):
         for i in rotated(list(range(len(a.files))), r):
             s, name = sessions[i], sessions[i].get_inputs()[0].name
@@ -54,7 +58,7 @@ def main():
         print(f"{os.path.basename(f):40s} {statistics.median(tput[i]):7.0f} img/s (batch 256)  "
               f"{statistics.median(ratios):.2f}x the first (per round: {' '.join(f'{q:.2f}' for q in ratios)})  "
               f"batch 1: {statistics.median(lat[i]):.2f} ms", flush=True)
-    print("load after", " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("load after", loadavg())
 
 
 def interleaved(files, sessions, x, passes):
@@ -62,7 +66,7 @@ def interleaved(files, sessions, x, passes):
     for run in runs:
         timed(run, 1, 2)
     seconds = [[] for _ in files]
-    print("load before", " ".join(open("/proc/loadavg").read().split()[:3]), flush=True)
+    print("load before", loadavg(), flush=True)
     for p in range(passes):
         for i in rotated(list(range(len(files))), p):
             seconds[i].append(timed(runs[i], 1, 0))
@@ -72,7 +76,7 @@ def interleaved(files, sessions, x, passes):
         print(f"{os.path.basename(f):40s} {256 / statistics.median(seconds[i]):7.0f} img/s (batch 256)  "
               f"{statistics.median(ratios):.3f}x the first, median of {passes} passes "
               f"(quartiles {q1:.3f}-{q3:.3f})", flush=True)
-    print("load after", " ".join(open("/proc/loadavg").read().split()[:3]))
+    print("load after", loadavg())
 
 
 if __name__ == "__main__":

@@ -186,8 +186,9 @@ pub fn emit(
 
 /// The uint8 tensors written with more channels than the fp32 model's (zero filters up to
 /// [`MIN_OUTPUT_CHANNELS`] and a multiple of [`CHANNEL_MULTIPLE`]), with their width: the
-/// outputs of group-1 convolutions whose every reader is a group-1 convolution that reads
-/// it as its input, so that zero weights absorb the extra channels.
+/// outputs of group-1 convolutions whose every reader is a group-1 convolution (which
+/// reads it as its input: a conv's weights and bias are constants), so that zero weights
+/// absorb the extra channels.
 fn widened_outputs(
     g: &Graph,
     plan: &Plan,
@@ -209,11 +210,7 @@ fn widened_outputs(
             .map_or(&[][..], Vec::as_slice);
         let only_conv_inputs = !readers.is_empty()
             && *output != g.output.name
-            && readers.iter().all(|&j| {
-                plain_conv(j)
-                    && g.nodes[j].input[0] == *output
-                    && !g.nodes[j].input[1..].contains(output)
-            });
+            && readers.iter().all(|&j| plain_conv(j));
         if width != filters && plain_conv(i) && only_conv_inputs {
             widths.insert(output.clone(), width);
         }
