@@ -3,7 +3,7 @@ of activation layout, weight layout, parameter storage, precision and cuDNN auto
 
 Why (issue 14, item 3): on an H200 with torch 2.11.0+cu130, `train-zoo` died with
 "CUDA error: misaligned address" for Model-1 and Model-2 under bf16 autocast with
-channels-last activations (docs/training-log.md, 2026-11-26), while PyTorch eager trained
+channels-last activations (docs/lab/training-log.md, 2026-11-26), while PyTorch eager trained
 the same nets channels-last on an H100 (docs/benchmarks.md). One difference: train-zoo
 re-points every parameter to a view of ONE flat fp32 buffer (training/src/optim.rs,
 `FlatSgd`), packed without padding. With Model-1/Model-2's widths (34/22 x 2^i) almost every
@@ -23,7 +23,7 @@ torch.optim.SGD), like bench/train_torch.py.
 Prints one JSON line per variant: ok (bool), error (the exception, if any, with the last
 frames of the traceback: run with CUDA_LAUNCH_BLOCKING=1 to make them point at the failing
 kernel), median images/s. A CUDA error poisons the process's context, so run one variant
-per process when a crash is possible (scripts/gpu/cudnn-variants.sh does).
+per process when a crash is possible (tools/gpu/cudnn-variants.sh does).
 
 Usage: cudnn_layout.py --spec SPEC.json [--name model2] [--params flat|separate]
           [--align 1] [--input channels_last|nchw] [--weights nchw|channels_last]

@@ -7,7 +7,7 @@
 /// step whose activations reach 63 MB (`airnet` at batch 256: 256 × 64 × 31 × 31 floats)
 /// gets new pages every step, and the kernel faults in and zeroes hundreds of megabytes
 /// per step: in the first `airnet-short` run 465 of 4,554 CPU seconds (10 %) were the
-/// kernel's, with 188 million minor page faults (docs/training-log.md, 2026-11-30).
+/// kernel's, with 188 million minor page faults (docs/lab/training-log.md, 2026-11-30).
 /// Serving every block from the heap (`M_MMAP_MAX` 0) and never trimming its top
 /// (`M_TRIM_THRESHOLD` 2 GiB) lets the next step reuse the same pages. Results are
 /// bit-identical (the same run gives the same ONNX sha256 either way); the price is that

@@ -156,7 +156,7 @@ pub struct BuildOptions {
     /// Start BatchNorm scales at 1, as PyTorch does, instead of tch's default draw from
     /// U(0, 1). Needed wherever the scales are frozen: frozen at a random draw, a
     /// channel with scale 0.01 is all but dead and the whitened stem loses its equal
-    /// variances (the bug behind `airnet-b8c9d1af`'s plateau, docs/training-log.md).
+    /// variances (the bug behind `airnet-b8c9d1af`'s plateau, docs/lab/training-log.md).
     pub bn_scale_one: bool,
 }
 

@@ -117,7 +117,7 @@ pub struct Recipe {
     pub bf16_autocast: bool,
     /// Trick "channels_last": NHWC activations. On CUDA for tensor cores; on the CPU
     /// it spares oneDNN its NCHW reorders (training step +22 % for `plainnet`, +40 % for
-    /// `resnet20` on the 2-core EPYC, docs/training-log.md).
+    /// `resnet20` on the 2-core EPYC, docs/lab/training-log.md).
     pub channels_last: bool,
     /// Batch size for evaluation.
     pub eval_batch_size: usize,
@@ -275,7 +275,7 @@ impl Recipe {
     /// * Label smoothing 0.2; 2-pixel crops of the image mirrored about its border pixels
     ///   (`reflect_101`, PyTorch's `reflect` padding) and alternating flips; flip TTA.
     /// * 15 epochs: the published run (`airnet-da7dca46`) trained 49.8 minutes at 251 img/s
-    ///   and reached 94.37 % flip TTA; seeds 0-3 on a GPU 94.2-94.7 % (docs/training-log.md).
+    ///   and reached 94.37 % flip TTA; seeds 0-3 on a GPU 94.2-94.7 % (docs/lab/training-log.md).
     ///
     /// ```
     /// let r = training::recipe::Recipe::cpu();
@@ -349,7 +349,7 @@ impl Recipe {
     /// augmentation as the headline: `airnet` trained on the 2-core CPU in about 31
     /// minutes (10 × ~185 s) instead of 50. airbench94 reaches 94 % at 9.9 epochs with
     /// six-view TTA; the GPU sweep of 2026-11-27 gave this recipe 93.80 % flip TTA at 10
-    /// epochs and 94.11 % at 12 (docs/training-log.md).
+    /// epochs and 94.11 % at 12 (docs/lab/training-log.md).
     ///
     /// ```
     /// let r = training::recipe::Recipe::cpu_short();
@@ -414,7 +414,7 @@ impl Recipe {
     /// of 8: on an H200 with torch 2.11+cu130, Model-2 (22/44/88/176 channels) and
     /// Model-1 (34/68/136/272) both died in cuDNN with "CUDA error: misaligned address"
     /// under bf16 + channels-last, while TPSNet (16/32/64/128) and both models in NCHW
-    /// trained fine (docs/training-log.md, 2026-11-26).
+    /// trained fine (docs/lab/training-log.md, 2026-11-26).
     ///
     /// ```
     /// use training::recipe::Recipe;
@@ -669,7 +669,7 @@ mod tests {
     /// The recipe files kept from earlier sweeps predate translate and cutout.
     #[test]
     fn kept_recipe_files_parse_with_the_new_switches_off() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gpu/recipes");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/gpu/recipes");
         for name in ["cpu-v1.json", "cpu-v2.json"] {
             let r = Recipe::resolve(dir.join(name).to_str().unwrap()).unwrap();
             assert_eq!((r.augment.translate, r.augment.cutout), (0, 0), "{name}");
@@ -677,7 +677,7 @@ mod tests {
         }
     }
 
-    /// `scripts/gpu/recipes/res96.json`, the recipe of issue 15's sweep, is `wide` with
+    /// `tools/gpu/recipes/res96.json`, the recipe of issue 15's sweep, is `wide` with
     /// airbench96's changes (Jordan 2024, `legacy/airbench96.py`) and nothing else: 37
     /// epochs; lr 9.0 instead of 11.5 per 1024 images at the same momentum, so 0.375 ×
     /// 9/11.5 here, and weight decay 0.012 instead of 0.0153, which leaves our
@@ -687,7 +687,7 @@ mod tests {
     #[test]
     fn res96_recipe_is_wide_with_airbench96s_changes() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scripts/gpu/recipes/res96.json");
+            .join("../tools/gpu/recipes/res96.json");
         let r = Recipe::resolve(path.to_str().unwrap()).unwrap();
         let mut want = Recipe::wide();
         want.name = "res96".into();

@@ -87,10 +87,10 @@ mod tests {
             serde_json::from_value::<Recipe>(m.training.recipe_config)
                 .unwrap_or_else(|e| panic!("{}: recipe_config: {e}", p.display()));
         }
-        for p in files("scripts/gpu/recipes") {
+        for p in files("tools/gpu/recipes") {
             Recipe::resolve(p.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
         }
-        for p in files("scripts/gpu/specs") {
+        for p in files("tools/gpu/specs") {
             crate::spec_file::load(&p).unwrap_or_else(|e| panic!("{e}"));
         }
     }

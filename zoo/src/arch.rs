@@ -933,12 +933,12 @@ mod tests {
         assert_eq!(two.macs(), s.macs() + 3 * 9 * 128 * 128 * 15 * 15);
     }
 
-    /// The candidate specs of issue 15's sweep (`scripts/gpu/specs/res-*.json`) are
+    /// The candidate specs of issue 15's sweep (`tools/gpu/specs/res-*.json`) are
     /// valid, under the paper's 5M parameters, and have the widths their names say
     /// (`res-128-320-256`; a `p` marks a `plain_pool_first` first block).
     #[test]
     fn sweep_candidate_specs_fit_the_budget() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gpu/specs");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/gpu/specs");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

@@ -2,7 +2,7 @@
 # On the GPU host (issue 14): ONNX Runtime's CUDA execution provider, proven.
 #  1. `verify --device cuda --all --tta --batch-size 1024` over every model this host holds
 #     (the window's finished models in $MODELS plus the zoo models of the `ort` bundle),
-#     through onnxruntime-gpu 1.31.1 (bundle `ort`, made by scripts/gpu/stage-window --ort)
+#     through onnxruntime-gpu 1.31.1 (bundle `ort`, made by tools/gpu/stage-window --ort)
 #     with the host torch wheel's CUDA 13 and cuDNN 9 folders on LD_LIBRARY_PATH. verify
 #     never falls back to the CPU silently; this script also checks that every model's
 #     report names CUDAExecutionProvider.
@@ -14,7 +14,7 @@
 # Writes $OUT/ort-cuda.log, verify-cuda.json, ort-cuda-bench.jsonl.
 # Env: REPEATS (default 30), BATCH (default 1024), MODELS_EXTRA (more model folders),
 #      ORT_DEVICE (default cuda; cpu only to dry-run this script without a GPU),
-#      WIN_ROOT/STAGE/SP (scripts/gpu/lib.sh), CIFAR_DIR.
+#      WIN_ROOT/STAGE/SP (tools/gpu/lib.sh), CIFAR_DIR.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many epochs of the `fast` recipe each paper model needs to reach its paper top-1
 plus a margin, estimated from the final accuracies of runs with different total epochs
-(docs/training-log.md, "Epochs needed"). Pure Python, no dependencies.
+(docs/lab/training-log.md, "Epochs needed"). Pure Python, no dependencies.
 
 Only *final* accuracies of complete runs are data: the per-epoch points of one run are
 not what a shorter run would reach, because the schedule anneals to the run's own end.
@@ -14,14 +14,14 @@ TPSNet's three runs (20, 33 and 60 epochs, seed 0):
 Model-1 and Model-2 have one run each (19 epochs); their curves are TPSNet's scaled by
 e_m(19) / e_tpsnet(19), i.e. the same shape, an assumption the table states.
 
-Usage: scripts/gpu/epochs-needed.py [--margin 0.3] [--json]
+Usage: tools/gpu/epochs-needed.py [--margin 0.3] [--json]
 """
 import argparse
 import json
 import math
 
 # Final-epoch flip-TTA top-1 of complete `fast`-recipe runs on an H200, seed 0
-# (docs/training-log.md: 2026-11-26 table; round 5 `tps20`, docs/sweeps/2026-11-27-round5.jsonl).
+# (docs/lab/training-log.md: 2026-11-26 table; round 5 `tps20`, docs/lab/sweeps/2026-11-27-round5.jsonl).
 RUNS = {
     "tpsnet": [(20, 91.02), (33, 92.75), (60, 94.18)],
     "model1": [(19, 92.42)],
@@ -29,7 +29,7 @@ RUNS = {
 }
 PAPER = {"tpsnet": 94.84, "model1": 94.02, "model2": 94.24}
 # Training images/s of the published runs (mean over the run, alone on the GPU), and
-# the layout they trained in: docs/training-log.md 2026-11-26.
+# the layout they trained in: docs/lab/training-log.md 2026-11-26.
 IMAGES_PER_S = {"tpsnet": 17664.0, "model1": 14424.0, "model2": 9664.0}
 LAYOUT = {"tpsnet": "channels-last", "model1": "NCHW", "model2": "NCHW"}
 TRAIN_IMAGES = 50000

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# On the GPU host, in the last staging call of a window (docs/gpu-runbook.md): the host's
+# On the GPU host, in the last staging call of a window (docs/lab/gpu-runbook.md): the host's
 # facts, then issue 14's two measurements, each under its own time limit:
-#   scripts/gpu/cudnn-variants.sh     (item 3: the cuDNN misaligned-address failure)
-#   scripts/gpu/concurrency-bench.sh  (item 1: 1, 2 or 3 runs at once; its decision is
+#   tools/gpu/cudnn-variants.sh     (item 3: the cuDNN misaligned-address failure)
+#   tools/gpu/concurrency-bench.sh  (item 1: 1, 2 or 3 runs at once; its decision is
 #                                      what window.sh does with MODE=auto)
 # Env: CUDNN_S (default 160), CONC_S (default 100): each script's own budget (it stops
 #      starting work after it and still writes its table; a hard stop 30 s later);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU host, at the start of every call: takes in the bundle parts this call carried
-# (.gpu-stage/<bundle>-<k>/, made here by scripts/gpu/stage-window), checks each part's
+# (.gpu-stage/<bundle>-<k>/, made here by tools/gpu/stage-window), checks each part's
 # sha256, keeps it under $STAGE/parts (outside the repository copy, which the next call
 # may replace), and once every part of a bundle has arrived, joins them, checks the whole
 # bundle's sha256 and unpacks it into $STAGE/x/<bundle>/:
@@ -9,7 +9,7 @@
 #   ort    lib/ (onnxruntime-gpu 1.31.1), bin/verify, bin/bench-inference, models/
 # Prints one status line per bundle. Safe to run any number of times.
 # Exit: 0 (status printed; a bundle may still be incomplete), 2 a part or bundle is corrupt.
-# Env: STAGE_SRC (default .gpu-stage), WIN_ROOT/STAGE (scripts/gpu/lib.sh).
+# Env: STAGE_SRC (default .gpu-stage), WIN_ROOT/STAGE (tools/gpu/lib.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -22,7 +22,7 @@ field() { awk -v k="$1" '$1 == k { print $2; exit }' "$2"; }
 # 1. Take in the parts carried by this call.
 for d in "$src"/*/; do
   m="$d/MANIFEST"
-  [ -f "$m" ] || { log "skipping $d: no MANIFEST (not made by scripts/gpu/stage-window)"; continue; }
+  [ -f "$m" ] || { log "skipping $d: no MANIFEST (not made by tools/gpu/stage-window)"; continue; }
   b=$(field bundle "$m"); whole=$(field whole "$m")
   dest="$STAGE/parts/$b-${whole:0:12}"
   mkdir -p "$dest"
@@ -30,7 +30,7 @@ for d in "$src"/*/; do
   for p in "$d"/*.part-*; do
     name=$(basename "$p")
     want=$(awk -v n="$name" '$1 == "part" && $4 == n { print $3 }' "$m")
-    [ -n "$want" ] || die "$p is not listed in $m; re-make the parts with scripts/gpu/stage-window"
+    [ -n "$want" ] || die "$p is not listed in $m; re-make the parts with tools/gpu/stage-window"
     if [ -f "$dest/$name" ]; then continue; fi
     got=$(sha256sum "$p" | cut -d' ' -f1)
     [ "$got" = "$want" ] || die "part $name of bundle $b is corrupt (sha256 $got, want $want): carry $d again"
@@ -75,7 +75,7 @@ for dest in "$STAGE"/parts/*/; do
   got=$(sha256sum "$a" | cut -d' ' -f1)
   if [ "$got" != "$whole" ]; then
     rm -f "$a"
-    die "bundle $b joined to sha256 $got, want $whole: the parts do not belong together; re-make them with scripts/gpu/stage-window"
+    die "bundle $b joined to sha256 $got, want $whole: the parts do not belong together; re-make them with tools/gpu/stage-window"
   fi
   rm -rf "$STAGE/x/$b.tmp" && unpack "$a" "$fmt" "$STAGE/x/$b.tmp"
   rm -f "$a"

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
 # Runs on the GPU host: a sweep of recipe variants for the CPU model (issue 6).
 # Each variant is `plainnet` (unless the line names a --model) with the recipe $RECIPE
-# (default scripts/gpu/recipes/cpu-v1.json, the `cpu` recipe the four 2026-11-26 rounds
+# (default tools/gpu/recipes/cpu-v1.json, the `cpu` recipe the four 2026-11-26 rounds
 # started from), plus the overrides of one line of
-# scripts/gpu/sweep-plainnet.txt (`name  args...`; a line's own --model or --recipe wins), run JOBS at a time on the one GPU
+# tools/gpu/sweep-plainnet.txt (`name  args...`; a line's own --model or --recipe wins), run JOBS at a time on the one GPU
 # (a batch-256 step of this small net leaves most of an H100 idle). The CPU run of the
 # winner then takes ~50 minutes instead of every variant doing so.
 # Writes $OUT/sweep.jsonl (one `--json` summary per variant, plus its name and args),
 # $OUT/curves.tar.gz (every variant's metrics.jsonl) and $OUT/sweep.log.
 # Env: OUT, SP (torch site-packages), JOBS (default 3), BUDGET_S (default 420: no variant
-# starts after it), DEVICE (default cuda), VARIANTS (file, default scripts/gpu/sweep-plainnet.txt).
+# starts after it), DEVICE (default cuda), VARIANTS (file, default tools/gpu/sweep-plainnet.txt).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SP=${SP:-/opt/torch/.venv/lib/python3.12/site-packages}
 export LD_LIBRARY_PATH="$SP/torch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 JOBS=${JOBS:-3}; BUDGET_S=${BUDGET_S:-420}; DEVICE=${DEVICE:-cuda}
-RECIPE=${RECIPE:-scripts/gpu/recipes/cpu-v1.json}
+RECIPE=${RECIPE:-tools/gpu/recipes/cpu-v1.json}
 # EXTRA: more train-zoo args for every variant (a CPU dry run: DEVICE=cpu EXTRA="--train-limit 512 --epochs 1").
 read -r -a extra <<< "${EXTRA:-}"
-VARIANTS=${VARIANTS:-scripts/gpu/sweep-plainnet.txt}
+VARIANTS=${VARIANTS:-tools/gpu/sweep-plainnet.txt}
 bin=.gpu/bin/train-zoo
 [ -x "$bin" ] || { gzip -dc .gpu/bin/train-zoo.gz > "$bin" && chmod +x "$bin"; }
 log="$OUT/sweep.log"

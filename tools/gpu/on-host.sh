@@ -5,7 +5,7 @@
 # warm machine, else a fresh `train-zoo bench`), so the three fit the budget.
 # Each finished model is in /tmp/models at once; at the end everything is packed into
 # $OUT as models.tar.gz.part-* (< 16 MiB each, the return limit) plus a sha256.
-# Usage (repo root on the host): scripts/gpu/on-host.sh [extra train-zoo args...]
+# Usage (repo root on the host): tools/gpu/on-host.sh [extra train-zoo args...]
 # Env: OUT (default /tmp/out), SP (site-packages holding torch), BUDGET_S (default 420),
 #      DEVICE (default cuda; cpu for a local dry run),
 #      MAX_EPOCHS (default 40, the recipe's), MODELS (default "tpsnet model2 model1").

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU host: one training window for the runs of a plan (default
-# scripts/gpu/plan-issue14.txt), under a wall-clock budget, then everything packed for the
-# trip back. docs/gpu-runbook.md has the call-by-call procedure around it.
+# tools/gpu/plan-issue14.txt), under a wall-clock budget, then everything packed for the
+# trip back. docs/lab/gpu-runbook.md has the call-by-call procedure around it.
 #
-#  1. takes in this call's carried parts (scripts/gpu/host-stage.sh) and restores the runs
-#     staged by scripts/gpu/stage-window --train (checkpoints of unfinished runs) unless
+#  1. takes in this call's carried parts (tools/gpu/host-stage.sh) and restores the runs
+#     staged by tools/gpu/stage-window --train (checkpoints of unfinished runs) unless
 #     this host already holds a newer state of them;
 #  2. runs every unfinished plan entry with `train-zoo ... --resume` (a fresh run starts
 #     from scratch), all at once or one after another (MODE), each killed at the deadline
@@ -15,15 +15,15 @@
 #     ran, epochs, seconds), as $PACK/<window>-<run>.tar.gz.part-NN (15 MiB each) with
 #     SHA256SUMS and the return ORDER (logs, finished models, checkpoints), and puts
 #     window.json, window.log, SHA256SUMS and as many parts as the device tool's return
-#     limits allow into $OUT; scripts/gpu/return-parts.sh returns the rest.
+#     limits allow into $OUT; tools/gpu/return-parts.sh returns the rest.
 #
-# Env (and scripts/gpu/lib.sh's paths):
-#   PLAN        plan file (default scripts/gpu/plan-issue14.txt)
+# Env (and tools/gpu/lib.sh's paths):
+#   PLAN        plan file (default tools/gpu/plan-issue14.txt)
 #   BUDGET_S    wall-clock seconds for this whole script (default 540; give the device call
 #               a timeout_s of at least BUDGET_S + 30)
 #   PACK_S      seconds kept back for packing (default 40)
 #   MODE        concurrent | sequential | auto (default auto: what the last
-#               scripts/gpu/concurrency-bench.sh on this host decided, else what an
+#               tools/gpu/concurrency-bench.sh on this host decided, else what an
 #               earlier window's decided (staged with the train bundle), else concurrent)
 #   EVAL_EVERY  test-set curve point every N epochs (default 5; the final epoch always)
 #   THREADS     libtorch CPU threads per run (default 4: three runs share 16 cores)
@@ -34,7 +34,7 @@
 #   WINDOW_ID   name of this window's pack (default w<UTC date-time>)
 #   ODD_CL_SET  train-zoo `--set` arguments that let a model whose widths are not multiples
 #               of 8 train channels-last (a trainer switch that does not exist yet, see
-#               docs/gpu-runbook.md, item 3). For a run that starts fresh in this window
+#               docs/lab/gpu-runbook.md, item 3). For a run that starts fresh in this window
 #               and has such widths, a short `train-zoo bench` probes the switch first; if
 #               it survives and really trains channels-last, the run gets the switch.
 # A run's arguments are fixed when it starts: they are kept in its run folder (args.txt,
@@ -340,4 +340,4 @@ for r in w["runs"]:
     print(f"{r['name']:<8} {r['status']:<16} {ep:>14} {r['train_s_total']:>8.1f} "
           f"{r.get('images_per_s_this_window', 0):>7}  {acc}")
 PY
-echo "pack $WINDOW_ID: $nparts parts, $nret returned in this call, $(( nparts - nret )) left$( (( nparts > nret )) && echo ': call scripts/gpu/return-parts.sh at once (while this host is warm)')"
+echo "pack $WINDOW_ID: $nparts parts, $nret returned in this call, $(( nparts - nret )) left$( (( nparts > nret )) && echo ': call tools/gpu/return-parts.sh at once (while this host is warm)')"

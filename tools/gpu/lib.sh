@@ -1,4 +1,4 @@
-# Shared by the host-side scripts of scripts/gpu/ (sourced, not run). docs/gpu-runbook.md
+# Shared by the host-side scripts of tools/gpu/ (sourced, not run). docs/lab/gpu-runbook.md
 # describes the flow; every path here can be moved with WIN_ROOT for a CPU dry run.
 #
 #   WIN_ROOT   scratch root on the host (default /tmp; it lives as long as the machine)
@@ -34,14 +34,14 @@ die() { printf 'error: %s\n' "$*" >&2; exit 2; }
 # The staged train-zoo binary (bundle `train`), or $TRAIN_ZOO when set (CPU dry runs).
 train_zoo_bin() {
   local b=${TRAIN_ZOO:-$STAGE/x/train/bin/train-zoo}
-  [ -x "$b" ] || die "no train-zoo at $b: carry the \`train\` bundle's parts (scripts/gpu/stage-window --train) before this call"
+  [ -x "$b" ] || die "no train-zoo at $b: carry the \`train\` bundle's parts (tools/gpu/stage-window --train) before this call"
   printf '%s\n' "$b"
 }
 
 # The staged CIFAR-10 folder (bundle `data`), or $CIFAR_DIR when set.
 cifar_dir() {
   local d=${CIFAR_DIR:-$STAGE/x/data/cifar}
-  [ -f "$d/test_batch.bin" ] || die "no CIFAR-10 at $d: carry the \`data\` bundle's parts (scripts/gpu/stage-window --data) before this call"
+  [ -f "$d/test_batch.bin" ] || die "no CIFAR-10 at $d: carry the \`data\` bundle's parts (tools/gpu/stage-window --data) before this call"
   printf '%s\n' "$d"
 }
 

@@ -8,9 +8,9 @@
 # (images/s together) / (images/s alone): 1.0 means no gain over one after another.
 # Writes $OUT/concurrency.jsonl (every bench line) and $STAGE/concurrency.json, whose
 # "decision" (concurrent if the all-together speed-up is at least MIN_GAIN, default 1.10,
-# else sequential) scripts/gpu/window.sh follows with MODE=auto.
+# else sequential) tools/gpu/window.sh follows with MODE=auto.
 # Env: PLAN (the models and their --recipe), STEPS (default 40), WARMUP (default 10),
-#      BATCH (default 512), DEVICE, TRAIN_ZOO, WIN_ROOT (scripts/gpu/lib.sh), BUDGET_S
+#      BATCH (default 512), DEVICE, TRAIN_ZOO, WIN_ROOT (tools/gpu/lib.sh), BUDGET_S
 #      (default 100: a set that would start after it is skipped; the decision is then
 #      made from what was measured, and without any together-set it is `concurrent`).
 set -euo pipefail

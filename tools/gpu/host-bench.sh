@@ -3,7 +3,7 @@
 # bench) vs plain PyTorch eager (bench/train_torch.py), same model, batch 512, bf16 +
 # channels-last, same augmentation and update. The JSON lines are also kept in
 # /tmp/bench.jsonl, which on-host.sh reads (while the machine stays warm) to size epochs.
-# Usage (repo root on the host): scripts/gpu/host-bench.sh
+# Usage (repo root on the host): tools/gpu/host-bench.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 SP=${SP:-/opt/torch/.venv/lib/python3.12/site-packages}

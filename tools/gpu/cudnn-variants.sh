@@ -21,7 +21,7 @@
 #     can) to check that it survives.
 # Writes $OUT/cudnn-variants.jsonl and $OUT/cudnn-variants.txt (the table, also printed).
 # Env: JOBS (default 6), STEPS (default 20), WARMUP (default 5), CUDNN_MODELS (default
-#      "model2 model1"), ONLY (a regex: run only the variants whose label matches), PYTHON (default python3), TRAIN_ZOO/WIN_ROOT (scripts/gpu/lib.sh),
+#      "model2 model1"), ONLY (a regex: run only the variants whose label matches), PYTHON (default python3), TRAIN_ZOO/WIN_ROOT (tools/gpu/lib.sh),
 #      SPEC_DIR (manifests with a "spec", default models/), BATCH (default 512), DEVICE,
 #      BUDGET_S (default 160: no new process starts after it, later phases are skipped,
 #      and the table is always written with whatever finished).
