@@ -1,8 +1,7 @@
 //! The HTTP example served on 127.0.0.1: real CIFAR-10 test images uploaded as PNG must get
 //! exactly the answers of a direct `Classifier` call; bad uploads get a 4xx.
 
-#[path = "../../runtime/tests/common/mod.rs"]
-mod common;
+use tpsnet_test_support::fixtures as common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

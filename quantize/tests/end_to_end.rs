@@ -21,7 +21,7 @@ use zoo::manifest::Precision;
 /// `$CIFAR10_DIR`, or `None` (skip with a notice); with `TPSNET_REQUIRE_DATA=1` (CI) a
 /// missing folder fails the test instead.
 fn cifar_dir() -> Option<PathBuf> {
-    cifar::dir_for_tests()
+    tpsnet_test_support::data::cifar_dir_or_skip()
 }
 
 fn models_dir() -> PathBuf {

@@ -1,6 +1,6 @@
 //! The `Classifier` library API: loading checks, batching, threads, execution providers.
 
-mod common;
+use tpsnet_test_support::fixtures as common;
 
 use std::sync::Arc;
 

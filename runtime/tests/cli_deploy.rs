@@ -2,14 +2,11 @@
 //! out of the checkout with ONNX Runtime and the models beside it, and `--version`
 //! telling which library and models folder are in use.
 
-mod common;
+use tpsnet_test_support::fixtures as common;
+use tpsnet_test_support::output::text;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ok(out: &Output) -> (String, String) {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));

@@ -1,6 +1,7 @@
 //! `tpsnet-infer` run as a real process: outputs, exit codes and every kind of bad input.
 
-mod common;
+use tpsnet_test_support::fixtures as common;
+use tpsnet_test_support::output::text;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -34,10 +35,6 @@ fn run(cmd: &mut Command) -> Output {
             panic!("tpsnet-infer hung (killed after 120 s)");
         }
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn assert_clean_failure(out: &Output, code: i32, stderr_has: &[&str]) {

@@ -3,7 +3,8 @@
 //! The models are tiny and random; their manifests claim exactly what the library
 //! measures (the check must pass) or something else (it must fail with exit status 1).
 
-mod common;
+use tpsnet_test_support::fixtures as common;
+use tpsnet_test_support::output::text;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,10 +18,6 @@ fn verify_cmd(dir: &Path) -> Command {
         .env("TPSNET_MODELS", "/nonexistent-models-dir")
         .env("CIFAR10_DIR", common::cifar_dir());
     c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn status(out: &Output, code: i32) {

@@ -13,7 +13,8 @@
 //! (serde_json, syn, memchr, smallvec, digest, bitflags), so the first run compiles those
 //! and the crates above them once more; later runs reuse them.
 
-mod common;
+use tpsnet_test_support::fixtures as common;
+use tpsnet_test_support::output::text;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,10 +62,6 @@ fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(checkout()).arg("--color=never");
     c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

@@ -13,8 +13,7 @@
 //! share that cost alike. Each round starts a fresh server per mode, warms every
 //! connection with one request, then times the rest.
 
-#[path = "../tests/common/http.rs"]
-mod http;
+use tpsnet_test_support::http;
 
 use std::io::{BufRead, BufReader, Cursor};
 use std::net::SocketAddr;

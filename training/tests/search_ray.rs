@@ -46,7 +46,7 @@ fn ledger(dir: &Path) -> Vec<Value> {
 
 #[test]
 fn ray_tune_runs_trials_end_to_end_and_resumes() {
-    let Some(data) = zoo::cifar::dir_for_tests() else {
+    let Some(data) = tpsnet_test_support::data::cifar_dir_or_skip() else {
         return;
     };
     let py = python();

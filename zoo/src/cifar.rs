@@ -397,37 +397,6 @@ pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, CifarError> {
     }
 }
 
-/// When `1`, a real-data test without usable data fails instead of skipping
-/// ([`dir_for_tests`]); CI (`.ci/run`) exports it.
-pub const REQUIRE_DATA_ENV: &str = "TPSNET_REQUIRE_DATA";
-
-/// The real CIFAR-10 folder for the workspace's tests: `$CIFAR10_DIR`, or `None` with a
-/// notice when it is unset, so a machine without the data can run every other test.
-/// With `TPSNET_REQUIRE_DATA=1` (CI exports it) an unset or unusable `CIFAR10_DIR`
-/// panics instead: a broken data path can never pass as green.
-pub fn dir_for_tests() -> Option<PathBuf> {
-    let required = std::env::var_os(REQUIRE_DATA_ENV).is_some_and(|v| v == "1");
-    let Some(dir) = std::env::var_os(ENV_DIR).filter(|v| !v.is_empty()) else {
-        if required {
-            panic!(
-                "{REQUIRE_DATA_ENV}=1 but {ENV_DIR} is not set, so the real-data tests cannot run; \
-                 point {ENV_DIR} at the cifar-10-batches-bin folder (CI: ../shared/datasets/cifar-10-batches-bin)"
-            );
-        }
-        eprintln!(
-            "{ENV_DIR} is not set: skipping a real-data test (CI sets it, with {REQUIRE_DATA_ENV}=1)"
-        );
-        return None;
-    };
-    let dir = PathBuf::from(dir);
-    if required {
-        if let Err(e) = check_dir(&dir, "CIFAR10_DIR") {
-            panic!("{REQUIRE_DATA_ENV}=1 but the real-data tests cannot run: {e}");
-        }
-    }
-    Some(dir)
-}
-
 fn check_dir(dir: &Path, origin: &'static str) -> Result<PathBuf, CifarError> {
     let bad = |problem| CifarError::BadDir {
         path: dir.to_path_buf(),

@@ -75,7 +75,7 @@ fn required_data_turns_a_skip_into_a_failure() {
 
 #[test]
 fn real_dataset_when_available() {
-    let Some(dir) = cifar::dir_for_tests() else {
+    let Some(dir) = tpsnet_test_support::data::cifar_dir_or_skip() else {
         return;
     };
     assert_eq!(cifar::resolve_dir(None).unwrap(), dir);

@@ -3,10 +3,7 @@
 //! server on 127.0.0.1 and a small HTTP client.
 #![allow(dead_code)]
 
-pub mod http;
-
-#[path = "../../../runtime/tests/common/mod.rs"]
-pub mod fixtures;
+pub use tpsnet_test_support::{fixtures, http};
 
 use std::io::Cursor;
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! Test fixtures: tiny random-weight zoo models with manifests, real CIFAR-10 access.
-#![allow(dead_code)]
+//! Tiny random-weight zoo models published with manifests, real CIFAR-10 test images,
+//! and hostile image and model files.
 
 use std::path::{Path, PathBuf};
 
@@ -70,13 +70,7 @@ pub fn tiny_model(dir: &Path, name: &str, seed: u64, top1: f64) -> PathBuf {
     publish(dir, name, &tiny_spec(), &tiny_onnx(seed), top1, None)
 }
 
-/// The real CIFAR-10 folder (from $CIFAR10_DIR or the downloader's cache). Tests that need
-/// it fail with a clear message when it is not there.
-pub fn cifar_dir() -> PathBuf {
-    zoo::cifar::resolve_dir(None).unwrap_or_else(|e| {
-        panic!("these tests need the real CIFAR-10 binary files: set CIFAR10_DIR (e.g. ../shared/datasets/cifar-10-batches-bin): {e}")
-    })
-}
+pub use crate::data::cifar_dir;
 
 /// Loads the real CIFAR-10 test set.
 pub fn cifar_test() -> zoo::cifar::Cifar10 {

@@ -2,7 +2,6 @@
 //! time on a keep-alive connection, bodies framed by Content-Length (what the server
 //! sends). Written here so the tests talk to the server over real TCP without pulling
 //! in a client library.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,6 +34,7 @@ impl Response {
 }
 
 /// A keep-alive connection.
+#[derive(Debug)]
 pub struct Conn {
     addr: SocketAddr,
     reader: BufReader<TcpStream>,
