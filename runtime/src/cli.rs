@@ -74,3 +74,14 @@ pub fn announce_fallback(classifier: &Classifier) -> bool {
         None => false,
     }
 }
+
+/// What the commands offer when CIFAR-10 is missing or damaged; the data reader's errors
+/// describe the problem and name the files, and the commands add this.
+pub const DATA_HINT: &str = "hint: `train-zoo download` (or `verify --download`) fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
+
+/// [`DATA_HINT`] when the error was caused by the CIFAR-10 data.
+pub fn data_hint(e: &anyhow::Error) -> Option<&'static str> {
+    e.chain()
+        .any(|cause| cause.is::<zoo::cifar::CifarError>())
+        .then_some(DATA_HINT)
+}

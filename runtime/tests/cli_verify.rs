@@ -224,7 +224,8 @@ fn bad_data_and_missing_models_are_clear_errors() {
         .unwrap();
     status(&out, 2);
     assert!(
-        text(&out.stderr).contains("CIFAR10_DIR"),
+        text(&out.stderr).contains("CIFAR10_DIR")
+            && text(&out.stderr).contains("train-zoo download"),
         "{}",
         text(&out.stderr)
     );

@@ -65,7 +65,9 @@ pub const OFFICIAL_MD5: [(&str, &str); 7] = [
 pub const ENV_DIR: &str = "CIFAR10_DIR";
 
 /// What a user can do about a bad or missing data file; shared by every error message.
-const FIX: &str = "re-download with `train-zoo download` or point CIFAR10_DIR at an intact copy";
+/// It names the environment variable this module reads, not any command's flags: the
+/// commands add their own advice (how to download, which option names a folder).
+const FIX: &str = "download CIFAR-10 again or point CIFAR10_DIR at an intact copy";
 
 /// Which half of CIFAR-10 to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,26 +220,43 @@ pub enum CifarError {
         record: usize,
         label: u8,
     },
-    /// An explicitly given folder (argument or CIFAR10_DIR) is unusable.
+    /// A folder given by the caller or by CIFAR10_DIR is unusable.
     #[error(
-        "CIFAR-10 folder {} (from {origin}) {problem}; point it at the extracted \
-         `cifar-10-batches-bin` folder (set CIFAR10_DIR or pass --data-dir), or run \
-         `train-zoo download`",
+        "CIFAR-10 folder {} ({origin}) {problem}; point it at the extracted \
+         `cifar-10-batches-bin` folder",
         path.display()
     )]
     BadDir {
         path: PathBuf,
-        origin: &'static str,
+        origin: DirOrigin,
         problem: &'static str,
     },
     /// No folder was given and none was found in the cache.
     #[error(
-        "CIFAR-10 not found: no --data-dir given, CIFAR10_DIR is not set, and {} does not \
-         exist; set CIFAR10_DIR to the extracted `cifar-10-batches-bin` folder, pass \
-         --data-dir, or run `train-zoo download`",
+        "CIFAR-10 not found: no folder was given, CIFAR10_DIR is not set, and {} does not \
+         exist; set CIFAR10_DIR to the extracted `cifar-10-batches-bin` folder or download \
+         CIFAR-10 into that cache",
         cached.display()
     )]
     NotFound { cached: PathBuf },
+}
+
+/// Where a dataset folder came from, for [`CifarError::BadDir`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirOrigin {
+    /// Given by the caller ([`resolve_dir`]'s `explicit`: a command's option).
+    Explicit,
+    /// The [`ENV_DIR`] environment variable.
+    EnvVar,
+}
+
+impl std::fmt::Display for DirOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DirOrigin::Explicit => "given explicitly",
+            DirOrigin::EnvVar => "from CIFAR10_DIR",
+        })
+    }
 }
 
 /// Lowercase hex md5 of a whole file.
@@ -382,10 +401,10 @@ pub fn digest_of(md5s: &[(String, String)]) -> String {
 /// there. A given folder may also be the parent of `cifar-10-batches-bin/`.
 pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, CifarError> {
     if let Some(dir) = explicit {
-        return check_dir(dir, "--data-dir");
+        return check_dir(dir, DirOrigin::Explicit);
     }
     if let Some(dir) = std::env::var_os(ENV_DIR).filter(|v| !v.is_empty()) {
-        return check_dir(Path::new(&dir), "CIFAR10_DIR");
+        return check_dir(Path::new(&dir), DirOrigin::EnvVar);
     }
     let cached = crate::cache::default_cache_dir().join(DIR_NAME);
     // The downloader renames the folder into place only once every file checked out,
@@ -397,7 +416,7 @@ pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, CifarError> {
     }
 }
 
-fn check_dir(dir: &Path, origin: &'static str) -> Result<PathBuf, CifarError> {
+fn check_dir(dir: &Path, origin: DirOrigin) -> Result<PathBuf, CifarError> {
     let bad = |problem| CifarError::BadDir {
         path: dir.to_path_buf(),
         origin,

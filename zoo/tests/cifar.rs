@@ -36,7 +36,7 @@ fn assert_names_file_and_fix(err: &CifarError, file: &str) {
     let msg = err.to_string();
     assert!(msg.contains(file), "message does not name {file}: {msg}");
     assert!(
-        msg.contains("CIFAR10_DIR") && msg.contains("train-zoo download"),
+        msg.contains("CIFAR10_DIR") && msg.contains("download CIFAR-10 again"),
         "message gives no fix: {msg}"
     );
 }
@@ -296,7 +296,7 @@ fn resolve_dir_checks_an_explicit_folder() {
         msg.contains("nowhere") && msg.contains("does not exist"),
         "{msg}"
     );
-    assert!(msg.contains("CIFAR10_DIR") && msg.contains("--data-dir") && msg.contains("download"));
+    assert!(msg.contains("given explicitly") && msg.contains("cifar-10-batches-bin"));
 
     let err = cifar::resolve_dir(Some(tmp.path())).unwrap_err();
     assert!(

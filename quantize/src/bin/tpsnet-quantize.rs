@@ -166,12 +166,19 @@ fn parse_weight_clip(s: &str) -> Result<WeightClip, String> {
     }
 }
 
+/// Advice for a missing or damaged CIFAR-10, which the data reader's errors leave to the
+/// commands.
+const DATA_HINT: &str = "hint: `train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.chain().any(|cause| cause.is::<cifar::CifarError>()) {
+                eprintln!("{DATA_HINT}");
+            }
             ExitCode::from(2)
         }
     }

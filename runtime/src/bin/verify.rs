@@ -100,6 +100,9 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(hint) = runtime::cli::data_hint(&e) {
+                eprintln!("{hint}");
+            }
             ExitCode::from(2)
         }
     }
@@ -113,9 +116,8 @@ fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
             let opts = zoo::download::DownloadOptions::default();
             Ok(zoo::download::download_cifar10(&opts)?)
         }
-        Err(e) => Err(anyhow::anyhow!(
-            "{e} (or pass --download to fetch it into the cache)"
-        )),
+        // main adds the advice (`--download`, `--data-dir`) for data errors.
+        Err(e) => Err(e.into()),
     }
 }
 

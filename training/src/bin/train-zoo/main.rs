@@ -102,6 +102,10 @@ enum Command {
     Trial(search_cmd::TrialArgs),
 }
 
+/// Advice for a missing or damaged CIFAR-10, which the data reader's errors leave to the
+/// commands.
+const DATA_HINT: &str = "hint: `train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before libtorch allocates: CPU training steps reuse their pages (+10 % on 2 cores).
@@ -110,6 +114,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("train-zoo: error: {}", error_chain(&e));
+            if e.chain().any(|cause| cause.is::<zoo::cifar::CifarError>()) {
+                eprintln!("{DATA_HINT}");
+            }
             ExitCode::FAILURE
         }
     }
