@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod kserve;
 pub mod metrics;
+pub mod page;
 pub mod routes;
 pub mod server;
 pub mod upload;
