@@ -392,3 +392,69 @@ fn the_page_shows_the_runtimes_answers_in_chromium_in_server_and_browser_mode() 
         shots.display()
     );
 }
+
+/// The page's own endpoints over HTTP, without a browser (so they are tested wherever
+/// the server's tests run).
+#[test]
+fn the_page_and_its_endpoints_are_served() {
+    let clf = common::classifier("resnet20", 8);
+    let manifest = clf.manifest().clone();
+    let server = common::TestServer::start(clf, serve::ServerConfig::default());
+    let addr = server.addr;
+
+    let index = common::http::get(addr, "/");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        index
+            .text()
+            .contains("<script type=\"module\" src=\"app.js\">")
+    );
+    let csp = index.header("content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    for (path, kind) in [("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+        let r = common::http::get(addr, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+
+    let models = common::http::get(addr, "/models.json").json();
+    assert_eq!(models["mode"], "server");
+    assert_eq!(
+        models["limits"]["max_body_bytes"],
+        serve::ServerConfig::default().max_body_bytes
+    );
+    let card = &models["models"][0];
+    assert_eq!(card["name"], manifest.name.as_str());
+    assert_eq!(card["sha256"], manifest.sha256.as_str());
+    assert_eq!(card["params"], manifest.params);
+    assert_eq!(card["precision"], "fp32");
+    assert_eq!(card["metrics"]["claim"], manifest.metrics.claim.as_str());
+    assert_eq!(card["classes"].as_array().unwrap().len(), 10);
+
+    // The preview is the runtime's input, byte for byte, for an image of another size.
+    let png = &test_images()[IMAGES].1;
+    let r = common::http::request(addr, "POST", "/page/preview", &[], png);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    let seen = preprocess::load_bytes(&r.body, "preview").unwrap();
+    assert_eq!(seen, preprocess::load_bytes(png, "upload").unwrap());
+    let timing = r.header("server-timing").unwrap_or_default();
+    assert!(timing.starts_with("app;dur="), "{timing}");
+
+    let bad = common::http::request(addr, "POST", "/page/preview", &[], b"not an image");
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable image")
+    );
+    server.stop().unwrap();
+}

@@ -203,8 +203,19 @@ async function phone(browser, url) {
   watchConsole(page, 'phone');
   await page.goto(url);
   await page.waitForSelector('body[data-ready="true"]', { timeout: WAIT_MS });
-  await page.setInputFiles('#files', files(job.images.slice(0, 3)));
-  await page.waitForFunction(() => [...document.querySelectorAll('#results > li')].every((li) => li.dataset.state === 'done'), null, { timeout: WAIT_MS });
+  // Dropped on the page this time, not chosen.
+  const dropped = job.images.slice(0, 3).map((f) => [f.name, readFileSync(f.path).toString('base64')]);
+  const dataTransfer = await page.evaluateHandle((items) => {
+    const dt = new DataTransfer();
+    for (const [name, b64] of items) dt.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: 'image/png' }));
+    return dt;
+  }, dropped);
+  await page.dispatchEvent('#drop', 'drop', { dataTransfer });
+  await page.waitForFunction(() => {
+    const items = [...document.querySelectorAll('#results > li')];
+    return items.length === 3 && items.every((li) => li.dataset.state === 'done');
+  }, null, { timeout: WAIT_MS });
+  check('phone: dropped images are classified', true);
   const fit = await page.evaluate(() => ({
     page: document.documentElement.scrollWidth,
     view: window.innerWidth,
