@@ -8,7 +8,8 @@
 //!   tensor extension);
 //! * image uploads ([`upload`]): `POST /v2/models/{name}/classify` with an image as the
 //!   body or as `multipart/form-data` files, answered with classes and probabilities;
-//! * Prometheus metrics ([`metrics`]) at `GET /metrics`.
+//! * Prometheus metrics ([`metrics`]) at `GET /metrics`;
+//! * a page to try the served models in a browser ([`page`]) at `GET /`.
 //!
 //! Concurrent requests are merged into one ONNX Runtime call by the [`batcher`] (up to
 //! [`ServerConfig::max_batch`] images, waiting at most [`ServerConfig::max_delay`]).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod kserve;
 pub mod metrics;
+pub mod page;
 pub mod routes;
 pub mod server;
 pub mod upload;

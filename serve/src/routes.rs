@@ -63,8 +63,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(classify),
         )
         .route("/metrics", get(metrics))
+        .merge(crate::page::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::page::server_timing))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), track))
         .with_state(shared)
