@@ -22,7 +22,7 @@
 
 use prost::Message;
 
-use crate::arch::{Activation, BN_EPS, BlockKind, HeadPool, ResNetSpec};
+use crate::arch::{Activation, BN_EPS, BlockKind, BlockPlan, HeadPool, ResNetSpec};
 use crate::manifest::{CIFAR10_MEAN, CIFAR10_STD};
 use crate::weights::{WeightTensor, Weights, WeightsError};
 
@@ -501,131 +501,19 @@ pub fn build_model(
         &[None, Some(spec.in_channels as i64), Some(side), Some(side)],
         "batch",
     ));
-
-    // Normalisation inside the graph, so callers feed RGB in [0, 1].
-    let mean = g.initializer("normalize.mean", &[1, 3, 1, 1], &opts.mean);
-    let std = g.initializer("normalize.std", &[1, 3, 1, 1], &opts.std);
-    let centred = g.node("Sub", "normalize.sub", &[&opts.input_name, &mean], vec![]);
-    let x = g.node("Div", "normalize.div", &[&centred, &std], vec![]);
-
-    let act = spec.activation;
+    let x = g.normalize(opts);
     let stem = g.conv_bn(&x, "stem.conv", "stem.bn", 1, spec.stem_padding)?;
-    let mut x = g.act(act, "stem.relu", &stem);
-
+    let mut x = g.act(spec.activation, "stem.relu", &stem);
     for b in spec.blocks() {
-        let p = b.prefix();
-        if b.kind == BlockKind::PoolResidual {
-            // airbench96's ConvGroup: head = act(BN(pool(conv1 x))); the pair's sum with
-            // the head goes through the last act.
-            let names = (
-                format!("{p}.conv1"),
-                format!("{p}.bn1"),
-                format!("{p}.pool"),
-            );
-            let c1 = g.conv_pool_bn(&x, (&names.0, &names.1, &names.2), b.stride)?;
-            let head = g.act(act, &format!("{p}.relu1"), &c1);
-            let c2 = g.conv_bn(&head, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
-            let h = g.act(act, &format!("{p}.relu2"), &c2);
-            let c3 = g.conv_bn(&h, &format!("{p}.conv3"), &format!("{p}.bn3"), 1, None)?;
-            let sum = g.node("Add", &format!("{p}.add"), &[&c3, &head], vec![]);
-            x = g.act(act, &format!("{p}.relu3"), &sum);
-            continue;
-        }
-        if b.kind == BlockKind::PlainPoolFirst {
-            let names = (
-                format!("{p}.conv1"),
-                format!("{p}.bn1"),
-                format!("{p}.pool"),
-            );
-            let c1 = g.conv_pool_bn(&x, (&names.0, &names.1, &names.2), b.stride)?;
-            let h = g.act(act, &format!("{p}.relu1"), &c1);
-            let c2 = g.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
-            x = g.act(act, &format!("{p}.relu2"), &c2);
-            continue;
-        }
-        if b.kind == BlockKind::Plain {
-            let c1 = g.conv_bn(&x, &format!("{p}.conv1"), &format!("{p}.bn1"), 1, None)?;
-            let mut h = g.act(act, &format!("{p}.relu1"), &c1);
-            if b.stride > 1 {
-                let s = b.stride as i64;
-                h = g.node(
-                    "MaxPool",
-                    &format!("{p}.pool"),
-                    &[&h],
-                    vec![ints("kernel_shape", &[s, s]), ints("strides", &[s, s])],
-                );
-            }
-            let c2 = g.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
-            x = g.act(act, &format!("{p}.relu2"), &c2);
-            continue;
-        }
-        let c1 = g.conv_bn(
-            &x,
-            &format!("{p}.conv1"),
-            &format!("{p}.bn1"),
-            b.stride,
-            None,
-        )?;
-        let r1 = g.act(act, &format!("{p}.relu1"), &c1);
-        // Dropout is the identity at inference and is left out of the graph.
-        let c2 = g.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
-        let short = match b.skip_kernel {
-            Some(_) => g.conv_bn(
-                &x,
-                &format!("{p}.shortcut.conv"),
-                &format!("{p}.shortcut.bn"),
-                b.stride,
-                None,
-            )?,
-            None => x.clone(),
-        };
-        let sum = g.node("Add", &format!("{p}.add"), &[&c2, &short], vec![]);
-        x = g.act(act, &format!("{p}.relu2"), &sum);
+        x = g.block(&b, spec.activation, &x)?;
     }
-
-    let p = spec.pool as i64;
-    let pool_op = match spec.head_pool {
-        HeadPool::Avg => "AveragePool",
-        HeadPool::Max => "MaxPool",
-    };
-    let pooled = g.node(
-        pool_op,
-        "head.pool",
-        &[&x],
-        vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
-    );
-    let flat = g.node("Flatten", "head.flatten", &[&pooled], vec![int("axis", 1)]);
-    let fc_w = weights.get("fc.weight")?;
-    let fc_b = weights.get("fc.bias")?;
-    let wn = g.initializer("fc.weight", &fc_w.shape, &fc_w.data);
-    let bn = g.initializer("fc.bias", &fc_b.shape, &fc_b.data);
-    g.graph.node.push(NodeProto {
-        input: vec![flat, wn, bn],
-        output: vec![opts.output_name.clone()],
-        name: "head.fc".into(),
-        op_type: "Gemm".into(),
-        attribute: vec![int("transB", 1)],
-        ..Default::default()
-    });
+    g.head(spec, opts, &x)?;
     g.graph.output.push(tensor_value(
         &opts.output_name,
         data_type::FLOAT,
         &[None, Some(spec.num_classes as i64)],
         "batch",
     ));
-
-    let mut metadata_props: Vec<StringStringEntryProto> = opts
-        .metadata
-        .iter()
-        .map(|(k, v)| StringStringEntryProto {
-            key: k.clone(),
-            value: v.clone(),
-        })
-        .collect();
-    metadata_props.push(StringStringEntryProto {
-        key: "spec".into(),
-        value: serde_json::to_string(spec).expect("spec serialises"),
-    });
     Ok(ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
@@ -638,9 +526,178 @@ pub fn build_model(
                      normalisation is inside the graph. Output: logits."
             .into(),
         graph: Some(g.graph),
-        metadata_props,
+        metadata_props: metadata_props(spec, opts),
         ..Default::default()
     })
+}
+
+/// The caller's metadata and the spec as JSON (what the runtime reads back).
+fn metadata_props(spec: &ResNetSpec, opts: &ExportOptions) -> Vec<StringStringEntryProto> {
+    let mut props: Vec<StringStringEntryProto> = opts
+        .metadata
+        .iter()
+        .map(|(k, v)| StringStringEntryProto {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    props.push(StringStringEntryProto {
+        key: "spec".into(),
+        value: serde_json::to_string(spec).expect("spec serialises"),
+    });
+    props
+}
+
+/// The graph's parts, in the order they are written: normalisation, one function per
+/// block kind, the head.
+impl GraphBuilder<'_> {
+    /// Normalisation inside the graph, so callers feed RGB in [0, 1].
+    fn normalize(&mut self, opts: &ExportOptions) -> String {
+        let mean = self.initializer("normalize.mean", &[1, 3, 1, 1], &opts.mean);
+        let std = self.initializer("normalize.std", &[1, 3, 1, 1], &opts.std);
+        let centred = self.node("Sub", "normalize.sub", &[&opts.input_name, &mean], vec![]);
+        self.node("Div", "normalize.div", &[&centred, &std], vec![])
+    }
+
+    fn block(&mut self, b: &BlockPlan, act: Activation, x: &str) -> Result<String, WeightsError> {
+        match b.kind {
+            BlockKind::PoolResidual => self.pool_residual_block(b, act, x),
+            BlockKind::PlainPoolFirst => self.plain_pool_first_block(b, act, x),
+            BlockKind::Plain => self.plain_block(b, act, x),
+            BlockKind::Residual => self.residual_block(b, act, x),
+        }
+    }
+
+    /// `conv1 → max-pool → BN`, the first step of the pool-first block kinds.
+    fn pool_first_conv(&mut self, b: &BlockPlan, x: &str) -> Result<String, WeightsError> {
+        let p = b.prefix();
+        let names = (
+            format!("{p}.conv1"),
+            format!("{p}.bn1"),
+            format!("{p}.pool"),
+        );
+        self.conv_pool_bn(x, (&names.0, &names.1, &names.2), b.stride)
+    }
+
+    /// airbench96's ConvGroup: head = act(BN(pool(conv1 x))); the pair's sum with the head
+    /// goes through the last act.
+    fn pool_residual_block(
+        &mut self,
+        b: &BlockPlan,
+        act: Activation,
+        x: &str,
+    ) -> Result<String, WeightsError> {
+        let p = b.prefix();
+        let c1 = self.pool_first_conv(b, x)?;
+        let head = self.act(act, &format!("{p}.relu1"), &c1);
+        let c2 = self.conv_bn(&head, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+        let h = self.act(act, &format!("{p}.relu2"), &c2);
+        let c3 = self.conv_bn(&h, &format!("{p}.conv3"), &format!("{p}.bn3"), 1, None)?;
+        let sum = self.node("Add", &format!("{p}.add"), &[&c3, &head], vec![]);
+        Ok(self.act(act, &format!("{p}.relu3"), &sum))
+    }
+
+    fn plain_pool_first_block(
+        &mut self,
+        b: &BlockPlan,
+        act: Activation,
+        x: &str,
+    ) -> Result<String, WeightsError> {
+        let p = b.prefix();
+        let c1 = self.pool_first_conv(b, x)?;
+        let h = self.act(act, &format!("{p}.relu1"), &c1);
+        let c2 = self.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+        Ok(self.act(act, &format!("{p}.relu2"), &c2))
+    }
+
+    fn plain_block(
+        &mut self,
+        b: &BlockPlan,
+        act: Activation,
+        x: &str,
+    ) -> Result<String, WeightsError> {
+        let p = b.prefix();
+        let c1 = self.conv_bn(x, &format!("{p}.conv1"), &format!("{p}.bn1"), 1, None)?;
+        let mut h = self.act(act, &format!("{p}.relu1"), &c1);
+        if b.stride > 1 {
+            let s = b.stride as i64;
+            h = self.node(
+                "MaxPool",
+                &format!("{p}.pool"),
+                &[&h],
+                vec![ints("kernel_shape", &[s, s]), ints("strides", &[s, s])],
+            );
+        }
+        let c2 = self.conv_bn(&h, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+        Ok(self.act(act, &format!("{p}.relu2"), &c2))
+    }
+
+    /// The paper's post-activation basic block, with a projection shortcut where the spec
+    /// has one.
+    fn residual_block(
+        &mut self,
+        b: &BlockPlan,
+        act: Activation,
+        x: &str,
+    ) -> Result<String, WeightsError> {
+        let p = b.prefix();
+        let c1 = self.conv_bn(
+            x,
+            &format!("{p}.conv1"),
+            &format!("{p}.bn1"),
+            b.stride,
+            None,
+        )?;
+        let r1 = self.act(act, &format!("{p}.relu1"), &c1);
+        // Dropout is the identity at inference and is left out of the graph.
+        let c2 = self.conv_bn(&r1, &format!("{p}.conv2"), &format!("{p}.bn2"), 1, None)?;
+        let short = match b.skip_kernel {
+            Some(_) => self.conv_bn(
+                x,
+                &format!("{p}.shortcut.conv"),
+                &format!("{p}.shortcut.bn"),
+                b.stride,
+                None,
+            )?,
+            None => x.to_string(),
+        };
+        let sum = self.node("Add", &format!("{p}.add"), &[&c2, &short], vec![]);
+        Ok(self.act(act, &format!("{p}.relu2"), &sum))
+    }
+
+    /// Pool, flatten and the linear layer, whose output is the graph's output.
+    fn head(
+        &mut self,
+        spec: &ResNetSpec,
+        opts: &ExportOptions,
+        x: &str,
+    ) -> Result<(), WeightsError> {
+        let p = spec.pool as i64;
+        let pool_op = match spec.head_pool {
+            HeadPool::Avg => "AveragePool",
+            HeadPool::Max => "MaxPool",
+        };
+        let pooled = self.node(
+            pool_op,
+            "head.pool",
+            &[x],
+            vec![ints("kernel_shape", &[p, p]), ints("strides", &[p, p])],
+        );
+        let flat = self.node("Flatten", "head.flatten", &[&pooled], vec![int("axis", 1)]);
+        let fc_w = self.weights.get("fc.weight")?;
+        let fc_b = self.weights.get("fc.bias")?;
+        let wn = self.initializer("fc.weight", &fc_w.shape, &fc_w.data);
+        let bn = self.initializer("fc.bias", &fc_b.shape, &fc_b.data);
+        self.graph.node.push(NodeProto {
+            input: vec![flat, wn, bn],
+            output: vec![opts.output_name.clone()],
+            name: "head.fc".into(),
+            op_type: "Gemm".into(),
+            attribute: vec![int("transB", 1)],
+            ..Default::default()
+        });
+        Ok(())
+    }
 }
 
 /// Serialises the model of [`build_model`] to ONNX bytes.
