@@ -74,3 +74,9 @@ pub use ort_library::OrtLibrary;
 pub use preprocess::InputImage;
 pub use session::{Device, Execution, SessionOptions, SessionOptionsBuilder};
 pub use zoo::TtaMode;
+
+/// The workspace README's Rust examples (embedding the runtime), compiled as doctests so
+/// that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
