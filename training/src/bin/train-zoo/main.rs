@@ -2,9 +2,10 @@
 //!
 //! This binary parses arguments and prints; the work lives in the `training` library
 //! (docs/architecture.md). One module per command family: [`train_cmd`] (train, export,
-//! publish), [`search_cmd`] (`search`, `trial`); [`args`] holds the shared flags and
-//! [`console`] the progress display.
+//! publish), [`search_cmd`] (`search`, `trial`); [`args`] holds the shared flags,
+//! [`console`] the progress display and [`advice`] the flags that fix an error.
 
+mod advice;
 mod args;
 mod console;
 mod search_cmd;
@@ -109,7 +110,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("train-zoo: error: {}", error_chain(&e));
+            match advice::advice(&e) {
+                Some(fix) => eprintln!("train-zoo: error: {}; {fix}", error_chain(&e)),
+                None => eprintln!("train-zoo: error: {}", error_chain(&e)),
+            }
             ExitCode::FAILURE
         }
     }
