@@ -1,4 +1,5 @@
-//! The quantizer's error type: every variant names the model and says what to do.
+//! The quantizer's error type: every variant names the model and what is wrong with it
+//! (`tpsnet-quantize` adds which flags fix it).
 
 use std::path::PathBuf;
 
@@ -27,17 +28,15 @@ pub enum Error {
     },
     #[error("{path} cannot be quantized: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error(
-        "no fp32 node named `{name}` in {path} (--fp32 names nodes to keep in fp32); nodes that can be: {known}"
-    )]
+    #[error("{path}: {} without validation images to choose by", if *.methods == 0 { "no range method to try".to_string() } else { format!("{} range methods to choose between", .methods) })]
+    MethodsNeedValidation { path: PathBuf, methods: usize },
+    #[error("no node named `{name}` in {path} can be kept in fp32; nodes that can be: {known}")]
     UnknownNode {
         path: PathBuf,
         name: String,
         known: String,
     },
-    #[error(
-        "calibration of {path} needs {wanted} training images but {available} are available; lower --calibration-images / --validation-images"
-    )]
+    #[error("calibration of {path} needs {wanted} training images but {available} are available")]
     NotEnoughImages {
         path: PathBuf,
         wanted: usize,

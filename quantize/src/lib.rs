@@ -33,6 +33,7 @@
 //! Why this layout and these defaults: docs/quantization.md.
 
 pub mod calibrate;
+pub mod choose;
 pub mod emit;
 pub mod engine;
 pub mod error;
