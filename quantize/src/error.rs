@@ -6,12 +6,10 @@ use std::path::PathBuf;
 /// Everything that can stop a quantization.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "{path} is not an ONNX model this tool can read: {reason}; pass a zoo model (.onnx with its manifest, or the manifest .json)"
-    )]
+    #[error("{path} is not an ONNX model the quantizer can read: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error(
-        "{path} cannot be quantized: node `{node}` is a {op}, which tpsnet-quantize does not handle; it quantizes the zoo's graphs (Conv, Relu, GELU written with Erf, Add, Mul, Sub, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul). Use the fp32 model, or add support for {op} (docs/quantization.md)"
+        "{path} cannot be quantized: node `{node}` is a {op}, which the quantizer does not handle; it quantizes the zoo's graphs (Conv, Relu, GELU written with Erf, Add, Mul, Sub, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul). Use the fp32 model, or add support for {op} (docs/quantization.md)"
     )]
     UnsupportedOp {
         path: PathBuf,

@@ -197,6 +197,9 @@ fn advice(e: &anyhow::Error) -> Option<&'static str> {
         quantize::Error::NotEnoughImages { .. } => {
             Some("lower --calibration-images / --validation-images")
         }
+        quantize::Error::Decode { .. } => {
+            Some("pass a zoo model (.onnx with its manifest, or the manifest .json)")
+        }
         quantize::Error::MethodsNeedValidation { .. } => {
             Some("pass --validation-images > 0, or give exactly one --method")
         }
