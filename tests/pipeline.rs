@@ -8,7 +8,7 @@ use runtime::session::SessionOptions;
 use tch::Device;
 use training::export::{ExportFacts, export_model, weights_from_varstore};
 use training::recipe::Recipe;
-use training::train::{RunConfig, train};
+use training::{RunConfig, train};
 use zoo::ResNetSpec;
 use zoo::cifar::{self, Split};
 
@@ -16,7 +16,7 @@ use zoo::cifar::{self, Split};
 fn quick_facts(
     name: &str,
     recipe: &Recipe,
-    result: &training::train::RunResult,
+    result: &training::RunResult,
     held_out: usize,
 ) -> ExportFacts {
     let fm = result.final_metrics.clone().unwrap();
@@ -94,7 +94,7 @@ fn train_export_and_serve_on_cpu() {
     // Same images through libtorch and through the runtime's ONNX Runtime session.
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..held_out);
     let images = tch::Tensor::from_slice(&test.images).view([held_out as i64, 3, 32, 32]);
-    let want = training::model::predict_logits(
+    let want = training::predict::predict_logits(
         &result.model,
         &images,
         Device::Cpu,
@@ -173,7 +173,7 @@ fn cpu_recipe_trains_and_exports_airnet_faithfully() {
         export_model(&spec, &weights_from_varstore(&result.vs), facts, tmp.path()).unwrap();
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..n_test);
     let images = tch::Tensor::from_slice(&test.images).view([n_test as i64, 3, 32, 32]);
-    let want = training::model::predict_logits(
+    let want = training::predict::predict_logits(
         &result.model,
         &images,
         Device::Cpu,

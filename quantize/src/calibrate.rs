@@ -39,22 +39,36 @@ impl Calibration {
     }
 }
 
-/// Runs the fp32 graph over training images `indices` (two passes, batches of `batch`,
-/// `threads` ONNX Runtime threads) and measures, for each `(tensor, measured)` pair, the
-/// values of `measured` as `tensor`'s statistics (see [`crate::plan::Plan::measured`]).
-/// `non_negative` tensors get ranges that start at 0. `progress(pass, images_done)`
-/// reports as it goes.
-#[allow(clippy::too_many_arguments)]
+/// Which tensors a calibration measures: for each `(tensor, measured)` pair, the values
+/// of `measured` become `tensor`'s statistics (see [`crate::plan::Plan::measured`]);
+/// `non_negative` tensors get ranges that start at 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Measure<'a> {
+    pub tensors: &'a [(String, String)],
+    pub non_negative: &'a BTreeSet<String>,
+}
+
+/// The images a calibration runs on: training images `indices`, in batches of `batch`,
+/// on `threads` ONNX Runtime threads.
+#[derive(Clone, Copy, Debug)]
+pub struct CalibrationRun<'a> {
+    pub images: &'a TrainingImages,
+    pub indices: &'a [usize],
+    pub batch: usize,
+    pub threads: usize,
+}
+
+/// Runs the fp32 graph over the images of `run` twice (ranges, then histograms) and
+/// measures the tensors of `measure`. `progress(pass, images_done)` reports as it goes.
 pub fn calibrate(
     g: &Graph,
-    tensors: &[(String, String)],
-    non_negative: &BTreeSet<String>,
-    images: &TrainingImages,
-    indices: &[usize],
-    batch: usize,
-    threads: usize,
+    measure: &Measure,
+    run: &CalibrationRun,
     progress: &dyn Fn(usize, usize),
 ) -> Result<Calibration> {
+    let (tensors, non_negative) = (measure.tensors, measure.non_negative);
+    let (images, indices, batch) = (run.images, run.indices, run.batch);
+    let threads = run.threads;
     let names: Vec<String> = tensors.iter().map(|(t, _)| t.clone()).collect();
     let measured: Vec<String> = tensors.iter().map(|(_, m)| m.clone()).collect();
     let bytes = g.fp32_model(&measured).encode_to_vec();

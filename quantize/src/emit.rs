@@ -8,11 +8,13 @@ use zoo::onnx::proto::{
 };
 
 use crate::error::{Error, Result};
-use crate::graph::Graph;
-use crate::params::{ActivationParams, WeightClip, quantize_bias, quantize_weights, weight_qmax};
+use crate::graph::{Graph, f32_tensor};
+use crate::params::{
+    ActivationParams, QuantizedWeights, WeightClip, quantize_bias, quantize_weights, weight_qmax,
+};
 use crate::plan::{Lowering, Plan};
 
-pub use crate::rewrite::MS_DOMAIN;
+pub use crate::graph::MS_DOMAIN;
 
 /// Name of the uint8 form of tensor `t`.
 pub fn quantized_name(t: &str) -> String {
@@ -98,45 +100,24 @@ pub fn emit(
         e.quantize_linear(&g.input.name)?;
     }
     for (i, n) in g.nodes.iter().enumerate() {
-        let produced: Vec<String> = match &plan.lowering[i] {
-            Lowering::FusedRelu => continue,
-            Lowering::Float => {
-                e.nodes.push(n.clone());
-                for o in &n.output {
-                    if plan.quantize_from_float.contains(o) {
-                        e.quantize_linear(o)?;
-                    }
-                }
-                continue;
-            }
-            Lowering::Conv { output } => {
-                e.conv(n, output, opts)?;
-                vec![output.clone()]
-            }
-            Lowering::Add { output } => {
-                e.add(n, output)?;
-                vec![output.clone()]
-            }
-            Lowering::AvgPool => {
-                e.average_pool(n)?;
-                vec![n.output[0].clone()]
-            }
-            Lowering::MaxPool => {
-                let mut pool = n.clone();
-                pool.input = vec![quantized_name(&n.input[0])];
-                pool.output = vec![quantized_name(&n.output[0])];
-                e.nodes.push(pool);
-                vec![n.output[0].clone()]
-            }
-        };
-        for t in produced {
+        for t in e.lower(&plan.lowering[i], n, opts)? {
             if float_reader(&t) {
                 e.dequantize_linear(&t)?;
             }
         }
     }
-
     let Emitter { nodes, inits, .. } = e;
+    let initializer = used_initializers(g, &nodes, inits);
+    Ok(int8_model(g, nodes, initializer, opts))
+}
+
+/// The initializers the int8 nodes read: the new ones, and the fp32 model's that are
+/// still used, sorted by name.
+fn used_initializers(
+    g: &Graph,
+    nodes: &[NodeProto],
+    inits: BTreeMap<String, TensorProto>,
+) -> Vec<TensorProto> {
     let used: HashSet<&str> = nodes
         .iter()
         .flat_map(|n| n.input.iter().map(|s| s.as_str()))
@@ -154,7 +135,17 @@ pub fn emit(
             .cloned(),
     );
     initializer.sort_by(|a, b| a.name.cmp(&b.name));
+    initializer
+}
 
+/// The fp32 model with the int8 graph, the Microsoft domain imported and the metadata of
+/// `opts`.
+fn int8_model(
+    g: &Graph,
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    opts: &EmitOptions,
+) -> ModelProto {
     let mut model = g.model.clone();
     model.opset_import.retain(|o| o.domain != MS_DOMAIN);
     model.opset_import.push(OperatorSetIdProto {
@@ -181,7 +172,7 @@ pub fn emit(
         output: vec![g.output.clone()],
         value_info: Vec::new(),
     });
-    Ok(model)
+    model
 }
 
 /// The uint8 tensors written with more channels than the fp32 model's (zero filters up to
@@ -226,6 +217,17 @@ fn group(n: &NodeProto) -> i64 {
         .map_or(1, |a| a.i)
 }
 
+/// A conv's float weight shape and the channel counts its int8 weights are written with.
+struct WeightShape<'a> {
+    dims: &'a [i64],
+    /// Input channels per group of the float weights.
+    channels: usize,
+    /// Weights per (filter, input channel): the kernel's area.
+    per_channel: usize,
+    in_width: usize,
+    out_width: usize,
+}
+
 struct Emitter<'a> {
     g: &'a Graph,
     plan: &'a Plan,
@@ -238,6 +240,47 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
+    /// Writes node `n` as `lowering` says; returns the tensors it produced in uint8 (for
+    /// a `DequantizeLinear` where fp32 reads them).
+    fn lower(
+        &mut self,
+        lowering: &Lowering,
+        n: &NodeProto,
+        opts: &EmitOptions,
+    ) -> Result<Vec<String>> {
+        Ok(match lowering {
+            Lowering::FusedRelu => Vec::new(),
+            Lowering::Float => {
+                self.nodes.push(n.clone());
+                for o in &n.output {
+                    if self.plan.quantize_from_float.contains(o) {
+                        self.quantize_linear(o)?;
+                    }
+                }
+                Vec::new()
+            }
+            Lowering::Conv { output } => {
+                self.conv(n, output, opts)?;
+                vec![output.clone()]
+            }
+            Lowering::Add { output } => {
+                self.add(n, output)?;
+                vec![output.clone()]
+            }
+            Lowering::AvgPool => {
+                self.average_pool(n)?;
+                vec![n.output[0].clone()]
+            }
+            Lowering::MaxPool => {
+                let mut pool = n.clone();
+                pool.input = vec![quantized_name(&n.input[0])];
+                pool.output = vec![quantized_name(&n.output[0])];
+                self.nodes.push(pool);
+                vec![n.output[0].clone()]
+            }
+        })
+    }
+
     /// The (scale, zero point) initializer names of tensor `t`, and its parameters.
     fn activation(&mut self, t: &str) -> Result<(String, String, ActivationParams)> {
         let root = self.plan.quantized.get(t).ok_or_else(|| self.internal(t))?;
@@ -311,23 +354,55 @@ impl Emitter<'_> {
             None => (quantized_name(x), channels),
         };
         let out_width = self.widths.get(output).copied().unwrap_or(m);
-        // Each filter's codes with zero weights for the extra input channels, then zero
-        // filters for the extra output channels.
+        let shape = WeightShape {
+            dims: &w.dims,
+            channels,
+            per_channel,
+            in_width,
+            out_width,
+        };
+        let [wname, wscale, wzero] = self.conv_weights(&n.name, &q, &shape);
+        let mut inputs = vec![x_quantized, xs, xz, wname, wscale, wzero, ys, yz];
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            inputs.push(self.conv_bias(n, b, xp.scale, &q.scales, out_width)?);
+        }
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![quantized_name(output)],
+            name: n.name.clone(),
+            op_type: "QLinearConv".into(),
+            attribute: n.attribute.clone(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    /// The int8 weights of conv `name` (codes, per-filter scales, zero points) written
+    /// `shape.in_width` channels wide and `shape.out_width` filters tall: zero weights
+    /// for the extra input channels, then zero filters. Returns their names.
+    fn conv_weights(
+        &mut self,
+        name: &str,
+        q: &QuantizedWeights,
+        shape: &WeightShape,
+    ) -> [String; 3] {
+        let (channels, per_channel) = (shape.channels, shape.per_channel);
+        let (in_width, out_width) = (shape.in_width, shape.out_width);
         let mut weight_values = Vec::with_capacity(out_width * in_width * per_channel);
         for row in q.values.chunks(channels * per_channel) {
             weight_values.extend(row.iter().map(|&v| v as u8));
             weight_values.resize(weight_values.len() + (in_width - channels) * per_channel, 0);
         }
         weight_values.resize(out_width * in_width * per_channel, 0);
-        let mut weight_dims = w.dims.clone();
+        let mut weight_dims = shape.dims.to_vec();
         weight_dims[0] = out_width as i64;
         weight_dims[1] = in_width as i64;
         // Any positive scale represents a zero filter exactly.
         let mut weight_scales = q.scales.clone();
         weight_scales.resize(out_width, 1.0);
-        let wname = format!("{}.weight_quantized", n.name);
-        let wscale = format!("{}.weight_scale", n.name);
-        let wzero = format!("{}.weight_zero_point", n.name);
+        let wname = format!("{name}.weight_quantized");
+        let wscale = format!("{name}.weight_scale");
+        let wzero = format!("{name}.weight_zero_point");
         self.inits.insert(
             wname.clone(),
             TensorProto {
@@ -352,39 +427,41 @@ impl Emitter<'_> {
                 ..Default::default()
             },
         );
-        let mut inputs = vec![x_quantized, xs, xz, wname, wscale, wzero, ys, yz];
-        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
-            let bias = &self.g.constants[b].data;
-            let mut qb = quantize_bias(bias, xp.scale, &q.scales).ok_or_else(|| Error::Unsupported {
+        [wname, wscale, wzero]
+    }
+
+    /// The int32 bias (constant `bias`) of conv `n`, at the input scale `x_scale` times
+    /// each filter's weight scale, zeros for the extra filters. Returns its name.
+    fn conv_bias(
+        &mut self,
+        n: &NodeProto,
+        bias: &str,
+        x_scale: f32,
+        weight_scales: &[f32],
+        out_width: usize,
+    ) -> Result<String> {
+        let values = &self.g.constants[bias].data;
+        let mut qb =
+            quantize_bias(values, x_scale, weight_scales).ok_or_else(|| Error::Unsupported {
                 path: self.g.path.clone(),
                 reason: format!(
                     "the bias of `{}` does not fit in int32 at input scale {} (its input range is degenerate)",
-                    n.name, xp.scale
+                    n.name, x_scale
                 ),
             })?;
-            qb.resize(out_width, 0);
-            let bname = format!("{}.bias_quantized", n.name);
-            self.inits.insert(
-                bname.clone(),
-                TensorProto {
-                    dims: vec![out_width as i64],
-                    data_type: data_type::INT32,
-                    name: bname.clone(),
-                    raw_data: qb.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    ..Default::default()
-                },
-            );
-            inputs.push(bname);
-        }
-        self.nodes.push(NodeProto {
-            input: inputs,
-            output: vec![quantized_name(output)],
-            name: n.name.clone(),
-            op_type: "QLinearConv".into(),
-            attribute: n.attribute.clone(),
-            ..Default::default()
-        });
-        Ok(())
+        qb.resize(out_width, 0);
+        let bname = format!("{}.bias_quantized", n.name);
+        self.inits.insert(
+            bname.clone(),
+            TensorProto {
+                dims: vec![out_width as i64],
+                data_type: data_type::INT32,
+                name: bname.clone(),
+                raw_data: qb.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            },
+        );
+        Ok(bname)
     }
 
     /// The uint8 form of `x` (rank `rank`, `existing` channels) with its channels (axis 1)
@@ -465,16 +542,5 @@ impl Emitter<'_> {
             ..Default::default()
         });
         Ok(())
-    }
-}
-
-/// A float32 initializer (raw little-endian data).
-pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: data_type::FLOAT,
-        name: name.into(),
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
     }
 }

@@ -1,16 +1,15 @@
-//! The quantizer's error type: every variant names the model and says what to do.
+//! The quantizer's error type: every variant names the model and what is wrong with it
+//! (`tpsnet-quantize` adds which flags fix it).
 
 use std::path::PathBuf;
 
 /// Everything that can stop a quantization.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "{path} is not an ONNX model this tool can read: {reason}; pass a zoo model (.onnx with its manifest, or the manifest .json)"
-    )]
+    #[error("{path} is not an ONNX model the quantizer can read: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error(
-        "{path} cannot be quantized: node `{node}` is a {op}, which tpsnet-quantize does not handle; it quantizes the zoo's graphs (Conv, Relu, GELU written with Erf, Add, Mul, Sub, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul). Use the fp32 model, or add support for {op} (docs/quantization.md)"
+        "{path} cannot be quantized: node `{node}` is a {op}, which the quantizer does not handle; it quantizes the zoo's graphs (Conv, Relu, GELU written with Erf, Add, Mul, Sub, Div, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Gemm, MatMul). Use the fp32 model, or add support for {op} (docs/quantization.md)"
     )]
     UnsupportedOp {
         path: PathBuf,
@@ -27,17 +26,15 @@ pub enum Error {
     },
     #[error("{path} cannot be quantized: {reason}")]
     Unsupported { path: PathBuf, reason: String },
-    #[error(
-        "no fp32 node named `{name}` in {path} (--fp32 names nodes to keep in fp32); nodes that can be: {known}"
-    )]
+    #[error("{path}: {} without validation images to choose by", if *.methods == 0 { "no range method to try".to_string() } else { format!("{} range methods to choose between", .methods) })]
+    MethodsNeedValidation { path: PathBuf, methods: usize },
+    #[error("no node named `{name}` in {path} can be kept in fp32; nodes that can be: {known}")]
     UnknownNode {
         path: PathBuf,
         name: String,
         known: String,
     },
-    #[error(
-        "calibration of {path} needs {wanted} training images but {available} are available; lower --calibration-images / --validation-images"
-    )]
+    #[error("calibration of {path} needs {wanted} training images but {available} are available")]
     NotEnoughImages {
         path: PathBuf,
         wanted: usize,

@@ -55,6 +55,9 @@ const QUANTIZED_OPS: &[&str] = &[
 /// their current semantics).
 pub const MIN_OPSET: i64 = 13;
 
+/// Operator domain of ONNX Runtime's contrib ops.
+pub const MS_DOMAIN: &str = "com.microsoft";
+
 /// A float32 constant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FloatTensor {
@@ -153,137 +156,32 @@ pub struct Graph {
 impl Graph {
     /// Decodes and checks an ONNX model. `path` is only used in messages.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let decode_err = |reason: String| Error::Decode {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let unsupported = |reason: String| Error::Unsupported {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let mut model = ModelProto::decode(bytes).map_err(|e| decode_err(e.to_string()))?;
+        let at = |r: Refusal| r.at(path);
+        let mut model =
+            ModelProto::decode(bytes).map_err(|e| at(Refusal::Decode(e.to_string())))?;
         let graph = model
             .graph
             .take()
-            .ok_or_else(|| decode_err("it holds no graph".into()))?;
+            .ok_or_else(|| at(Refusal::Decode("it holds no graph".into())))?;
         if graph.node.is_empty() {
-            return Err(decode_err("its graph has no nodes".into()));
+            return Err(at(Refusal::Decode("its graph has no nodes".into())));
         }
-        let mut default_opset = None;
-        for o in &model.opset_import {
-            match o.domain.as_str() {
-                "" | "ai.onnx" => default_opset = Some(o.version),
-                other => {
-                    return Err(unsupported(format!(
-                        "it imports the operator domain `{other}`; only standard ONNX operators are handled"
-                    )));
-                }
-            }
-        }
-        match default_opset {
-            Some(v) if v >= MIN_OPSET => {}
-            Some(v) => {
-                return Err(unsupported(format!(
-                    "it uses ONNX operator set {v}; {MIN_OPSET} or newer is needed (re-export it)"
-                )));
-            }
-            None => return Err(decode_err("it imports no ONNX operator set".into())),
-        }
-
-        let graph_name = graph.name.clone();
-        let mut constants = BTreeMap::new();
-        let mut other_initializers = Vec::new();
-        for t in graph.initializer {
-            if t.data_location == DATA_LOCATION_EXTERNAL || !t.external_data.is_empty() {
-                return Err(unsupported(format!(
-                    "initializer `{}` is stored in an external file; save the model with its weights inside",
-                    t.name
-                )));
-            }
-            if t.data_type == data_type::FLOAT {
-                let f = FloatTensor::from_proto(&t).map_err(decode_err)?;
-                constants.insert(t.name.clone(), f);
-            } else {
-                other_initializers.push(t);
-            }
-        }
+        check_opset(&model).map_err(at)?;
+        let GraphProto {
+            name: graph_name,
+            initializer,
+            input,
+            output,
+            node,
+            ..
+        } = graph;
+        let (constants, other_initializers) = split_initializers(initializer).map_err(at)?;
         let is_init =
             |n: &str| constants.contains_key(n) || other_initializers.iter().any(|t| t.name == n);
-        let inputs: Vec<ValueInfoProto> = graph
-            .input
-            .into_iter()
-            .filter(|i| !is_init(&i.name))
-            .collect();
-        let [input] = <[ValueInfoProto; 1]>::try_from(inputs).map_err(|v| {
-            unsupported(format!(
-                "it has {} graph inputs; a zoo model has one (the images)",
-                v.len()
-            ))
-        })?;
-        let elem = |v: &ValueInfoProto| {
-            v.r#type
-                .as_ref()
-                .and_then(|t| t.tensor_type.as_ref())
-                .map(|t| t.elem_type)
-        };
-        if elem(&input) != Some(data_type::FLOAT) {
-            return Err(unsupported(format!(
-                "its input `{}` is not a float32 tensor",
-                input.name
-            )));
-        }
-        let [output] = <[ValueInfoProto; 1]>::try_from(graph.output).map_err(|v| {
-            unsupported(format!(
-                "it has {} graph outputs; a zoo model has one (the logits)",
-                v.len()
-            ))
-        })?;
-        if elem(&output) != Some(data_type::FLOAT) {
-            return Err(unsupported(format!(
-                "its output `{}` is not a float32 tensor",
-                output.name
-            )));
-        }
-
-        let mut nodes = graph.node;
-        let mut seen = std::collections::HashSet::new();
-        for (i, n) in nodes.iter_mut().enumerate() {
-            if n.name.is_empty() || seen.contains(&n.name) {
-                n.name = format!("{}_{i}", n.op_type);
-            }
-            seen.insert(n.name.clone());
-            if !(n.domain.is_empty() || n.domain == "ai.onnx")
-                || QUANTIZED_OPS.contains(&n.op_type.as_str())
-            {
-                if QUANTIZED_OPS.contains(&n.op_type.as_str()) {
-                    return Err(Error::AlreadyQuantized {
-                        path: path.to_path_buf(),
-                        node: n.name.clone(),
-                        op: n.op_type.clone(),
-                    });
-                }
-                return Err(Error::UnsupportedOp {
-                    path: path.to_path_buf(),
-                    node: n.name.clone(),
-                    op: format!("{} (domain `{}`)", n.op_type, n.domain),
-                });
-            }
-            if !SUPPORTED_OPS.contains(&n.op_type.as_str()) {
-                return Err(Error::UnsupportedOp {
-                    path: path.to_path_buf(),
-                    node: n.name.clone(),
-                    op: n.op_type.clone(),
-                });
-            }
-            if n.op_type == "Conv" {
-                check_conv(n, &constants).map_err(|reason| Error::Unsupported {
-                    path: path.to_path_buf(),
-                    reason: format!("Conv `{}`: {reason}", n.name),
-                })?;
-            }
-        }
+        let (input, output) = single_float_io(input, output, is_init).map_err(at)?;
+        let nodes = checked_nodes(path, node, &constants)?;
         check_topological(&nodes, &input.name, &constants, &other_initializers)
-            .map_err(unsupported)?;
+            .map_err(|r| at(Refusal::Unsupported(r)))?;
         Ok(Graph {
             path: path.to_path_buf(),
             model,
@@ -302,7 +200,7 @@ impl Graph {
         let mut initializer: Vec<TensorProto> = self
             .constants
             .iter()
-            .map(|(name, t)| crate::emit::f32_tensor(name, &t.dims, &t.data))
+            .map(|(name, t)| f32_tensor(name, &t.dims, &t.data))
             .collect();
         initializer.extend(self.other_initializers.iter().cloned());
         let mut output = vec![self.output.clone()];
@@ -322,7 +220,7 @@ impl Graph {
                 }),
         );
         let mut model = self.model.clone();
-        let ms = crate::rewrite::MS_DOMAIN;
+        let ms = MS_DOMAIN;
         if self.nodes.iter().any(|n| n.domain == ms)
             && !model.opset_import.iter().any(|o| o.domain == ms)
         {
@@ -377,6 +275,141 @@ impl Graph {
     pub fn node_names(&self) -> Vec<&str> {
         self.nodes.iter().map(|n| n.name.as_str()).collect()
     }
+}
+
+/// Why [`Graph::decode`] refuses a model, before the path is attached.
+enum Refusal {
+    /// Not an ONNX model this tool can read ([`Error::Decode`]).
+    Decode(String),
+    /// A model it reads but cannot quantize ([`Error::Unsupported`]).
+    Unsupported(String),
+}
+
+impl Refusal {
+    fn at(self, path: &Path) -> Error {
+        let path = path.to_path_buf();
+        match self {
+            Refusal::Decode(reason) => Error::Decode { path, reason },
+            Refusal::Unsupported(reason) => Error::Unsupported { path, reason },
+        }
+    }
+}
+
+/// Standard operators only, from operator set [`MIN_OPSET`] on.
+fn check_opset(model: &ModelProto) -> std::result::Result<(), Refusal> {
+    let mut default_opset = None;
+    for o in &model.opset_import {
+        match o.domain.as_str() {
+            "" | "ai.onnx" => default_opset = Some(o.version),
+            other => {
+                return Err(Refusal::Unsupported(format!(
+                    "it imports the operator domain `{other}`; only standard ONNX operators are handled"
+                )));
+            }
+        }
+    }
+    match default_opset {
+        Some(v) if v >= MIN_OPSET => Ok(()),
+        Some(v) => Err(Refusal::Unsupported(format!(
+            "it uses ONNX operator set {v}; {MIN_OPSET} or newer is needed (re-export it)"
+        ))),
+        None => Err(Refusal::Decode("it imports no ONNX operator set".into())),
+    }
+}
+
+/// The float initializers by name, and the others as they are; external data refused.
+fn split_initializers(
+    initializers: Vec<TensorProto>,
+) -> std::result::Result<(BTreeMap<String, FloatTensor>, Vec<TensorProto>), Refusal> {
+    let mut constants = BTreeMap::new();
+    let mut other_initializers = Vec::new();
+    for t in initializers {
+        if t.data_location == DATA_LOCATION_EXTERNAL || !t.external_data.is_empty() {
+            return Err(Refusal::Unsupported(format!(
+                "initializer `{}` is stored in an external file; save the model with its weights inside",
+                t.name
+            )));
+        }
+        if t.data_type == data_type::FLOAT {
+            let f = FloatTensor::from_proto(&t).map_err(Refusal::Decode)?;
+            constants.insert(t.name.clone(), f);
+        } else {
+            other_initializers.push(t);
+        }
+    }
+    Ok((constants, other_initializers))
+}
+
+/// The one float32 graph input that is not an initializer, and the one float32 output.
+fn single_float_io(
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    is_init: impl Fn(&str) -> bool,
+) -> std::result::Result<(ValueInfoProto, ValueInfoProto), Refusal> {
+    let inputs: Vec<ValueInfoProto> = inputs.into_iter().filter(|i| !is_init(&i.name)).collect();
+    let one = |v: Vec<ValueInfoProto>, what: &str, holds: &str| {
+        <[ValueInfoProto; 1]>::try_from(v).map_err(|v| {
+            Refusal::Unsupported(format!(
+                "it has {} graph {what}s; a zoo model has one ({holds})",
+                v.len()
+            ))
+        })
+    };
+    let float = |v: &ValueInfoProto, what: &str| {
+        let elem = v
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .map(|t| t.elem_type);
+        if elem == Some(data_type::FLOAT) {
+            Ok(())
+        } else {
+            Err(Refusal::Unsupported(format!(
+                "its {what} `{}` is not a float32 tensor",
+                v.name
+            )))
+        }
+    };
+    let [input] = one(inputs, "input", "the images")?;
+    float(&input, "input")?;
+    let [output] = one(outputs, "output", "the logits")?;
+    float(&output, "output")?;
+    Ok((input, output))
+}
+
+/// The nodes, each given a unique name where it has none or a repeated one, once every
+/// one is checked to be a supported standard op (and every Conv one the quantizer handles).
+fn checked_nodes(
+    path: &Path,
+    mut nodes: Vec<NodeProto>,
+    constants: &BTreeMap<String, FloatTensor>,
+) -> Result<Vec<NodeProto>> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if n.name.is_empty() || seen.contains(&n.name) {
+            n.name = format!("{}_{i}", n.op_type);
+        }
+        seen.insert(n.name.clone());
+        let (node, op) = (n.name.clone(), n.op_type.clone());
+        let path = path.to_path_buf();
+        if QUANTIZED_OPS.contains(&op.as_str()) {
+            return Err(Error::AlreadyQuantized { path, node, op });
+        }
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            let op = format!("{op} (domain `{}`)", n.domain);
+            return Err(Error::UnsupportedOp { path, node, op });
+        }
+        if !SUPPORTED_OPS.contains(&op.as_str()) {
+            return Err(Error::UnsupportedOp { path, node, op });
+        }
+        if op == "Conv" {
+            check_conv(n, constants).map_err(|reason| Error::Unsupported {
+                path,
+                reason: format!("Conv `{node}`: {reason}"),
+            })?;
+        }
+    }
+    Ok(nodes)
 }
 
 fn check_conv(
@@ -436,4 +469,15 @@ fn check_topological(
         }
     }
     Ok(())
+}
+
+/// A float32 initializer (raw little-endian data).
+pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: data_type::FLOAT,
+        name: name.into(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
 }

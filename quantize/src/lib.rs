@@ -14,7 +14,8 @@
 //!    set) and histograms every activation to be quantized;
 //! 5. [`ranges`] turns each histogram into a clipping range (MinMax, percentile or
 //!    MSE-optimal); [`pipeline`] tries several and keeps the one whose int8 model stays
-//!    closest to fp32 on *other* training images ([`validate`]);
+//!    closest to fp32 on *other* training images ([`validate`]), recording why
+//!    ([`choose`]);
 //! 6. [`emit`] writes the int8 graph with the arithmetic of [`params`] (uint8 asymmetric
 //!    activations, int8 symmetric per-channel weights, int32 biases);
 //! 7. [`publish`] measures the claims with the runtime's `verify` code and writes
@@ -33,6 +34,7 @@
 //! Why this layout and these defaults: docs/quantization.md.
 
 pub mod calibrate;
+pub mod choose;
 pub mod emit;
 pub mod engine;
 pub mod error;

@@ -6,7 +6,9 @@ use std::path::Path;
 use prost::Message;
 use serde::Serialize;
 
-use crate::calibrate::{Calibration, calibrate};
+use crate::calibrate::{Calibration, CalibrationRun, Measure, calibrate};
+use crate::choose::Closest;
+pub use crate::choose::{Candidate, ChosenBy, FirstConvChoice};
 use crate::emit::{EmitOptions, emit};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -112,16 +114,6 @@ pub fn first_conv_chains(int8_first: &Prepared, fp32_first: &Prepared, name: &st
     }
 }
 
-/// One candidate (range method, first conv's precision) and how it did on the
-/// validation images.
-#[derive(Clone, Debug, Serialize)]
-pub struct Candidate {
-    pub method: String,
-    /// Nodes kept in fp32 for this candidate (beyond the ops that are always fp32).
-    pub fp32_nodes: Vec<String>,
-    pub validation: Option<Agreement>,
-}
-
 /// The int8 model and how it was made.
 #[derive(Clone, Debug)]
 pub struct Quantized {
@@ -141,8 +133,8 @@ pub struct Quantized {
     pub kept_fp32: Vec<String>,
     /// The BatchNorm-behind-pool rewrite.
     pub folded: FoldReport,
-    /// In words: how the method was chosen.
-    pub chosen_by: String,
+    /// How the method was chosen (its `Display` is the manifest's sentence).
+    pub chosen_by: ChosenBy,
 }
 
 /// Where a quantization is (for progress display).
@@ -161,14 +153,6 @@ pub enum Stage<'a> {
         candidate: &'a Candidate,
         agreement: &'a Agreement,
     },
-}
-
-/// The candidate of one variant closest to fp32 on the validation images.
-#[derive(Clone, Debug)]
-struct Closest {
-    method: RangeMethod,
-    bytes: Vec<u8>,
-    agreement: Agreement,
 }
 
 /// An fp32 graph after the exact rewrites, with its lowering planned.
@@ -209,9 +193,9 @@ pub fn quantize(
     progress: &dyn Fn(Stage),
 ) -> Result<Quantized> {
     if opts.methods.is_empty() || (opts.methods.len() > 1 && opts.validation_images == 0) {
-        return Err(Error::Unsupported {
+        return Err(Error::MethodsNeedValidation {
             path: path.to_path_buf(),
-            reason: "choosing between several range methods needs validation images (--validation-images > 0), or give exactly one --method".into(),
+            methods: opts.methods.len(),
         });
     }
     // The first conv's precision is one more candidate dimension.
@@ -220,26 +204,11 @@ pub fn quantize(
         .iter()
         .find(|n| n.op_type == "Conv")
         .map(|n| n.name.clone());
-    let base = opts.keep_fp32.clone();
-    let with_first = |f: &String| {
-        let mut k = base.clone();
-        k.push(f.clone());
-        k
-    };
-    let keeps: Vec<Vec<String>> = match (opts.first_conv, &first) {
-        (FirstConv::Fp32, Some(f)) if !base.contains(f) => vec![with_first(f)],
-        (FirstConv::Choose, Some(f)) if !base.contains(f) && opts.validation_images > 0 => {
-            vec![base.clone(), with_first(f)]
-        }
-        _ => vec![base.clone()],
-    };
+    let keeps = fp32_keeps(opts, first.as_ref());
     let variants: Vec<Prepared> = keeps
         .iter()
         .map(|k| prepare(path, bytes, k))
         .collect::<Result<_>>()?;
-    let g = &variants[0].graph;
-    let folded = variants[0].folded.clone();
-
     let selection = Selection::new(
         images.len(),
         opts.seed,
@@ -251,11 +220,68 @@ pub fn quantize(
         wanted: opts.calibration_images + opts.validation_images,
         available: images.len(),
     })?;
+    let calibration =
+        calibrate_variants(&variants, images, &selection.calibration, opts, progress)?;
+    let run = Candidates {
+        path,
+        bytes,
+        images,
+        opts,
+        validation: &selection.validation,
+        variants: &variants,
+        keeps: &keeps,
+        calibration: &calibration,
+    };
+    let choice = if opts.validation_images == 0 {
+        run.given()?
+    } else {
+        run.closest(first.as_deref(), progress)?
+    };
+    let v = &variants[choice.variant];
+    Ok(Quantized {
+        bytes: choice.bytes,
+        method: choice.method,
+        candidates: choice.candidates,
+        float_nodes: v.plan.float_nodes(&v.graph),
+        integer_nodes: v.plan.integer_nodes(),
+        kept_fp32: keeps[choice.variant].clone(),
+        selection,
+        folded: variants[0].folded.clone(),
+        chosen_by: choice.chosen_by,
+    })
+}
 
-    // One calibration serves every variant: the union of the tensors they quantize.
+/// The nodes each variant keeps in fp32: those asked for, plus the first conv (`first`)
+/// when it is to run in fp32, or as a second variant when `choose` has validation
+/// images to decide on.
+fn fp32_keeps(opts: &QuantizeOptions, first: Option<&String>) -> Vec<Vec<String>> {
+    let base = opts.keep_fp32.clone();
+    let with_first = |f: &String| {
+        let mut k = base.clone();
+        k.push(f.clone());
+        k
+    };
+    match (opts.first_conv, first) {
+        (FirstConv::Fp32, Some(f)) if !base.contains(f) => vec![with_first(f)],
+        (FirstConv::Choose, Some(f)) if !base.contains(f) && opts.validation_images > 0 => {
+            vec![base.clone(), with_first(f)]
+        }
+        _ => vec![base.clone()],
+    }
+}
+
+/// One calibration for every variant: the union of the tensors they quantize, measured
+/// on the training images `indices` with the first variant's graph.
+fn calibrate_variants(
+    variants: &[Prepared],
+    images: &TrainingImages,
+    indices: &[usize],
+    opts: &QuantizeOptions,
+    progress: &dyn Fn(Stage),
+) -> Result<Calibration> {
     let mut tensors: Vec<(String, String)> = Vec::new();
     let mut non_negative = std::collections::BTreeSet::new();
-    for v in &variants {
+    for v in variants {
         for t in &v.plan.calibrate {
             if !tensors.iter().any(|(x, _)| x == t) {
                 tensors.push((t.clone(), v.plan.measured[t].clone()));
@@ -263,68 +289,110 @@ pub fn quantize(
         }
         non_negative.extend(v.plan.non_negative.iter().cloned());
     }
-    let total = selection.calibration.len();
-    let calibration: Calibration = calibrate(
-        g,
-        &tensors,
-        &non_negative,
+    let total = indices.len();
+    let measure = Measure {
+        tensors: &tensors,
+        non_negative: &non_negative,
+    };
+    let run = CalibrationRun {
         images,
-        &selection.calibration,
-        opts.batch_size,
-        opts.threads,
-        &|pass, done| {
-            progress(Stage::Calibrate { pass, done, total });
-        },
-    )?;
-
-    let emit_opts = EmitOptions {
-        weight_clip: opts.weight_clip,
-        ..EmitOptions::default()
+        indices,
+        batch: opts.batch_size,
+        threads: opts.threads,
     };
-    let build = |v: &Prepared, method: RangeMethod| -> Result<Vec<u8>> {
-        let params = calibration.params(method);
+    calibrate(&variants[0].graph, &measure, &run, &|pass, done| {
+        progress(Stage::Calibrate { pass, done, total });
+    })
+}
+
+/// The chosen candidate: which variant, its method and int8 bytes, and why.
+struct Choice {
+    variant: usize,
+    method: RangeMethod,
+    bytes: Vec<u8>,
+    chosen_by: ChosenBy,
+    candidates: Vec<Candidate>,
+}
+
+/// What building and measuring the candidates needs.
+struct Candidates<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    images: &'a TrainingImages,
+    opts: &'a QuantizeOptions,
+    validation: &'a [usize],
+    variants: &'a [Prepared],
+    /// The nodes each variant keeps in fp32.
+    keeps: &'a [Vec<String>],
+    calibration: &'a Calibration,
+}
+
+impl Candidates<'_> {
+    /// The int8 model of variant `v` with `method`'s ranges.
+    fn build(&self, v: &Prepared, method: RangeMethod) -> Result<Vec<u8>> {
+        let params = self.calibration.params(method);
+        let emit_opts = EmitOptions {
+            weight_clip: self.opts.weight_clip,
+            ..EmitOptions::default()
+        };
         Ok(emit(&v.graph, &v.plan, &params, &emit_opts)?.encode_to_vec())
-    };
+    }
 
-    let mut candidates = Vec::new();
-    let (chosen, method, bytes_int8, chosen_by) = if opts.validation_images == 0 {
-        let m = opts.methods[0];
-        candidates.push(Candidate {
-            method: m.label(),
-            fp32_nodes: keeps[0].clone(),
-            validation: None,
-        });
-        (
-            0,
-            m,
-            build(&variants[0], m)?,
-            "given (--method), no validation".to_string(),
-        )
-    } else {
+    /// The logits of `bytes` on the validation images.
+    fn logits(&self, bytes: &[u8]) -> Result<Vec<f32>> {
+        let g = &self.variants[0].graph;
+        Engine::new(
+            self.path,
+            bytes,
+            &g.input.name,
+            &g.output.name,
+            self.opts.threads,
+        )?
+        .logits(self.images, self.validation, self.opts.batch_size)
+    }
+
+    /// The one method given, without validation.
+    fn given(&self) -> Result<Choice> {
+        let m = self.opts.methods[0];
+        Ok(Choice {
+            variant: 0,
+            method: m,
+            bytes: self.build(&self.variants[0], m)?,
+            chosen_by: ChosenBy::Given,
+            candidates: vec![Candidate {
+                method: m.label(),
+                fp32_nodes: self.keeps[0].clone(),
+                validation: None,
+            }],
+        })
+    }
+
+    /// The closest candidate of each variant on the validation images (every one
+    /// reported as it is measured), then between the variants: an int8 first conv where
+    /// it chains into integer ops within [`FIRST_CONV_BUDGET_PP`], else the closer.
+    fn closest(&self, first: Option<&str>, progress: &dyn Fn(Stage)) -> Result<Choice> {
         progress(Stage::Reference {
-            images: selection.validation.len(),
+            images: self.validation.len(),
         });
-        let reference = Engine::new(path, bytes, &g.input.name, &g.output.name, opts.threads)?
-            .logits(images, &selection.validation, opts.batch_size)?;
-        let labels: Vec<u8> = selection
+        let reference = self.logits(self.bytes)?;
+        let labels: Vec<u8> = self
             .validation
             .iter()
-            .map(|&i| images.label(i))
+            .map(|&i| self.images.label(i))
             .collect();
         let classes = reference.len() / labels.len().max(1);
-        // The closest candidate (lowest mean KL) of each variant: index 0 plans the first
-        // conv as asked or in int8, index 1 (under `choose`) keeps it in fp32.
-        let mut best: Vec<Option<Closest>> = vec![None; variants.len()];
-        for (vi, v) in variants.iter().enumerate() {
-            for &m in &opts.methods {
-                let b = build(v, m)?;
-                let logits = Engine::new(path, &b, &g.input.name, &g.output.name, opts.threads)?
-                    .logits(images, &selection.validation, opts.batch_size)?;
-                let agreement = compare(&reference, &logits, &labels, classes);
-                let kl = agreement.mean_kl;
+        let mut candidates = Vec::new();
+        // Index 0 plans the first conv as asked or in int8, index 1 (under `choose`)
+        // keeps it in fp32.
+        let mut best = Vec::new();
+        for (vi, v) in self.variants.iter().enumerate() {
+            let mut closest = None;
+            for &m in &self.opts.methods {
+                let bytes = self.build(v, m)?;
+                let agreement = compare(&reference, &self.logits(&bytes)?, &labels, classes);
                 let candidate = Candidate {
                     method: m.label(),
-                    fp32_nodes: keeps[vi].clone(),
+                    fp32_nodes: self.keeps[vi].clone(),
                     validation: Some(agreement.clone()),
                 };
                 progress(Stage::Validated {
@@ -332,64 +400,55 @@ pub fn quantize(
                     agreement: &agreement,
                 });
                 candidates.push(candidate);
-                if best[vi].as_ref().is_none_or(|c| kl < c.agreement.mean_kl) {
-                    best[vi] = Some(Closest {
-                        method: m,
-                        bytes: b,
-                        agreement,
-                    });
-                }
+                let c = Closest {
+                    method: m,
+                    bytes,
+                    agreement,
+                };
+                Closest::keep_closer(&mut closest, c);
             }
+            best.push(closest.expect("every variant has a candidate"));
         }
-        let mut best: Vec<_> = best
-            .into_iter()
-            .map(|b| b.expect("every variant has a candidate"))
-            .collect();
-        let tried: Vec<String> = opts.methods.iter().map(|m| m.label()).collect();
-        let mut why = format!(
-            "lowest mean KL divergence from the fp32 model's softmax on {} other training \
-             images (the next {} of the same shuffle), among {}",
-            selection.validation.len(),
-            selection.validation.len(),
-            tried.join(", ")
-        );
-        let vi = match (variants.len() > 1, &first) {
-            (true, Some(f)) => {
-                let int8_first = &best[0].agreement;
-                let drop = int8_first.top1_fp32 - int8_first.top1_int8;
-                if first_conv_chains(&variants[0], &variants[1], f) && drop <= FIRST_CONV_BUDGET_PP
-                {
-                    why.push_str(&format!(
-                        ", with the first convolution ({f}) in int8: its output feeds \
-                         integer ops directly (no fp32 convolution and QuantizeLinear before \
-                         them), and the validation top-1 is {:.2} % against fp32's {:.2} % \
-                         (budget {FIRST_CONV_BUDGET_PP} pp)",
-                        int8_first.top1_int8, int8_first.top1_fp32
-                    ));
-                    0
-                } else {
-                    why.push_str(&format!(
-                        ", each with the first convolution ({f}) in int8 and in fp32"
-                    ));
-                    usize::from(best[1].agreement.mean_kl < best[0].agreement.mean_kl)
-                }
-            }
-            _ => 0,
+        let (variant, first_conv) = match (self.variants.len() > 1, first) {
+            (true, Some(f)) => self.settle_first_conv(&best, f),
+            _ => (0, None),
         };
-        let c = best.swap_remove(vi);
-        (vi, c.method, c.bytes, why)
-    };
+        let c = best.swap_remove(variant);
+        Ok(Choice {
+            variant,
+            method: c.method,
+            bytes: c.bytes,
+            chosen_by: ChosenBy::LowestKl {
+                validation_images: self.validation.len(),
+                tried: self.opts.methods.iter().map(|m| m.label()).collect(),
+                first_conv,
+            },
+            candidates,
+        })
+    }
 
-    let v = &variants[chosen];
-    Ok(Quantized {
-        bytes: bytes_int8,
-        method,
-        candidates,
-        float_nodes: v.plan.float_nodes(&v.graph),
-        integer_nodes: v.plan.integer_nodes(),
-        kept_fp32: keeps[chosen].clone(),
-        selection,
-        folded,
-        chosen_by,
-    })
+    /// Variant 0 (first conv `node` in int8) or 1 (in fp32), given each one's closest
+    /// candidate.
+    fn settle_first_conv(&self, best: &[Closest], node: &str) -> (usize, Option<FirstConvChoice>) {
+        let int8_first = &best[0].agreement;
+        let drop = int8_first.top1_fp32 - int8_first.top1_int8;
+        let node = node.to_string();
+        if first_conv_chains(&self.variants[0], &self.variants[1], &node)
+            && drop <= FIRST_CONV_BUDGET_PP
+        {
+            let choice = FirstConvChoice::Int8Chains {
+                node,
+                top1_int8: int8_first.top1_int8,
+                top1_fp32: int8_first.top1_fp32,
+                budget_pp: FIRST_CONV_BUDGET_PP,
+            };
+            (0, Some(choice))
+        } else {
+            let fp32_closer = best[1].agreement.mean_kl < best[0].agreement.mean_kl;
+            (
+                usize::from(fp32_closer),
+                Some(FirstConvChoice::Closer { node }),
+            )
+        }
+    }
 }

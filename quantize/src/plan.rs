@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
+use zoo::onnx::proto::NodeProto;
 
 /// How one node of the fp32 graph is lowered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub fn quantizable_nodes(g: &Graph) -> Vec<String> {
         .collect()
 }
 
-fn is_quantizable(g: &Graph, n: &zoo::onnx::proto::NodeProto) -> bool {
+fn is_quantizable(g: &Graph, n: &NodeProto) -> bool {
     match n.op_type.as_str() {
         "Conv" => true,
         "Add" => n.input.len() == 2 && n.input.iter().all(|i| !g.is_constant(i)),
@@ -137,94 +138,122 @@ pub fn plan(g: &Graph, keep_fp32: &[String]) -> Result<Plan> {
             });
         }
     }
-    let consumers = g.consumer_map();
-    let mut lowering = vec![Lowering::Float; g.nodes.len()];
-    let mut quantized: HashMap<String, String> = HashMap::new();
-    let mut calibrate = Vec::new();
-    let mut non_negative = BTreeSet::new();
-    let mut quantize_from_float = BTreeSet::new();
-    let mut measured = HashMap::new();
-
+    let mut planner = Planner {
+        g,
+        consumers: g.consumer_map(),
+        keep_fp32,
+        plan: Plan {
+            lowering: vec![Lowering::Float; g.nodes.len()],
+            quantized: HashMap::new(),
+            calibrate: Vec::new(),
+            measured: HashMap::new(),
+            non_negative: BTreeSet::new(),
+            quantize_from_float: BTreeSet::new(),
+        },
+    };
     for (i, n) in g.nodes.iter().enumerate() {
-        if lowering[i] == Lowering::FusedRelu {
+        if planner.plan.lowering[i] == Lowering::FusedRelu {
             continue;
         }
         let integer = is_quantizable(g, n) && !keep_fp32.contains(&n.name);
         let average_pool = matches!(n.op_type.as_str(), "AveragePool" | "GlobalAveragePool");
         if integer && average_pool {
-            // Only on an input that is uint8 already: quantizing an fp32 tensor just to
-            // pool it would add a conversion, not remove one.
-            if let Some(root) = quantized.get(&n.input[0]).cloned() {
-                if non_negative.contains(&root) {
-                    non_negative.insert(n.output[0].clone());
-                }
-                quantized.insert(n.output[0].clone(), n.output[0].clone());
-                calibrate.push(n.output[0].clone());
-                lowering[i] = Lowering::AvgPool;
-            }
+            planner.average_pool(i, n);
         } else if integer {
-            let activations: Vec<&String> = match n.op_type.as_str() {
-                "Conv" => vec![&n.input[0]],
-                _ => n.input.iter().collect(),
-            };
-            for x in activations {
-                if !quantized.contains_key(x) {
-                    quantized.insert(x.clone(), x.clone());
-                    calibrate.push(x.clone());
-                    quantize_from_float.insert(x.clone());
-                }
-            }
-            // Fold a ReLU that is the only reader of the output.
-            let out = &n.output[0];
-            let relu = match consumers.get(out.as_str()).map(|v| v.as_slice()) {
-                Some([r])
-                    if g.nodes[*r].op_type == "Relu"
-                        && *out != g.output.name
-                        && !keep_fp32.contains(&g.nodes[*r].name) =>
-                {
-                    Some(*r)
-                }
-                _ => None,
-            };
-            let output = match relu {
-                Some(r) => {
-                    lowering[r] = Lowering::FusedRelu;
-                    non_negative.insert(g.nodes[r].output[0].clone());
-                    g.nodes[r].output[0].clone()
-                }
-                None => out.clone(),
-            };
-            quantized.insert(output.clone(), output.clone());
-            calibrate.push(output.clone());
-            lowering[i] = if n.op_type == "Conv" {
-                Lowering::Conv { output }
-            } else {
-                Lowering::Add { output }
-            };
+            planner.integer_op(i, n);
         } else if n.op_type == "MaxPool" && n.output.len() == 1 {
-            if let Some(root) = quantized.get(&n.input[0]).cloned() {
-                let only_reader = consumers
-                    .get(n.input[0].as_str())
-                    .is_some_and(|v| v.len() == 1)
-                    && n.input[0] == root
-                    && root != g.output.name;
-                if only_reader {
-                    measured.insert(root.clone(), n.output[0].clone());
-                }
-                quantized.insert(n.output[0].clone(), root);
-                lowering[i] = Lowering::MaxPool;
-            }
+            planner.max_pool(i, n);
         }
     }
-    for t in &calibrate {
-        measured.entry(t.clone()).or_insert_with(|| t.clone());
+    let mut plan = planner.plan;
+    for t in &plan.calibrate {
+        plan.measured.entry(t.clone()).or_insert_with(|| t.clone());
     }
-    Ok(Plan {
-        lowering,
-        quantized,
-        calibrate,
-        measured,
-        non_negative,
-        quantize_from_float,
-    })
+    Ok(plan)
+}
+
+/// A [`Plan`] being made, node by node in topological order.
+struct Planner<'a> {
+    g: &'a Graph,
+    consumers: HashMap<&'a str, Vec<usize>>,
+    keep_fp32: &'a [String],
+    plan: Plan,
+}
+
+impl Planner<'_> {
+    /// An average pool, in uint8 only on an input that is uint8 already: quantizing an
+    /// fp32 tensor just to pool it would add a conversion, not remove one.
+    fn average_pool(&mut self, i: usize, n: &NodeProto) {
+        let p = &mut self.plan;
+        if let Some(root) = p.quantized.get(&n.input[0]).cloned() {
+            if p.non_negative.contains(&root) {
+                p.non_negative.insert(n.output[0].clone());
+            }
+            p.quantized.insert(n.output[0].clone(), n.output[0].clone());
+            p.calibrate.push(n.output[0].clone());
+            p.lowering[i] = Lowering::AvgPool;
+        }
+    }
+
+    /// A Conv or Add as an integer op: its fp32 inputs quantized, and a ReLU that is the
+    /// only reader of its output fused into the output's range.
+    fn integer_op(&mut self, i: usize, n: &NodeProto) {
+        let (g, p) = (self.g, &mut self.plan);
+        let activations: Vec<&String> = match n.op_type.as_str() {
+            "Conv" => vec![&n.input[0]],
+            _ => n.input.iter().collect(),
+        };
+        for x in activations {
+            if !p.quantized.contains_key(x) {
+                p.quantized.insert(x.clone(), x.clone());
+                p.calibrate.push(x.clone());
+                p.quantize_from_float.insert(x.clone());
+            }
+        }
+        let out = &n.output[0];
+        let relu = match self.consumers.get(out.as_str()).map(|v| v.as_slice()) {
+            Some([r])
+                if g.nodes[*r].op_type == "Relu"
+                    && *out != g.output.name
+                    && !self.keep_fp32.contains(&g.nodes[*r].name) =>
+            {
+                Some(*r)
+            }
+            _ => None,
+        };
+        let output = match relu {
+            Some(r) => {
+                p.lowering[r] = Lowering::FusedRelu;
+                p.non_negative.insert(g.nodes[r].output[0].clone());
+                g.nodes[r].output[0].clone()
+            }
+            None => out.clone(),
+        };
+        p.quantized.insert(output.clone(), output.clone());
+        p.calibrate.push(output.clone());
+        p.lowering[i] = if n.op_type == "Conv" {
+            Lowering::Conv { output }
+        } else {
+            Lowering::Add { output }
+        };
+    }
+
+    /// A max pool on uint8 where its input is: it shares its input's parameters, and
+    /// when it is that input's only reader, its output is what calibration measures.
+    fn max_pool(&mut self, i: usize, n: &NodeProto) {
+        let p = &mut self.plan;
+        if let Some(root) = p.quantized.get(&n.input[0]).cloned() {
+            let only_reader = self
+                .consumers
+                .get(n.input[0].as_str())
+                .is_some_and(|v| v.len() == 1)
+                && n.input[0] == root
+                && root != self.g.output.name;
+            if only_reader {
+                p.measured.insert(root.clone(), n.output[0].clone());
+            }
+            p.quantized.insert(n.output[0].clone(), root);
+            p.lowering[i] = Lowering::MaxPool;
+        }
+    }
 }

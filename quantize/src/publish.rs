@@ -86,7 +86,7 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
             selection: q.selection.describe(total_train),
             indices_sha256: indices_sha256(&q.selection.calibration),
             range_method: q.method.label(),
-            chosen_by: q.chosen_by.clone(),
+            chosen_by: q.chosen_by.to_string(),
         },
         float_nodes: q.float_nodes.clone(),
         tool: format!("tpsnet-quantize {}", env!("CARGO_PKG_VERSION")),

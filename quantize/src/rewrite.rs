@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 
 use crate::graph::Graph;
+pub use crate::graph::MS_DOMAIN;
 
 /// What [`fold_pooled_batchnorm`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -158,9 +159,6 @@ fn apply(g: &mut Graph, p: Pattern) {
     remove_unused_constants(g);
 }
 
-/// Operator domain of ONNX Runtime's contrib ops.
-pub const MS_DOMAIN: &str = "com.microsoft";
-
 /// Replaces every `Div(x, √2) → Erf → Add(1) → Mul(x) → Mul(0.5)` (or with `Mul(x, 1/√2)`
 /// first, or `Mul(x, 0.5)` before the product) by one `com.microsoft.Gelu` node named
 /// after the pattern's last node. Returns those names.
@@ -189,19 +187,36 @@ pub fn fuse_gelu(g: &mut Graph) -> Vec<String> {
 
 /// `(nodes of the pattern, x, output, name)` of the first GELU pattern.
 fn find_gelu(g: &Graph) -> Option<(Vec<usize>, String, String, String)> {
-    let consumers = g.consumer_map();
-    let producers = g.producer_map();
-    let scalar = |name: &str| g.constants.get(name).and_then(|t| t.scalar());
-    let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() < 1e-4);
-    let only = |t: &str| -> Option<usize> {
-        match consumers.get(t).map(|v| v.as_slice()) {
-            Some([one]) if *t != g.output.name => Some(*one),
+    let m = Matcher {
+        g,
+        consumers: g.consumer_map(),
+        producers: g.producer_map(),
+    };
+    (0..g.nodes.len()).find_map(|ei| m.gelu_at(ei))
+}
+
+/// The graph's wiring, for matching node patterns.
+struct Matcher<'a> {
+    g: &'a Graph,
+    consumers: HashMap<&'a str, Vec<usize>>,
+    producers: HashMap<&'a str, usize>,
+}
+
+impl Matcher<'_> {
+    /// The only node reading tensor `t` (not the graph output).
+    fn only(&self, t: &str) -> Option<usize> {
+        match self.consumers.get(t).map(|v| v.as_slice()) {
+            Some([one]) if *t != self.g.output.name => Some(*one),
             _ => None,
         }
-    };
-    // `node` is a binary op of `op` with one input `x` and the other a scalar ≈ `c`;
-    // returns x.
-    let binary_with = |i: usize, op: &str, c: f32| -> Option<String> {
+    }
+
+    /// When node `i` is a binary `op` with one input `x` and the other a scalar ≈ `c`:
+    /// x.
+    fn binary_with(&self, i: usize, op: &str, c: f32) -> Option<String> {
+        let g = self.g;
+        let scalar = |name: &str| g.constants.get(name).and_then(|t| t.scalar());
+        let near = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() < 1e-4);
         let n = &g.nodes[i];
         if n.op_type != op || n.input.len() != 2 {
             return None;
@@ -214,9 +229,11 @@ fn find_gelu(g: &Graph) -> Option<(Vec<usize>, String, String, String)> {
         } else {
             None
         }
-    };
-    let other_input = |i: usize, known: &str| -> Option<String> {
-        let n = &g.nodes[i];
+    }
+
+    /// The input of two-input node `i` that is not `known`.
+    fn other_input(&self, i: usize, known: &str) -> Option<String> {
+        let n = &self.g.nodes[i];
         (n.input.len() == 2).then(|| {
             if n.input[0] == known {
                 n.input[1].clone()
@@ -224,41 +241,38 @@ fn find_gelu(g: &Graph) -> Option<(Vec<usize>, String, String, String)> {
                 n.input[0].clone()
             }
         })
-    };
-    for (ei, erf) in g.nodes.iter().enumerate() {
+    }
+
+    /// The GELU pattern around Erf node `ei`, if it is one: x / √2 (or x · 1/√2) → Erf →
+    /// + 1 → · x → · 0.5, or with the 0.5 applied to x first.
+    fn gelu_at(&self, ei: usize) -> Option<(Vec<usize>, String, String, String)> {
+        let g = self.g;
+        let erf = &g.nodes[ei];
         if erf.op_type != "Erf" {
-            continue;
+            return None;
         }
-        let Some(&di) = producers.get(erf.input[0].as_str()) else {
-            continue;
-        };
-        if only(&erf.input[0]) != Some(ei) {
-            continue;
+        let &di = self.producers.get(erf.input[0].as_str())?;
+        if self.only(&erf.input[0]) != Some(ei) {
+            return None;
         }
-        let Some(x) = binary_with(di, "Div", std::f32::consts::SQRT_2)
-            .or_else(|| binary_with(di, "Mul", std::f32::consts::FRAC_1_SQRT_2))
-        else {
-            continue;
-        };
-        let Some(ai) = only(&erf.output[0]) else {
-            continue;
-        };
-        if binary_with(ai, "Add", 1.0).as_deref() != Some(erf.output[0].as_str()) {
-            continue;
+        let x = self
+            .binary_with(di, "Div", std::f32::consts::SQRT_2)
+            .or_else(|| self.binary_with(di, "Mul", std::f32::consts::FRAC_1_SQRT_2))?;
+        let ai = self.only(&erf.output[0])?;
+        if self.binary_with(ai, "Add", 1.0).as_deref() != Some(erf.output[0].as_str()) {
+            return None;
         }
         let add_out = &g.nodes[ai].output[0];
-        let Some(mi) = only(add_out).filter(|&i| g.nodes[i].op_type == "Mul") else {
-            continue;
-        };
-        let Some(partner) = other_input(mi, add_out) else {
-            continue;
-        };
+        let mi = self
+            .only(add_out)
+            .filter(|&i| g.nodes[i].op_type == "Mul")?;
+        let partner = self.other_input(mi, add_out)?;
         if partner == x {
             // 0.5 applied after the product.
             let m_out = &g.nodes[mi].output[0];
-            let Some(hi) = only(m_out) else { continue };
-            if binary_with(hi, "Mul", 0.5).as_deref() != Some(m_out.as_str()) {
-                continue;
+            let hi = self.only(m_out)?;
+            if self.binary_with(hi, "Mul", 0.5).as_deref() != Some(m_out.as_str()) {
+                return None;
             }
             let h = &g.nodes[hi];
             return Some((
@@ -269,21 +283,19 @@ fn find_gelu(g: &Graph) -> Option<(Vec<usize>, String, String, String)> {
             ));
         }
         // 0.5 applied to x first: partner = Mul(x, 0.5), read only here.
-        let Some(&hi) = producers.get(partner.as_str()) else {
-            continue;
-        };
-        if binary_with(hi, "Mul", 0.5).as_deref() == Some(x.as_str()) && only(&partner) == Some(mi)
-        {
-            let m = &g.nodes[mi];
-            return Some((
-                vec![di, ei, ai, hi, mi],
-                x,
-                m.output[0].clone(),
-                m.name.clone(),
-            ));
+        let &hi = self.producers.get(partner.as_str())?;
+        let halves_x = self.binary_with(hi, "Mul", 0.5).as_deref() == Some(x.as_str());
+        if !(halves_x && self.only(&partner) == Some(mi)) {
+            return None;
         }
+        let m = &g.nodes[mi];
+        Some((
+            vec![di, ei, ai, hi, mi],
+            x,
+            m.output[0].clone(),
+            m.name.clone(),
+        ))
     }
-    None
 }
 
 /// Drops float constants no node reads any more.

@@ -227,7 +227,7 @@ fn airnet_with_gelu_and_pooled_batchnorm_quantizes_end_to_end() {
 #[test]
 fn padding_channels_changes_no_logit() {
     use prost::Message;
-    use quantize::calibrate::calibrate;
+    use quantize::calibrate::{CalibrationRun, Measure, calibrate};
     use quantize::emit::{EmitOptions, emit};
     use quantize::engine::Engine;
     use quantize::pipeline::prepare;
@@ -245,17 +245,17 @@ fn padding_channels_changes_no_logit() {
         .map(|t| (t.clone(), p.plan.measured[t].clone()))
         .collect();
     let indices: Vec<usize> = (0..128).collect();
-    let calibration = calibrate(
-        &p.graph,
-        &tensors,
-        &p.plan.non_negative,
-        &images,
-        &indices,
-        64,
-        0,
-        &|_, _| {},
-    )
-    .unwrap();
+    let measure = Measure {
+        tensors: &tensors,
+        non_negative: &p.plan.non_negative,
+    };
+    let run = CalibrationRun {
+        images: &images,
+        indices: &indices,
+        batch: 64,
+        threads: 0,
+    };
+    let calibration = calibrate(&p.graph, &measure, &run, &|_, _| {}).unwrap();
     let params = calibration.params(RangeMethod::MinMax);
     let run = |pad: bool| {
         let opts = EmitOptions {

@@ -10,10 +10,11 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 use zoo::ResNetSpec;
 
+use crate::ema::Ema;
+use crate::error::{TrainError, io_err};
 use crate::metrics::EpochMetrics;
-use crate::optim::{Ema, FlatSgd};
+use crate::optim::FlatSgd;
 use crate::recipe::Recipe;
-use crate::train::{TrainError, io_err};
 
 /// What the checkpoint's `meta` entry records, besides tensors.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -48,9 +48,7 @@ pub enum DeviceError {
     Unknown(String),
     #[error("device `{0}`: expected cuda:N with N a number")]
     BadIndex(String),
-    #[error(
-        "device `cuda:{index}` was asked for, but libtorch sees {available} CUDA device(s); use --device cpu or auto"
-    )]
+    #[error("device `cuda:{index}` was asked for, but libtorch sees {available} CUDA device(s)")]
     Unavailable { index: usize, available: usize },
 }
 
@@ -126,6 +124,21 @@ pub fn parse(spec: &str) -> Result<Device, DeviceError> {
 fn cuda_device(idx: usize) -> Device {
     tch::Cuda::cudnn_set_benchmark(true);
     Device::Cuda(idx)
+}
+
+/// The CUDA device index to synchronise (0 off CUDA).
+fn device_index(d: Device) -> i64 {
+    match d {
+        Device::Cuda(i) => i as i64,
+        _ => 0,
+    }
+}
+
+/// Waits for the device's queued work when it is a CUDA device (before reading a clock).
+pub(crate) fn synchronize(d: Device) {
+    if d.is_cuda() {
+        tch::Cuda::synchronize(device_index(d));
+    }
 }
 
 /// A human description: `cuda:0 (NVIDIA H100 80GB HBM3)` or `cpu (2 threads, <model>)`.

@@ -14,11 +14,11 @@ const WHITEN_EPS: f64 = 5e-4;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InitError {
     #[error(
-        "whiten_stem needs an even number of stem channels (each component and its negative); the spec has {0}. Use an even stem_channels or --set whiten_stem=false"
+        "whiten_stem needs an even number of stem channels (each component and its negative); the spec has {0}. Use an even stem_channels or switch whiten_stem off"
     )]
     OddStem(usize),
     #[error(
-        "whiten_stem: {channels} stem channels need {half} components, but a {k}x{k}x{c} patch has only {dims}; use at most {max} stem channels or --set whiten_stem=false"
+        "whiten_stem: {channels} stem channels need {half} components, but a {k}x{k}x{c} patch has only {dims}; use at most {max} stem channels or switch whiten_stem off"
     )]
     TooManyChannels {
         channels: usize,
@@ -65,7 +65,7 @@ pub fn whiten_stem(vs: &VarStore, spec: &ResNetSpec, images: &Tensor) -> Result<
     let _guard = tch::no_grad_guard();
     let weight = vs.variables()["stem.conv.weight"].shallow_clone();
     // Whitening statistics in f64 on the CPU: a 27×27 eigenproblem is instant there.
-    let x = crate::data::to_unit_float(&images.to_device(tch::Device::Cpu)).to_kind(Kind::Double);
+    let x = crate::model::to_unit_float(&images.to_device(tch::Device::Cpu)).to_kind(Kind::Double);
     let stat = |v: [f32; 3]| Tensor::from_slice(&v.map(f64::from)).view([1, 3, 1, 1]);
     let x = (x - stat(CIFAR10_MEAN)) / stat(CIFAR10_STD);
     let pad = spec.stem_pad() as i64;

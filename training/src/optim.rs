@@ -1,4 +1,4 @@
-//! SGD over one flat parameter buffer, and an exponential moving average of the weights.
+//! SGD over one flat parameter buffer.
 //!
 //! tch's built-in optimizer hides its momentum buffers, so a checkpoint could not resume
 //! exactly. Here every trainable variable is re-pointed to a view of one contiguous
@@ -8,7 +8,7 @@
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use crate::recipe::SgdConfig;
+use crate::recipe::{Recipe, SgdConfig};
 
 /// Saved optimizer or averaging state that does not fit the model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -17,6 +17,16 @@ pub enum StateError {
     MomentumSize { saved: Vec<i64>, model: Vec<i64> },
     #[error("checkpoint lacks the {copy} copy of `{name}`")]
     Missing { copy: String, name: String },
+}
+
+/// The trainable tensors a recipe keeps fixed: the whitened stem, and BN scales when
+/// they are frozen.
+pub(crate) fn frozen_params(recipe: &Recipe) -> impl Fn(&str) -> bool {
+    let (stem, bn_scale) = (recipe.whiten_stem, recipe.freeze_bn_scale);
+    move |name: &str| {
+        (stem && name == "stem.conv.weight")
+            || (bn_scale && name.contains(".bn") && name.ends_with(".weight"))
+    }
 }
 
 #[derive(Debug)]
@@ -188,121 +198,12 @@ impl FlatSgd {
     }
 }
 
-/// Exponential moving average of all float variables (weights and BN statistics).
-#[derive(Debug)]
-pub struct Ema {
-    pub decay: f64,
-    /// (name, live variable, averaged copy)
-    pairs: Vec<(String, Tensor, Tensor)>,
-}
-
-impl Ema {
-    pub fn new(vs: &VarStore, decay: f64) -> Self {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let _guard = tch::no_grad_guard();
-        let pairs = vars
-            .into_iter()
-            .map(|(n, t)| {
-                let avg = t.detach().copy();
-                (n, t, avg)
-            })
-            .collect();
-        Ema { decay, pairs }
-    }
-
-    pub fn update(&mut self) {
-        let _guard = tch::no_grad_guard();
-        for (_, live, avg) in &mut self.pairs {
-            let _ = avg.lerp_(live, 1.0 - self.decay);
-        }
-    }
-
-    /// Averaged tensors by name (for checkpoints and export).
-    pub fn averaged(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.pairs.iter().map(|(n, _, a)| (n.as_str(), a))
-    }
-
-    /// Restores averaged tensors saved as `ema.<name>`.
-    pub fn load(
-        &mut self,
-        saved: &std::collections::HashMap<String, Tensor>,
-    ) -> Result<(), StateError> {
-        self.load_prefixed(saved, "ema")
-    }
-
-    /// Restores averaged tensors saved as `<prefix>.<name>`.
-    pub fn load_prefixed(
-        &mut self,
-        saved: &std::collections::HashMap<String, Tensor>,
-        prefix: &str,
-    ) -> Result<(), StateError> {
-        let _guard = tch::no_grad_guard();
-        for (n, _, a) in &mut self.pairs {
-            let t = saved
-                .get(&format!("{prefix}.{n}"))
-                .ok_or_else(|| StateError::Missing {
-                    copy: prefix.to_string(),
-                    name: n.clone(),
-                })?;
-            a.copy_(t);
-        }
-        Ok(())
-    }
-
-    /// Trick "lookahead" (Zhang et al. 2019, as airbench uses it): the slow copy moves
-    /// `1 - decay` of the way to the live variables, which then restart from it. Like
-    /// airbench's, it covers the BatchNorm statistics too, so they always belong to the
-    /// weights they are used with.
-    pub fn lookahead(&mut self, decay: f64) {
-        self.decay = decay;
-        self.update();
-        self.copy_to_model();
-    }
-
-    /// Copies the averaged weights into the live variables (before evaluation/export).
-    pub fn copy_to_model(&self) {
-        let _guard = tch::no_grad_guard();
-        for (_, live, avg) in &self.pairs {
-            live.shallow_clone().copy_(avg);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
     use tch::nn::{ModuleT, OptimizerConfig};
     use tch::{Device, nn};
-
-    /// Lookahead moves the slow copy toward the live variables and restarts them from
-    /// it, BatchNorm statistics included.
-    #[test]
-    fn lookahead_interpolates_weights_and_statistics() {
-        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
-        let vs = VarStore::new(Device::Cpu);
-        let _net = crate::model::ResNet::new(&vs.root(), &spec);
-        let mut la = Ema::new(&vs, 0.0);
-        let vars = vs.variables();
-        let w = vars["stem.conv.weight"].shallow_clone();
-        let rm = vars["stem.bn.running_mean"].shallow_clone();
-        let (w0, rm0) = (w.detach().copy(), rm.detach().copy());
-        {
-            let _g = tch::no_grad_guard();
-            let _ = w.shallow_clone().g_add_scalar_(1.0);
-            let _ = rm.shallow_clone().g_add_scalar_(2.0);
-        }
-        la.lookahead(0.75);
-        let near = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-6;
-        assert!(
-            near(&w, &(&w0 + 0.25)),
-            "live weights restart from the slow ones"
-        );
-        assert!(near(&rm, &(&rm0 + 0.5)), "BN statistics move with them");
-        la.lookahead(1.0);
-        assert!(near(&w, &(&w0 + 0.25)), "decay 1 keeps the slow weights");
-    }
 
     /// Tensors by variable name.
     type Named = HashMap<String, Tensor>;

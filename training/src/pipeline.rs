@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use zoo::manifest::{Metrics, TrainingRecord};
 
+use crate::checkpoint::checkpoint_path;
+use crate::config::RunConfig;
 use crate::dataset::Cifar10Tensors;
 use crate::device;
+use crate::error::TrainError;
+use crate::evaluation::FinalMetrics;
 use crate::export::{
     ExportError, ExportFacts, export_model, remove_older_versions, source_commit, utc_now,
     weights_from_varstore,
 };
 use crate::recipe::Recipe;
-use crate::train::{FinalMetrics, RunConfig, RunResult, TrainError, checkpoint_path};
-use crate::trainer::{TrainEvent, fit};
+use crate::trainer::{RunResult, TrainEvent, fit};
 
 /// One model to train and export.
 #[derive(Clone, Debug)]

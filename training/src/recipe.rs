@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Augment;
+use crate::augment::Augment;
 
 /// Stochastic gradient descent with momentum (PyTorch semantics, dampening 0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -509,18 +509,16 @@ pub enum RecipeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a valid recipe ({source}); see `train-zoo recipes` for the fields")]
+    #[error("{path} is not a valid recipe ({source})")]
     Invalid {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("`--set {set}`: expected path=value, e.g. label_smoothing=0.1")]
+    #[error("recipe change `{set}`: expected path=value, e.g. label_smoothing=0.1")]
     SetSyntax { set: String },
-    #[error(
-        "`--set {set}`: the recipe has no field `{path}`; see `train-zoo recipes` for the fields"
-    )]
+    #[error("recipe change `{set}`: the recipe has no field `{path}`")]
     NoField { set: String, path: String },
-    #[error("`--set`: the changed recipe is invalid: {0}")]
+    #[error("the changed recipe is invalid: {0}")]
     InvalidOverride(serde_json::Error),
 }
 

@@ -20,7 +20,7 @@ pub enum SpecFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{origin} is not a valid ResNetSpec JSON ({source}); see `train-zoo list --json`")]
+    #[error("{origin} is not a valid ResNetSpec JSON ({source})")]
     Invalid {
         origin: String,
         source: serde_json::Error,

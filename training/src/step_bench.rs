@@ -11,10 +11,11 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 use zoo::ResNetSpec;
 
+use crate::device;
 use crate::model::{BuildOptions, ResNet};
-use crate::optim::FlatSgd;
+use crate::optim::{FlatSgd, frozen_params};
 use crate::recipe::Recipe;
-use crate::train::{STEP_PHASES, device_index, frozen_params, timed_train_step, train_step};
+use crate::step::{Batch, STEP_PHASES, timed_train_step, train_step};
 
 /// Training-step throughput of `spec` under `recipe` on synthetic images.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,12 +49,12 @@ pub fn benchmark_steps(
     let bs = recipe.batch_size as i64;
     let images = Tensor::randint(256, [bs, 3, 32, 32], (Kind::Uint8, device));
     let labels = Tensor::randint(spec.num_classes as i64, [bs], (Kind::Int64, device));
-    let cuda = device.is_cuda();
-    let sync = || {
-        if cuda {
-            tch::Cuda::synchronize(device_index(device));
-        }
+    let batch = Batch {
+        images_u8: &images,
+        labels: &labels,
+        flips: None,
     };
+    let sync = || device::synchronize(device);
     let median = |v: &[f64]| {
         let mut sorted = v.to_vec();
         sorted.sort_by(f64::total_cmp);
@@ -63,7 +64,7 @@ pub fn benchmark_steps(
     for i in 0..warmup + steps {
         sync();
         let t0 = Instant::now();
-        let (loss, _) = train_step(&model, &mut opt, recipe, &images, &labels, None, 1e-3, cuda);
+        let (loss, _) = train_step(&model, &mut opt, recipe, &batch, 1e-3);
         let _ = loss.double_value(&[]);
         sync();
         if i >= warmup {
@@ -81,9 +82,7 @@ pub fn benchmark_steps(
             phases[i].push((now - last).as_secs_f64());
             last = now;
         };
-        let _ = timed_train_step(
-            &model, &mut opt, recipe, &images, &labels, None, 1e-3, cuda, &mut mark,
-        );
+        let _ = timed_train_step(&model, &mut opt, recipe, &batch, 1e-3, &mut mark);
     }
     StepBenchmark {
         batch_size: recipe.batch_size,

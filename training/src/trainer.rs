@@ -21,19 +21,20 @@
 use std::time::Instant;
 
 use tch::nn::VarStore;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, CheckpointMeta, TrainState, checkpoint_path, save_checkpoint};
-use crate::data::TensorDataset;
-use crate::dataset::{Cifar10Tensors, DataSelection, RunData};
+use crate::config::RunConfig;
+use crate::dataset::{Cifar10Tensors, DataSelection, RunData, TensorDataset};
+use crate::device;
+use crate::ema::{StepAt, WeightAverages};
+use crate::error::{TrainError, io_err};
+use crate::evaluation::{EvalSettings, FinalMetrics, evaluate, evaluate_single_view};
 use crate::init;
 use crate::metrics::{EpochMetrics, write_logs, write_plots};
 use crate::model::{BuildOptions, ResNet};
-use crate::optim::{Ema, FlatSgd};
-use crate::train::{
-    FinalMetrics, RunConfig, RunResult, TrainError, device_index, evaluate, evaluate_single_view,
-    frozen_params, io_err, on_eval_weights, train_step,
-};
+use crate::optim::{FlatSgd, frozen_params};
+use crate::step::{Batch, train_step};
 
 /// Running means are reported (and checked for divergence) every this many steps.
 const LOG_EVERY: u64 = 10;
@@ -91,6 +92,22 @@ pub struct EpochEvaluation {
     pub test: Option<(f64, f64)>,
 }
 
+/// The outcome of a run ([`Trainer::finish`], [`fit`], [`train`]).
+#[derive(Debug)]
+pub struct RunResult {
+    /// The trained variables (EMA weights if the recipe averages).
+    pub vs: VarStore,
+    pub model: ResNet,
+    pub history: Vec<EpochMetrics>,
+    /// `None` when the run stopped early on `stop_after`.
+    pub final_metrics: Option<FinalMetrics>,
+    pub epochs_done: u32,
+    pub train_time_s: f64,
+    pub images_per_s: f64,
+    pub train_images: usize,
+    pub dataset_digest: String,
+}
+
 /// One run's model, optimizer and progress, on data already on its device.
 #[derive(Debug)]
 pub struct Trainer {
@@ -99,8 +116,7 @@ pub struct Trainer {
     vs: VarStore,
     model: ResNet,
     opt: FlatSgd,
-    ema: Option<Ema>,
-    lookahead: Option<Ema>,
+    averages: WeightAverages,
     meta: CheckpointMeta,
     /// Alternating flip: one seeded orientation per image, inverted every other epoch.
     base_flips: Option<Tensor>,
@@ -135,8 +151,7 @@ impl Trainer {
             recipe.optimizer.clone(),
             &frozen_params(recipe),
         );
-        let ema = recipe.ema.as_ref().map(|e| Ema::new(&vs, e.decay));
-        let lookahead = recipe.lookahead.as_ref().map(|_| Ema::new(&vs, 0.0));
+        let averages = WeightAverages::new(&vs, recipe);
         let n = data.train.len() as i64;
         let base_flips = (recipe.augment.flip && recipe.augment.alternate_flip).then(|| {
             tch::manual_seed((cfg.seed as i64).wrapping_mul(1_000_003).wrapping_sub(1));
@@ -158,8 +173,7 @@ impl Trainer {
             vs,
             model,
             opt,
-            ema,
-            lookahead,
+            averages,
             meta,
             base_flips,
             final_test: None,
@@ -173,8 +187,8 @@ impl Trainer {
         let state = TrainState {
             vs: &t.vs,
             opt: &mut t.opt,
-            ema: t.ema.as_mut(),
-            lookahead: t.lookahead.as_mut(),
+            ema: t.averages.ema.as_mut(),
+            lookahead: t.averages.lookahead.as_mut(),
         };
         let path = checkpoint_path(&cfg.run_dir);
         t.meta = checkpoint::restore(&path, cfg.device, &t.meta, state)?;
@@ -235,121 +249,85 @@ impl Trainer {
         if self.is_done() {
             return Err(TrainError::NoEpochsLeft { epochs });
         }
-        let (cfg, recipe, device) = (&self.cfg, &self.cfg.recipe, self.cfg.device);
-        let train_set = &self.data.train;
-        let name = cfg.name.as_str();
-        let n = train_set.len() as i64;
-        let bs = recipe.batch_size as i64;
-        let steps_per_epoch = self.steps_per_epoch();
+        let (name, device) = (self.cfg.name.clone(), self.cfg.device);
+        let (n, steps) = (self.data.train.len() as i64, self.steps_per_epoch());
+        let bs = self.cfg.recipe.batch_size as i64;
         let epoch = self.meta.epochs_done; // 0-based index of the epoch being run
-        let cuda = device.is_cuda();
+        let (name, number) = (name.as_str(), epoch + 1);
         on_event(TrainEvent::EpochStart {
             name,
-            epoch: epoch + 1,
+            epoch: number,
             epochs,
-            steps: steps_per_epoch as u64,
+            steps: steps as u64,
         });
         // Per-epoch seed: an epoch resumed from a checkpoint replays the same batches,
         // augmentations and dropout masks.
         tch::manual_seed(
-            (cfg.seed as i64)
+            (self.cfg.seed as i64)
                 .wrapping_mul(1_000_003)
                 .wrapping_add(epoch as i64 + 1),
         );
-        if cuda {
-            tch::Cuda::synchronize(device_index(device));
-        }
+        device::synchronize(device);
         let t0 = Instant::now();
         let perm = Tensor::randperm(n, (Kind::Int64, device));
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        let mut correct = Tensor::zeros([], (Kind::Int64, device));
-        let mut lr = recipe.lr_at(epoch as f64);
-        for step in 0..steps_per_epoch {
+        let mut totals = EpochTotals::new(device);
+        let mut lr = self.cfg.recipe.lr_at(epoch as f64);
+        for step in 0..steps {
             let start = step * bs;
-            let len = bs.min(n - start);
-            let idx = perm.narrow(0, start, len);
-            let y = train_set.labels.index_select(0, &idx);
-            lr = recipe.lr_at(epoch as f64 + step as f64 / steps_per_epoch as f64);
-            let flips = self
-                .base_flips
-                .as_ref()
-                .map(|b| b.index_select(0, &idx).bitwise_xor((epoch % 2) as i64));
-            let (loss, logits) = train_step(
-                &self.model,
-                &mut self.opt,
-                recipe,
-                &train_set.images.index_select(0, &idx),
-                &y,
-                flips.as_ref(),
-                lr,
-                cuda,
-            );
-            if let Some(la) = &recipe.lookahead {
-                let global = epoch as i64 * steps_per_epoch + step + 1;
-                if global % la.every_steps.max(1) as i64 == 0 {
-                    let t = global as f64 / steps_per_epoch as f64;
-                    if let Some(l) = self.lookahead.as_mut() {
-                        l.lookahead(recipe.lookahead_decay_at(t).unwrap_or(0.0));
-                    }
-                }
-                if epoch + 1 == epochs && step + 1 == steps_per_epoch {
-                    // The run ends on the slow weights (airbench's final decay 1).
-                    if let Some(l) = self.lookahead.as_mut() {
-                        l.lookahead(1.0);
-                    }
-                }
-            }
-            if let (Some(e), Some(ec)) = (self.ema.as_mut(), recipe.ema.as_ref()) {
-                if (step as u32) % ec.every_steps.max(1) == 0 {
-                    e.update();
-                }
-            }
-            {
-                let _g = tch::no_grad_guard();
-                let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
-                let _ = correct.g_add_(&logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64));
-            }
-            if (step as u64 + 1) % LOG_EVERY == 0 || step + 1 == steps_per_epoch {
-                let seen = (start + len) as f64;
-                let mean_loss = loss_sum.double_value(&[]) / seen;
-                if !mean_loss.is_finite() {
-                    return Err(TrainError::Diverged {
-                        epoch: epoch + 1,
-                        value: mean_loss,
-                    });
-                }
-                let secs = t0.elapsed().as_secs_f64();
+            let idx = perm.narrow(0, start, bs.min(n - start));
+            let at = StepAt {
+                epoch,
+                step,
+                steps_per_epoch: steps,
+            };
+            lr = self.train_batch(&idx, at, &mut totals);
+            if (step as u64 + 1) % LOG_EVERY == 0 || step + 1 == steps {
+                let (loss, acc) = totals.means(number)?;
+                let images_per_s = totals.seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 on_event(TrainEvent::Steps {
                     name,
-                    epoch: epoch + 1,
+                    epoch: number,
                     epochs,
                     step: step as u64 + 1,
-                    steps: steps_per_epoch as u64,
-                    loss: mean_loss,
-                    acc: 100.0 * correct.double_value(&[]) / seen,
-                    images_per_s: seen / secs.max(1e-9),
+                    steps: steps as u64,
+                    loss,
+                    acc,
+                    images_per_s,
                     lr,
                 });
             }
         }
-        if cuda {
-            tch::Cuda::synchronize(device_index(device));
-        }
+        device::synchronize(device);
         let train_time_s = t0.elapsed().as_secs_f64();
-        let train_loss = loss_sum.double_value(&[]) / n as f64;
-        if !train_loss.is_finite() {
-            return Err(TrainError::Diverged {
-                epoch: epoch + 1,
-                value: train_loss,
-            });
-        }
+        let (train_loss, train_acc) = totals.means(number)?;
         Ok(EpochTraining {
-            epoch: epoch + 1,
+            epoch: number,
             lr,
             train_loss,
-            train_acc: 100.0 * correct.double_value(&[]) / n as f64,
+            train_acc,
             train_time_s,
         })
+    }
+
+    /// One training step on the training images `idx` at step `at` of the run, at its
+    /// scheduled learning rate (returned), then the weight averages' updates.
+    fn train_batch(&mut self, idx: &Tensor, at: StepAt, totals: &mut EpochTotals) -> f64 {
+        let (recipe, train_set) = (&self.cfg.recipe, &self.data.train);
+        let lr = recipe.lr_at(at.epoch as f64 + at.step as f64 / at.steps_per_epoch as f64);
+        let labels = train_set.labels.index_select(0, idx);
+        let flips = self
+            .base_flips
+            .as_ref()
+            .map(|b| b.index_select(0, idx).bitwise_xor((at.epoch % 2) as i64));
+        let batch = Batch {
+            images_u8: &train_set.images.index_select(0, idx),
+            labels: &labels,
+            flips: flips.as_ref(),
+        };
+        let (loss, logits) = train_step(&self.model, &mut self.opt, recipe, &batch, lr);
+        self.averages.after_step(recipe, at);
+        totals.add(&loss, &logits, &labels);
+        lr
     }
 
     /// Phase "evaluate": the validation split (single view) after every epoch, and the
@@ -358,25 +336,17 @@ impl Trainer {
     /// full evaluation (single view, flip and, when the recipe claims it, six views), kept
     /// for [`Trainer::finish`].
     pub fn evaluate_epoch(&mut self, epoch: u32) -> EpochEvaluation {
-        let recipe = &self.cfg.recipe;
-        let (device, bs_eval, cl, six_view) = (
-            self.cfg.device,
-            recipe.eval_batch_size,
-            recipe.channels_last,
-            recipe.six_view_tta,
-        );
+        let how = EvalSettings::of(&self.cfg.recipe, self.cfg.device);
+        let six_view = self.cfg.recipe.six_view_tta;
         let every = self.cfg.eval_test_every;
-        let (vs, ema, model) = (&self.vs, self.ema.as_ref(), &self.model);
+        let (vs, averages, model) = (&self.vs, &self.averages, &self.model);
         let single_view = |ds: &TensorDataset| {
-            on_eval_weights(vs, ema, || {
-                evaluate_single_view(model, ds, device, bs_eval, cl)
-            })
+            averages.on_eval_weights(vs, || evaluate_single_view(model, ds, how))
         };
         let val = self.data.val.as_ref().map(&single_view);
         let test = if every > 0 && epoch == self.epochs() {
-            let full = on_eval_weights(vs, ema, || {
-                evaluate(model, &self.data.test, device, bs_eval, cl, six_view)
-            });
+            let full =
+                averages.on_eval_weights(vs, || evaluate(model, &self.data.test, how, six_view));
             let curve = (full.loss, full.top1);
             self.final_test = Some(full);
             Some(curve)
@@ -417,8 +387,8 @@ impl Trainer {
             &checkpoint_path(dir),
             &self.vs,
             &self.opt,
-            self.ema.as_ref(),
-            self.lookahead.as_ref(),
+            self.averages.ema.as_ref(),
+            self.averages.lookahead.as_ref(),
             &self.meta,
         )?;
         write_logs(dir, &self.meta.history).map_err(io_err(dir))?;
@@ -454,21 +424,15 @@ impl Trainer {
     /// averages) moved into the model, the logit scale folded into the head, and, when
     /// every epoch is done, their loss and top-1 on the selected test images.
     pub fn finish(mut self) -> RunResult {
-        if let Some(e) = &self.ema {
+        if let Some(e) = &self.averages.ema {
             e.copy_to_model();
         }
-        let recipe = &self.cfg.recipe;
+        let how = EvalSettings::of(&self.cfg.recipe, self.cfg.device);
+        let six_view = self.cfg.recipe.six_view_tta;
         let final_metrics = self.is_done().then(|| {
-            self.final_test.take().unwrap_or_else(|| {
-                evaluate(
-                    &self.model,
-                    &self.data.test,
-                    self.cfg.device,
-                    recipe.eval_batch_size,
-                    recipe.channels_last,
-                    recipe.six_view_tta,
-                )
-            })
+            self.final_test
+                .take()
+                .unwrap_or_else(|| evaluate(&self.model, &self.data.test, how, six_view))
         });
         self.model.fold_logit_scale();
         let n = self.data.train.len();
@@ -507,4 +471,53 @@ pub fn fit(
         epochs_this_call += 1;
     }
     Ok(trainer.finish())
+}
+
+/// Runs (or resumes) one training run start to finish: loads the data from
+/// `cfg.data_dir`, then [`fit`] without progress reports.
+pub fn train(cfg: &RunConfig) -> Result<RunResult, TrainError> {
+    let data = Cifar10Tensors::load(&cfg.data_dir, cfg.device)?;
+    fit(cfg, &data, &mut |_| {})
+}
+
+/// The running sums of an epoch's training steps, kept on the device so that reading
+/// them (a synchronisation) happens only when they are reported.
+#[derive(Debug)]
+struct EpochTotals {
+    loss_sum: Tensor,
+    correct: Tensor,
+    /// Images trained on so far.
+    seen: i64,
+}
+
+impl EpochTotals {
+    fn new(device: Device) -> Self {
+        EpochTotals {
+            loss_sum: Tensor::zeros([], (Kind::Float, device)),
+            correct: Tensor::zeros([], (Kind::Int64, device)),
+            seen: 0,
+        }
+    }
+
+    /// Adds a step's mean loss (weighted by its batch) and its correct predictions.
+    fn add(&mut self, loss: &Tensor, logits: &Tensor, labels: &Tensor) {
+        let len = labels.size()[0];
+        let _g = tch::no_grad_guard();
+        let _ = self.loss_sum.g_add_(&(loss.detach() * len as f64));
+        let _ = self
+            .correct
+            .g_add_(&logits.argmax(1, false).eq_tensor(labels).sum(Kind::Int64));
+        self.seen += len;
+    }
+
+    /// Mean loss and accuracy (%) so far; a loss that is no longer finite is
+    /// [`TrainError::Diverged`] in `epoch` (1-based).
+    fn means(&self, epoch: u32) -> Result<(f64, f64), TrainError> {
+        let seen = self.seen as f64;
+        let loss = self.loss_sum.double_value(&[]) / seen;
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged { epoch, value: loss });
+        }
+        Ok((loss, 100.0 * self.correct.double_value(&[]) / seen))
+    }
 }

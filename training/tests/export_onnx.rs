@@ -13,7 +13,8 @@ use std::process::Command;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 use training::export::{ExportFacts, export_model, weights_from_varstore};
-use training::model::{ResNet, predict_logits};
+use training::model::ResNet;
+use training::predict::predict_logits;
 use zoo::ResNetSpec;
 use zoo::cifar::{self, Split};
 

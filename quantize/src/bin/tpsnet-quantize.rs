@@ -10,15 +10,20 @@ use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use quantize::params::WeightClip;
+use quantize::pipeline::Candidate;
 use quantize::pipeline::{
     DEFAULT_CALIBRATION_IMAGES, DEFAULT_VALIDATION_IMAGES, FirstConv, default_methods, prepare,
 };
-use quantize::publish::{ClaimOptions, int8_manifest, publish};
-use quantize::{QuantizeOptions, RangeMethod, Selection, Stage, TrainingImages, quantize};
+use quantize::publish::{ClaimOptions, Published, int8_manifest, publish};
+use quantize::{
+    QuantizeOptions, Quantized, RangeMethod, Selection, Stage, TrainingImages, quantize,
+};
 use runtime::classify::{model_and_manifest_paths, read_verified};
 use runtime::{SessionOptions, registry};
+use serde::Serialize;
 use serde_json::json;
 use zoo::cifar::{self, Split};
+use zoo::manifest::Manifest;
 
 const ABOUT: &str = "Quantize zoo models to int8: static quantization calibrated on CIFAR-10 \
 training images, in the layout ONNX Runtime runs on integer kernels (QLinearConv/QLinearAdd, \
@@ -168,75 +173,53 @@ fn parse_weight_clip(s: &str) -> Result<WeightClip, String> {
 
 /// Advice for a missing or damaged CIFAR-10, which the data reader's errors leave to the
 /// commands.
-const DATA_HINT: &str = "hint: `train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
+const DATA_HINT: &str = "`train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.chain().any(|cause| cause.is::<cifar::CifarError>()) {
-                eprintln!("{DATA_HINT}");
+            match advice(&e) {
+                Some(fix) => eprintln!("error: {e:#}; {fix}"),
+                None => eprintln!("error: {e:#}"),
             }
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let total_train = Split::Train.official_len();
-    if args.print_calibration_set {
-        let s = Selection::new(
-            total_train,
-            args.seed,
-            args.calibration_images,
-            args.validation_images,
-        )
-        .context("--calibration-images + --validation-images exceed the 50,000 training images")?;
-        println!(
-            "{}",
-            json!({
-                "split": "train",
-                "seed": s.seed,
-                "selection": s.describe(total_train),
-                "calibration": s.calibration,
-                "calibration_sha256": quantize::images::indices_sha256(&s.calibration),
-                "validation": s.validation,
-            })
-        );
-        return Ok(());
+/// Which flags fix an error the library reports (it knows no flags).
+fn advice(e: &anyhow::Error) -> Option<&'static str> {
+    if e.chain().any(|cause| cause.is::<cifar::CifarError>()) {
+        return Some(DATA_HINT);
     }
+    let q = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<quantize::Error>())?;
+    match q {
+        quantize::Error::UnknownNode { .. } => {
+            Some("--fp32 names nodes to keep in fp32 (--list-nodes prints them)")
+        }
+        quantize::Error::NotEnoughImages { .. } => {
+            Some("lower --calibration-images / --validation-images")
+        }
+        quantize::Error::Decode { .. } => {
+            Some("pass a zoo model (.onnx with its manifest, or the manifest .json)")
+        }
+        quantize::Error::MethodsNeedValidation { .. } => {
+            Some("pass --validation-images > 0, or give exactly one --method")
+        }
+        _ => None,
+    }
+}
 
-    let models_dir = registry::models_dir(args.models_dir.as_deref());
-    let sources = sources(args, &models_dir)?;
-    // Read and check every model before any image: a model the quantizer cannot handle
-    // is refused at once.
-    let mut checked = Vec::new();
-    for path in &sources {
-        let (model, manifest_path, manifest) = model_and_manifest_paths(path)?;
-        if !manifest.precision.is_fp32() {
-            bail!(
-                "{} is already {}; quantize its fp32 source{}",
-                manifest_path.display(),
-                manifest.precision,
-                manifest
-                    .quantization
-                    .as_ref()
-                    .map(|q| format!(" ({})", q.source.name))
-                    .unwrap_or_default()
-            );
-        }
-        let bytes = read_verified(&model, &manifest_path, &manifest)?;
-        let prepared = prepare(&model, &bytes, &args.keep_fp32)?;
-        if args.list_nodes {
-            println!("{}:", manifest.name);
-            for n in quantize::plan::quantizable_nodes(&prepared.graph) {
-                println!("  {n}");
-            }
-        }
-        checked.push(path.clone());
+fn run(args: &Args) -> anyhow::Result<()> {
+    if args.print_calibration_set {
+        return print_calibration_set(args);
     }
+    let models_dir = registry::models_dir(args.models_dir.as_deref());
+    let checked = check_models(args, &sources(args, &models_dir)?)?;
     if args.list_nodes {
         return Ok(());
     }
@@ -286,6 +269,61 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--print-calibration-set`: the training indices calibration and validation use.
+fn print_calibration_set(args: &Args) -> anyhow::Result<()> {
+    let total_train = Split::Train.official_len();
+    let s = Selection::new(
+        total_train,
+        args.seed,
+        args.calibration_images,
+        args.validation_images,
+    )
+    .context("--calibration-images + --validation-images exceed the 50,000 training images")?;
+    println!(
+        "{}",
+        json!({
+            "split": "train",
+            "seed": s.seed,
+            "selection": s.describe(total_train),
+            "calibration": s.calibration,
+            "calibration_sha256": quantize::images::indices_sha256(&s.calibration),
+            "validation": s.validation,
+        })
+    );
+    Ok(())
+}
+
+/// Reads and checks every model before any image, so that a model the quantizer cannot
+/// handle is refused at once; with `--list-nodes`, prints the nodes `--fp32` can name.
+fn check_models(args: &Args, sources: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut checked = Vec::new();
+    for path in sources {
+        let (model, manifest_path, manifest) = model_and_manifest_paths(path)?;
+        if !manifest.precision.is_fp32() {
+            bail!(
+                "{} is already {}; quantize its fp32 source{}",
+                manifest_path.display(),
+                manifest.precision,
+                manifest
+                    .quantization
+                    .as_ref()
+                    .map(|q| format!(" ({})", q.source.name))
+                    .unwrap_or_default()
+            );
+        }
+        let bytes = read_verified(&model, &manifest_path, &manifest)?;
+        let prepared = prepare(&model, &bytes, &args.keep_fp32)?;
+        if args.list_nodes {
+            println!("{}:", manifest.name);
+            for n in quantize::plan::quantizable_nodes(&prepared.graph) {
+                println!("  {n}");
+            }
+        }
+        checked.push(path.clone());
+    }
+    Ok(checked)
+}
+
 /// The manifests or model files to quantize.
 fn sources(args: &Args, models_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !args.all {
@@ -332,6 +370,7 @@ fn bar(len: u64, prefix: String) -> ProgressBar {
     b
 }
 
+/// Quantizes one fp32 model, measures its claims on the test set and publishes it.
 fn quantize_one(
     args: &Args,
     path: &Path,
@@ -339,7 +378,7 @@ fn quantize_one(
     data_dir: &Path,
     out_dir: &Path,
     opts: &QuantizeOptions,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<ModelReport> {
     let (model, manifest_path, source) = model_and_manifest_paths(path)?;
     let bytes = read_verified(&model, &manifest_path, &source)?;
     let start = Instant::now();
@@ -358,7 +397,39 @@ fn quantize_one(
         2 * opts.calibration_images as u64,
         format!("{} calibrate", source.name),
     );
-    let q = quantize(&model, &bytes, train, opts, &|stage| match stage {
+    let q = quantize(&model, &bytes, train, opts, &|stage| {
+        show_stage(stage, &cal_bar)
+    })?;
+    cal_bar.finish_and_clear();
+    let quantize_s = start.elapsed().as_secs_f64();
+    say(&format!(
+        "  ranges: {} ({}); {} integer nodes, fp32: {}",
+        q.method.label(),
+        q.chosen_by,
+        q.integer_nodes,
+        if q.float_nodes.is_empty() {
+            "none".to_string()
+        } else {
+            q.float_nodes.join(", ")
+        }
+    ));
+    let published = measure_and_publish(args, &source, &q, train.len(), data_dir, out_dir)?;
+    say_claims(&source, &published, start.elapsed().as_secs_f64());
+    Ok(ModelReport::new(
+        &source,
+        &manifest_path,
+        &q,
+        &published,
+        Seconds {
+            quantize: quantize_s,
+            total: start.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
+/// A quantization's progress: the calibration bar, then one line per candidate.
+fn show_stage(stage: Stage, cal_bar: &ProgressBar) {
+    match stage {
         Stage::Calibrate { pass, done, total } => {
             cal_bar.set_position(((pass - 1) * total + done) as u64);
         }
@@ -382,27 +453,25 @@ fn quantize_one(
             agreement.top1_int8,
             agreement.top1_fp32
         ),
-    })?;
-    cal_bar.finish_and_clear();
-    let quantize_s = start.elapsed().as_secs_f64();
-    say(&format!(
-        "  ranges: {} ({}); {} integer nodes, fp32: {}",
-        q.method.label(),
-        q.chosen_by,
-        q.integer_nodes,
-        if q.float_nodes.is_empty() {
-            "none".to_string()
-        } else {
-            q.float_nodes.join(", ")
-        }
-    ));
+    }
+}
 
+/// Measures the int8 model's claims on the (first `--test-limit`) test images and
+/// publishes it into `out_dir`.
+fn measure_and_publish(
+    args: &Args,
+    source: &Manifest,
+    q: &Quantized,
+    train_images: usize,
+    data_dir: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<Published> {
     let test = cifar::load(data_dir, Split::Test)?;
     let test = match args.test_limit {
         Some(n) if n < test.len() => test.subset(0..n),
         _ => test,
     };
-    let manifest = int8_manifest(&source, &q, train.len());
+    let manifest = int8_manifest(source, q, train_images);
     let claims = ClaimOptions {
         images_total: Split::Test.official_len(),
         session: SessionOptions::builder()
@@ -432,6 +501,15 @@ fn quantize_one(
         },
     )?;
     test_bar.finish_and_clear();
+    Ok(published)
+}
+
+/// The published model's measured claims against its fp32 source's.
+fn say_claims(source: &Manifest, published: &Published, seconds: f64) {
+    let claimed = |t: Option<f64>| {
+        t.map(|t| format!("{t:.2} %"))
+            .unwrap_or_else(|| "nothing".into())
+    };
     let m = &published.manifest;
     say(&format!(
         "{} -> {} ({:.1} MB, fp32 {:.1} MB): top-1 {:.2} % (fp32 claims {:.2} %), flip TTA {:.2} % (fp32 claims {}); {:.0} s",
@@ -442,62 +520,133 @@ fn quantize_one(
         published.single.top1,
         source.metrics.top1,
         published.flip_tta.top1,
-        source
-            .metrics
-            .top1_flip_tta
-            .map(|t| format!("{t:.2} %"))
-            .unwrap_or_else(|| "nothing".into()),
-        start.elapsed().as_secs_f64()
+        claimed(source.metrics.top1_flip_tta),
+        seconds
     ));
     if let Some(six) = &published.six_view {
         say(&format!(
             "  six-view TTA {:.2} % (fp32 claims {})",
             six.top1,
-            source
-                .metrics
-                .top1_6view
-                .map(|t| format!("{t:.2} %"))
-                .unwrap_or_else(|| "nothing".into())
+            claimed(source.metrics.top1_6view)
         ));
     }
-    Ok(json!({
-        "name": m.name,
-        "source": {
-            "name": source.name,
-            "manifest": manifest_path.display().to_string(),
-            "sha256": source.sha256,
-            "bytes": source.bytes,
-            "claims": {
-                "top1": source.metrics.top1,
-                "top1_flip_tta": source.metrics.top1_flip_tta,
-                "top1_6view": source.metrics.top1_6view,
+}
+
+/// One model's entry in the `--json` report.
+#[derive(Debug, Serialize)]
+struct ModelReport {
+    name: String,
+    source: SourceReport,
+    onnx: String,
+    manifest: String,
+    sha256: String,
+    bytes: u64,
+    range_method: String,
+    chosen_by: String,
+    candidates: Vec<Candidate>,
+    calibration: CalibrationReport,
+    integer_nodes: usize,
+    kept_fp32: Vec<String>,
+    float_nodes: Vec<String>,
+    pool_batchnorm_folded: Vec<String>,
+    claims: ClaimsReport,
+    seconds: Seconds,
+}
+
+/// The fp32 model a report's int8 model was made from.
+#[derive(Debug, Serialize)]
+struct SourceReport {
+    name: String,
+    manifest: String,
+    sha256: String,
+    bytes: u64,
+    claims: Claims,
+}
+
+/// Top-1 claims (percent) of a model.
+#[derive(Debug, Serialize)]
+struct Claims {
+    top1: f64,
+    top1_flip_tta: Option<f64>,
+    top1_6view: Option<f64>,
+}
+
+/// The training images a report's model was calibrated and chosen on.
+#[derive(Debug, Serialize)]
+struct CalibrationReport {
+    split: &'static str,
+    images: usize,
+    seed: u64,
+    indices_sha256: String,
+    validation_images: usize,
+}
+
+/// The int8 model's measured claims.
+#[derive(Debug, Serialize)]
+struct ClaimsReport {
+    images: u64,
+    #[serde(flatten)]
+    top1: Claims,
+    single_images_per_s: f64,
+}
+
+/// Wall time of the quantization alone and of the whole model (claims included).
+#[derive(Debug, Serialize)]
+struct Seconds {
+    quantize: f64,
+    total: f64,
+}
+
+impl ModelReport {
+    fn new(
+        source: &Manifest,
+        manifest_path: &Path,
+        q: &Quantized,
+        published: &Published,
+        seconds: Seconds,
+    ) -> Self {
+        let m = &published.manifest;
+        ModelReport {
+            name: m.name.clone(),
+            source: SourceReport {
+                name: source.name.clone(),
+                manifest: manifest_path.display().to_string(),
+                sha256: source.sha256.clone(),
+                bytes: source.bytes,
+                claims: Claims {
+                    top1: source.metrics.top1,
+                    top1_flip_tta: source.metrics.top1_flip_tta,
+                    top1_6view: source.metrics.top1_6view,
+                },
             },
-        },
-        "onnx": published.onnx.display().to_string(),
-        "manifest": published.manifest_path.display().to_string(),
-        "sha256": m.sha256,
-        "bytes": m.bytes,
-        "range_method": q.method.label(),
-        "chosen_by": q.chosen_by,
-        "candidates": q.candidates,
-        "calibration": {
-            "split": "train",
-            "images": q.selection.calibration.len(),
-            "seed": q.selection.seed,
-            "indices_sha256": quantize::images::indices_sha256(&q.selection.calibration),
-            "validation_images": q.selection.validation.len(),
-        },
-        "integer_nodes": q.integer_nodes,
-        "kept_fp32": q.kept_fp32,
-        "float_nodes": q.float_nodes,
-        "pool_batchnorm_folded": q.folded.folded,
-        "claims": {
-            "images": m.metrics.images,
-            "top1": published.single.top1,
-            "top1_flip_tta": published.flip_tta.top1,
-            "top1_6view": published.six_view.as_ref().map(|e| e.top1),
-            "single_images_per_s": published.single.images_per_s,
-        },
-        "seconds": { "quantize": quantize_s, "total": start.elapsed().as_secs_f64() },
-    }))
+            onnx: published.onnx.display().to_string(),
+            manifest: published.manifest_path.display().to_string(),
+            sha256: m.sha256.clone(),
+            bytes: m.bytes,
+            range_method: q.method.label(),
+            chosen_by: q.chosen_by.to_string(),
+            candidates: q.candidates.clone(),
+            calibration: CalibrationReport {
+                split: "train",
+                images: q.selection.calibration.len(),
+                seed: q.selection.seed,
+                indices_sha256: quantize::images::indices_sha256(&q.selection.calibration),
+                validation_images: q.selection.validation.len(),
+            },
+            integer_nodes: q.integer_nodes,
+            kept_fp32: q.kept_fp32.clone(),
+            float_nodes: q.float_nodes.clone(),
+            pool_batchnorm_folded: q.folded.folded.clone(),
+            claims: ClaimsReport {
+                images: m.metrics.images,
+                top1: Claims {
+                    top1: published.single.top1,
+                    top1_flip_tta: Some(published.flip_tta.top1),
+                    top1_6view: published.six_view.as_ref().map(|e| e.top1),
+                },
+                single_images_per_s: published.single.images_per_s,
+            },
+            seconds,
+        }
+    }
 }

@@ -10,7 +10,7 @@ use super::asha::Asha;
 use super::ledger::{Ledger, TrialRecord};
 use super::report::{ColorBy, write_report};
 use super::retrain::{RetrainOptions, retrain_top};
-use super::settings::{SearchMeta, SearchRequest, TrialJob};
+use super::settings::{SearchMeta, SearchRequest, SearchResults, TrialJob};
 use super::trial::{TrialEvent, run_trial};
 use super::{LEDGER_FILE, PLOT_FILE, SUMMARY_FILE, SearchError, SearchEvent};
 use crate::dataset::Cifar10Tensors;
@@ -141,12 +141,7 @@ pub fn run_search(
     bench: &mut Workbench,
     on_event: &mut dyn FnMut(SearchEvent),
 ) -> Result<(), SearchError> {
-    let Plan {
-        meta,
-        mut ledger,
-        plans,
-        pending,
-    } = plan(
+    let mut p = plan(
         &search.dir,
         &search.request,
         search.trials,
@@ -154,82 +149,102 @@ pub fn run_search(
         on_event,
     )?;
     on_event(SearchEvent::Planned {
-        trials: plans.len(),
-        budget: meta.space.budget_params,
-        rejected: plans.iter().map(|p| p.rejected_over_budget).sum(),
-        finished: plans.len() - pending.len(),
-        pending: pending.len(),
-        ledger: ledger.path(),
+        trials: p.plans.len(),
+        budget: p.meta.space.budget_params,
+        rejected: p.plans.iter().map(|p| p.rejected_over_budget).sum(),
+        finished: p.plans.len() - p.pending.len(),
+        pending: p.pending.len(),
+        ledger: p.ledger.path(),
     });
-    if !pending.is_empty() {
-        let asha = search
-            .early_stop
-            .map(|(grace, eta)| Asha::new(grace, eta, meta.epochs));
-        if let Some(a) = &asha {
-            on_event(SearchEvent::EarlyStopping { asha: a });
-        }
-        let (device, data) = bench.get(on_event)?;
-        for &i in &pending {
-            let plan = &plans[i];
-            let job = meta.job(plan);
-            let run_dir = search.dir.join("trials").join(&plan.trial_id);
-            let outcome = run_trial(
-                &job,
-                &run_dir,
-                device,
-                data,
-                asha.as_ref().map(|a| (a, ledger.records.as_slice())),
-                &mut |e| match e {
-                    TrialEvent::Resumed { trial_id, history } => {
-                        on_event(SearchEvent::TrialResumed {
-                            trial_id,
-                            epochs_done: history.len() as u32,
-                        })
-                    }
-                    TrialEvent::Train(e) => on_event(SearchEvent::Train(e)),
-                },
-            )
-            .map_err(|source| SearchError::Trial {
-                trial: plan.trial_id.clone(),
-                summary: plan.summary.clone(),
-                run_dir: run_dir.clone(),
-                source: Box::new(source),
-            })?;
-            let ckpt = crate::checkpoint::checkpoint_path(&run_dir);
-            if !search.keep_checkpoints && ckpt.exists() {
-                if let Err(e) = std::fs::remove_file(&ckpt) {
-                    on_event(SearchEvent::Warning(format!(
-                        "cannot remove {}: {e}",
-                        ckpt.display()
-                    )));
-                }
-            }
-            // The wall time of an earlier, interrupted attempt is not on disk; its
-            // training time is, and stands in for it.
-            let wall = outcome.earlier_train_time_s + outcome.wall_time_s;
-            let record = TrialRecord::from_history(
-                plan,
-                &outcome.history,
-                outcome.status,
-                wall,
-                outcome.note,
-            );
-            on_event(SearchEvent::TrialFinished {
-                record: &record,
-                total: plans.len(),
-            });
-            ledger.append(record)?;
-        }
+    if !p.pending.is_empty() {
+        run_pending(search, &mut p, bench, on_event)?;
     }
+    let results = SearchResults {
+        dir: &search.dir,
+        meta: &p.meta,
+        records: &p.ledger.records,
+    };
     write_report_and_retrain(
-        &search.dir,
-        &meta,
-        &ledger.records,
+        &results,
         &search.report,
         search.retrain.as_ref(),
         bench,
         on_event,
     )
+}
+
+/// Trains the pending trials of `p` one after another (under successive halving when
+/// the search stops early), each recorded in the ledger as it finishes.
+fn run_pending(
+    search: &LocalSearch,
+    p: &mut Plan,
+    bench: &mut Workbench,
+    on_event: &mut dyn FnMut(SearchEvent),
+) -> Result<(), SearchError> {
+    let Plan {
+        meta,
+        ledger,
+        plans,
+        pending,
+    } = p;
+    let asha = search
+        .early_stop
+        .map(|(grace, eta)| Asha::new(grace, eta, meta.epochs));
+    if let Some(a) = &asha {
+        on_event(SearchEvent::EarlyStopping { asha: a });
+    }
+    let (device, data) = bench.get(on_event)?;
+    for &i in pending.iter() {
+        let plan = &plans[i];
+        let run_dir = search.dir.join("trials").join(&plan.trial_id);
+        let outcome = run_trial(
+            &meta.job(plan),
+            &run_dir,
+            device,
+            data,
+            asha.as_ref().map(|a| (a, ledger.records.as_slice())),
+            &mut |e| match e {
+                TrialEvent::Resumed { trial_id, history } => on_event(SearchEvent::TrialResumed {
+                    trial_id,
+                    epochs_done: history.len() as u32,
+                }),
+                TrialEvent::Train(e) => on_event(SearchEvent::Train(e)),
+            },
+        )
+        .map_err(|source| SearchError::Trial {
+            trial: plan.trial_id.clone(),
+            summary: plan.summary.clone(),
+            run_dir: run_dir.clone(),
+            source: Box::new(source),
+        })?;
+        if !search.keep_checkpoints {
+            remove_checkpoint(&run_dir, on_event);
+        }
+        // The wall time of an earlier, interrupted attempt is not on disk; its
+        // training time is, and stands in for it.
+        let wall = outcome.earlier_train_time_s + outcome.wall_time_s;
+        let record =
+            TrialRecord::from_history(plan, &outcome.history, outcome.status, wall, outcome.note);
+        on_event(SearchEvent::TrialFinished {
+            record: &record,
+            total: plans.len(),
+        });
+        ledger.append(record)?;
+    }
+    Ok(())
+}
+
+/// Deletes a recorded trial's checkpoint (a warning when it cannot).
+fn remove_checkpoint(run_dir: &Path, on_event: &mut dyn FnMut(SearchEvent)) {
+    let ckpt = crate::checkpoint::checkpoint_path(run_dir);
+    if ckpt.exists() {
+        if let Err(e) = std::fs::remove_file(&ckpt) {
+            on_event(SearchEvent::Warning(format!(
+                "cannot remove {}: {e}",
+                ckpt.display()
+            )));
+        }
+    }
 }
 
 /// Trains nothing: writes `summary.md` and the plot from an existing search's ledger,
@@ -243,19 +258,23 @@ pub fn report(
 ) -> Result<(), SearchError> {
     let meta = SearchMeta::load(dir)?;
     let ledger = open_ledger(dir, on_event)?;
-    write_report_and_retrain(dir, &meta, &ledger.records, opts, retrain, bench, on_event)
+    let results = SearchResults {
+        dir,
+        meta: &meta,
+        records: &ledger.records,
+    };
+    write_report_and_retrain(&results, opts, retrain, bench, on_event)
 }
 
 fn write_report_and_retrain(
-    dir: &Path,
-    meta: &SearchMeta,
-    records: &[TrialRecord],
+    search: &SearchResults,
     opts: &ReportOptions,
     retrain: Option<&RetrainOptions>,
     bench: &mut Workbench,
     on_event: &mut dyn FnMut(SearchEvent),
 ) -> Result<(), SearchError> {
-    let table = write_report(dir, meta, records, opts.top, opts.color_by)?;
+    let (dir, records) = (search.dir, search.records);
+    let table = write_report(dir, search.meta, records, opts.top, opts.color_by)?;
     on_event(SearchEvent::Reported {
         table: &table,
         summary: &dir.join(SUMMARY_FILE),
@@ -266,7 +285,7 @@ fn write_report_and_retrain(
             return Err(SearchError::NothingToRetrain);
         }
         let (device, data) = bench.get(on_event)?;
-        let exported = retrain_top(dir, r, meta, records, device, data, on_event)?;
+        let exported = retrain_top(search, r, device, data, on_event)?;
         on_event(SearchEvent::RetrainedAll {
             count: exported.len(),
             list: &dir.join("retrain").join(super::retrain::RETRAINED_FILE),

@@ -37,14 +37,14 @@ pub use ledger::{Ledger, LedgerRepair, TrialRecord, TrialStatus};
 pub use local::{LocalSearch, ReportOptions, Workbench, pending_jobs, report, run_search};
 pub use report::{ColorBy, ranked, write_report};
 pub use retrain::RetrainOptions;
-pub use settings::{SearchMeta, SearchRequest, TrialJob};
+pub use settings::{SearchMeta, SearchRequest, SearchResults, SettingDiff, TrialJob};
 pub use space::{
     Candidate, FloatRange, IntRange, SearchSpace, SpaceError, TrialPlan, sample_trial, trial_id,
 };
 pub use trial::{TrialEvent, TrialLine, TrialOutcome, run_trial};
 
+use crate::error::TrainError;
 use crate::pipeline::{ExportedModel, PipelineError, TrainJob};
-use crate::train::TrainError;
 use crate::trainer::TrainEvent;
 
 /// File names inside a search directory.
@@ -119,9 +119,7 @@ pub enum SearchError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "{path} is not a valid search space ({source}); print the default with `train-zoo search --print-space`"
-    )]
+    #[error("{path} is not a valid search space ({source})")]
     SpaceJson {
         path: PathBuf,
         source: serde_json::Error,
@@ -148,11 +146,12 @@ pub enum SearchError {
         source: serde_json::Error,
     },
     #[error(
-        "{dir} was started with other settings: {differs} differ(s). Resume with the same settings (see {path}), or use another --search-dir"
+        "{dir} was started with other settings: {} differ(s) from those in {path}",
+        settings::list(.differs)
     )]
     SettingsDiffer {
         dir: PathBuf,
-        differs: String,
+        differs: Vec<SettingDiff>,
         path: PathBuf,
     },
     #[error("cannot read {path}: is {dir} a search directory? ({source})")]
@@ -161,16 +160,16 @@ pub enum SearchError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is unreadable ({source}); fix it or start another --search-dir")]
+    #[error("{path} is unreadable ({source})")]
     BadSettings {
         path: PathBuf,
         source: serde_json::Error,
     },
     #[error(
-        "a search scores trials on a validation split of the training set; --val-size must be > 0"
+        "a search scores trials on a validation split of the training set, and the split asked for is empty"
     )]
     NoValidationSplit,
-    #[error("--epochs must be at least 1")]
+    #[error("a search's trials need at least one epoch")]
     NoEpochs,
     #[error(transparent)]
     Recipe(#[from] crate::recipe::RecipeError),
@@ -187,7 +186,7 @@ pub enum SearchError {
     },
     #[error(transparent)]
     Plot(#[from] crate::metrics::PlotError),
-    #[error("--retrain-top: no completed trial in the ledger yet")]
+    #[error("nothing to retrain: no completed trial in the ledger yet")]
     NothingToRetrain,
     #[error(
         "retraining {trial} failed: {source}; its run folder is {run_dir}. Fix the cause and re-run the same command to continue"

@@ -288,20 +288,14 @@ fn plot_search(path: &Path, records: &[TrialRecord], by: ColorBy) -> Result<(), 
     let values: Vec<f64> = pts.iter().map(|r| color_value(r, by)).collect();
     let groups = colour_groups(&values, by);
     let accs: Vec<f64> = pts.iter().filter_map(|r| r.final_val_acc).collect();
-    let (mut y0, mut y1) = accs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if !y0.is_finite() {
-        (y0, y1) = (0.0, 100.0);
-    }
-    if y1 - y0 < 1.0 {
-        y0 -= 0.5;
-        y1 += 0.5;
-    }
-    let pad = 0.08 * (y1 - y0);
-    let (y0, y1) = ((y0 - pad).max(0.0), (y1 + pad).min(100.0));
+    let scatter = Scatter {
+        path,
+        pts: &pts,
+        accs: &accs,
+        groups: &groups,
+        y: accuracy_axis(&accs),
+        has_font,
+    };
     let tmp = path.with_extension("tmp.png");
     {
         let root = BitMapBackend::new(&tmp, (1400, 600)).into_drawing_area();
@@ -320,75 +314,120 @@ fn plot_search(path: &Path, records: &[TrialRecord], by: ColorBy) -> Result<(), 
             root
         };
         let panels = root.split_evenly((1, 2));
-        type Axis = fn(&TrialRecord) -> f64;
-        let axes: [(&str, Axis); 2] = [
+        let axes: [Axis; 2] = [
             ("trainable parameters (millions)", |r| {
                 r.plan.params as f64 / 1e6
             }),
             ("depth (weighted layers)", |r| r.plan.depth as f64),
         ];
-        for (panel, (x_desc, x_of)) in panels.iter().zip(axes) {
-            let xs: Vec<f64> = pts.iter().map(|r| x_of(r)).collect();
-            let x_max = xs.iter().copied().fold(0.0, f64::max).max(1e-3) * 1.08;
-            let mut builder = ChartBuilder::on(panel);
-            builder.margin(20);
-            if has_font {
-                builder.x_label_area_size(45).y_label_area_size(60);
-            }
-            let mut chart = builder
-                .build_cartesian_2d(0f64..x_max, y0..y1)
-                .map_err(|e| draw(&e))?;
-            let mut mesh = chart.configure_mesh();
-            if has_font {
-                mesh.x_desc(x_desc).y_desc("validation top-1 (%)");
-            } else {
-                mesh.disable_x_axis().disable_y_axis();
-            }
-            mesh.draw().map_err(|e| draw(&e))?;
-            for (g, (label, idx)) in groups.iter().enumerate() {
-                let colour = Palette99::pick(g).to_rgba();
-                let filled: Vec<(f64, f64)> = idx
-                    .iter()
-                    .filter(|&&i| pts[i].status == TrialStatus::Completed)
-                    .map(|&i| (xs[i], accs[i]))
-                    .collect();
-                let rings: Vec<(f64, f64)> = idx
-                    .iter()
-                    .filter(|&&i| pts[i].status != TrialStatus::Completed)
-                    .map(|&i| (xs[i], accs[i]))
-                    .collect();
-                let s = chart
-                    .draw_series(
-                        filled
-                            .into_iter()
-                            .map(|p| Circle::new(p, 6, colour.filled())),
-                    )
-                    .map_err(|e| draw(&e))?;
-                if has_font {
-                    s.label(label.clone())
-                        .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
-                }
-                chart
-                    .draw_series(
-                        rings
-                            .into_iter()
-                            .map(|p| Circle::new(p, 6, colour.stroke_width(2))),
-                    )
-                    .map_err(|e| draw(&e))?;
-            }
-            if has_font && !groups.is_empty() {
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerRight)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK)
-                    .draw()
-                    .map_err(|e| draw(&e))?;
-            }
+        for (panel, axis) in panels.iter().zip(axes) {
+            scatter.draw_panel(panel, axis)?;
         }
         root.present().map_err(|e| draw(&e))?;
     }
     rename_into_place(&tmp, path)
+}
+
+/// The accuracy axis's range: the accuracies' with a margin, within [0, 100].
+fn accuracy_axis(accs: &[f64]) -> (f64, f64) {
+    let (mut y0, mut y1) = accs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !y0.is_finite() {
+        (y0, y1) = (0.0, 100.0);
+    }
+    if y1 - y0 < 1.0 {
+        y0 -= 0.5;
+        y1 += 0.5;
+    }
+    let pad = 0.08 * (y1 - y0);
+    ((y0 - pad).max(0.0), (y1 + pad).min(100.0))
+}
+
+/// A panel's x axis: its description and each trial's value.
+type Axis = (&'static str, fn(&TrialRecord) -> f64);
+
+/// The trials of [`plot_search`], ready to draw against any x axis.
+struct Scatter<'a> {
+    path: &'a Path,
+    pts: &'a [&'a TrialRecord],
+    accs: &'a [f64],
+    /// (legend label, indices into `pts`) per colour.
+    groups: &'a [(String, Vec<usize>)],
+    /// The accuracy axis's range.
+    y: (f64, f64),
+    has_font: bool,
+}
+
+impl Scatter<'_> {
+    fn draw_panel(
+        &self,
+        panel: &plotters::drawing::DrawingArea<
+            plotters::prelude::BitMapBackend<'_>,
+            plotters::coord::Shift,
+        >,
+        (x_desc, x_of): Axis,
+    ) -> Result<(), PlotError> {
+        use plotters::prelude::*;
+        let draw = |e: &dyn std::fmt::Display| PlotError::draw(self.path, e);
+        let (pts, accs, has_font) = (self.pts, self.accs, self.has_font);
+        let xs: Vec<f64> = pts.iter().map(|r| x_of(r)).collect();
+        let x_max = xs.iter().copied().fold(0.0, f64::max).max(1e-3) * 1.08;
+        let mut builder = ChartBuilder::on(panel);
+        builder.margin(20);
+        if has_font {
+            builder.x_label_area_size(45).y_label_area_size(60);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(0f64..x_max, self.y.0..self.y.1)
+            .map_err(|e| draw(&e))?;
+        let mut mesh = chart.configure_mesh();
+        if has_font {
+            mesh.x_desc(x_desc).y_desc("validation top-1 (%)");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(|e| draw(&e))?;
+        for (g, (label, idx)) in self.groups.iter().enumerate() {
+            let colour = Palette99::pick(g).to_rgba();
+            let points = |completed: bool| {
+                idx.iter()
+                    .filter(|&&i| (pts[i].status == TrialStatus::Completed) == completed)
+                    .map(|&i| (xs[i], accs[i]))
+                    .collect::<Vec<(f64, f64)>>()
+            };
+            let s = chart
+                .draw_series(
+                    points(true)
+                        .into_iter()
+                        .map(|p| Circle::new(p, 6, colour.filled())),
+                )
+                .map_err(|e| draw(&e))?;
+            if has_font {
+                s.label(label.clone())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 5, colour.filled()));
+            }
+            chart
+                .draw_series(
+                    points(false)
+                        .into_iter()
+                        .map(|p| Circle::new(p, 6, colour.stroke_width(2))),
+                )
+                .map_err(|e| draw(&e))?;
+        }
+        if has_font && !self.groups.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| draw(&e))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,12 @@ use tch::Device;
 
 use super::ledger::{TrialRecord, TrialStatus};
 use super::report::ranked;
-use super::settings::SearchMeta;
+use super::settings::{SearchMeta, SearchResults};
 use super::{SearchError, SearchEvent};
+use crate::config::RunConfig;
 use crate::dataset::Cifar10Tensors;
 use crate::pipeline::{self, ExportedModel, Outcome, TrainJob};
 use crate::recipe::Recipe;
-use crate::train::RunConfig;
 
 /// How the best trials are retrained.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,18 +90,16 @@ pub fn retrain_job(
     })
 }
 
-/// Retrains the best completed trials of `records` into `<search-dir>/retrain/` and
+/// Retrains the best completed trials of `search` into `<search-dir>/retrain/` and
 /// lists them in `retrained.json`; returns that list by model name.
 pub fn retrain_top(
-    search_dir: &Path,
+    search: &SearchResults,
     opts: &RetrainOptions,
-    meta: &SearchMeta,
-    records: &[TrialRecord],
     device: Device,
     data: &Cifar10Tensors,
     on_event: &mut dyn FnMut(SearchEvent),
 ) -> Result<BTreeMap<String, ExportedModel>, SearchError> {
-    let best = best_completed(records, opts.top);
+    let (meta, best) = (search.meta, best_completed(search.records, opts.top));
     if best.is_empty() {
         return Err(SearchError::NothingToRetrain);
     }
@@ -111,7 +109,7 @@ pub fn retrain_top(
             asked: opts.top,
         });
     }
-    let root = search_dir.join("retrain");
+    let root = search.dir.join("retrain");
     let mut exported = BTreeMap::new();
     for r in best {
         let job = retrain_job(r, opts, meta, &root, device, &data.dir)?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ledger::TrialRecord;
 use super::space::{SearchSpace, TrialPlan, sample_trial};
 use super::{META_FILE, SearchError};
 use crate::recipe::Recipe;
@@ -40,8 +41,8 @@ impl SearchRequest {
             space.budget_params = b;
         }
         let origin = match &self.space {
-            Some(p) => format!("{} with --budget", p.display()),
-            None => "(built-in) with --budget".into(),
+            Some(p) => format!("{} with the budget applied", p.display()),
+            None => "(built-in) with the budget applied".into(),
         };
         space
             .validate()
@@ -69,6 +70,54 @@ impl SearchRequest {
     }
 }
 
+/// What a search has recorded: its folder, settings and trial records.
+#[derive(Clone, Copy, Debug)]
+pub struct SearchResults<'a> {
+    pub dir: &'a Path,
+    pub meta: &'a SearchMeta,
+    pub records: &'a [TrialRecord],
+}
+
+/// A setting in which a resumed search differs from the one its folder was started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SettingDiff {
+    Seed {
+        saved: u64,
+        now: u64,
+    },
+    /// The search space or its parameter budget.
+    Space,
+    /// The trials' recipe (or a change to it).
+    Recipe,
+    Epochs {
+        saved: u32,
+        now: u32,
+    },
+    /// The training subset or the validation split.
+    DataSelection,
+}
+
+impl std::fmt::Display for SettingDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SettingDiff::Seed { saved, now } => write!(f, "seed ({saved} vs {now})"),
+            SettingDiff::Space => f.write_str("search space"),
+            SettingDiff::Recipe => f.write_str("trial recipe"),
+            SettingDiff::Epochs { saved, now } => write!(f, "epochs ({saved} vs {now})"),
+            SettingDiff::DataSelection => f.write_str("data selection"),
+        }
+    }
+}
+
+/// The settings, comma-separated, as an error lists them.
+pub(crate) fn list(differs: &[SettingDiff]) -> String {
+    differs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `<search-dir>/search.json`: what defines the search. Resuming with different values
 /// would silently mix incomparable trials, so it is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,24 +139,30 @@ impl SearchMeta {
             let saved = Self::load(dir)?;
             let mut differs = Vec::new();
             if saved.seed != self.seed {
-                differs.push(format!("seed ({} vs {})", saved.seed, self.seed));
+                differs.push(SettingDiff::Seed {
+                    saved: saved.seed,
+                    now: self.seed,
+                });
             }
             if saved.space != self.space {
-                differs.push("search space (--space/--budget)".into());
+                differs.push(SettingDiff::Space);
             }
             if saved.recipe != self.recipe {
-                differs.push("trial recipe (--recipe/--set)".into());
+                differs.push(SettingDiff::Recipe);
             }
             if saved.epochs != self.epochs {
-                differs.push(format!("epochs ({} vs {})", saved.epochs, self.epochs));
+                differs.push(SettingDiff::Epochs {
+                    saved: saved.epochs,
+                    now: self.epochs,
+                });
             }
             if (saved.train_limit, saved.val_size) != (self.train_limit, self.val_size) {
-                differs.push("data selection (--train-limit/--val-size)".into());
+                differs.push(SettingDiff::DataSelection);
             }
             if !differs.is_empty() {
                 return Err(SearchError::SettingsDiffer {
                     dir: dir.to_path_buf(),
-                    differs: differs.join(", "),
+                    differs,
                     path,
                 });
             }

@@ -18,9 +18,10 @@ use super::asha::Asha;
 use super::ledger::{TrialRecord, TrialStatus};
 use super::settings::TrialJob;
 use crate::checkpoint::checkpoint_path;
+use crate::config::RunConfig;
 use crate::dataset::{Cifar10Tensors, DataSelection};
+use crate::error::TrainError;
 use crate::metrics::EpochMetrics;
-use crate::train::{RunConfig, TrainError};
 use crate::trainer::{TrainEvent, Trainer};
 
 /// What a running trial reports.

@@ -2,9 +2,10 @@
 //!
 //! This binary parses arguments and prints; the work lives in the `training` library
 //! (docs/architecture.md). One module per command family: [`train_cmd`] (train, export,
-//! publish), [`search_cmd`] (`search`, `trial`); [`args`] holds the shared flags and
-//! [`console`] the progress display.
+//! publish), [`search_cmd`] (`search`, `trial`); [`args`] holds the shared flags,
+//! [`console`] the progress display and [`advice`] the flags that fix an error.
 
+mod advice;
 mod args;
 mod console;
 mod search_cmd;
@@ -102,10 +103,6 @@ enum Command {
     Trial(search_cmd::TrialArgs),
 }
 
-/// Advice for a missing or damaged CIFAR-10, which the data reader's errors leave to the
-/// commands.
-const DATA_HINT: &str = "hint: `train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before libtorch allocates: CPU training steps reuse their pages (+10 % on 2 cores).
@@ -113,9 +110,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("train-zoo: error: {}", error_chain(&e));
-            if e.chain().any(|cause| cause.is::<zoo::cifar::CifarError>()) {
-                eprintln!("{DATA_HINT}");
+            match advice::advice(&e) {
+                Some(fix) => eprintln!("train-zoo: error: {}; {fix}", error_chain(&e)),
+                None => eprintln!("train-zoo: error: {}", error_chain(&e)),
             }
             ExitCode::FAILURE
         }

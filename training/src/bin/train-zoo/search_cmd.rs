@@ -12,12 +12,12 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use training::checkpoint::checkpoint_path;
 use training::dataset::Cifar10Tensors;
 use training::device;
-use training::pipeline::Outcome;
+use training::pipeline::{Outcome, TrainJob};
 use training::recipe::Recipe;
 use training::search::{
     ColorBy, LocalSearch, ReportOptions, RetrainOptions, SearchEvent, SearchRequest, TrialJob,
-    TrialLine, TrialPlan, TrialStatus, Workbench, pending_jobs, report, run_search, run_trial,
-    trial::TrialEvent,
+    TrialLine, TrialPlan, TrialRecord, TrialStatus, Workbench, pending_jobs, report, run_search,
+    run_trial, trial::TrialEvent,
 };
 use training::spec_file;
 use training::trainer::TrainEvent;
@@ -289,25 +289,7 @@ fn show_search_event(console: &mut Console, event: SearchEvent) {
             "search: {trial_id}: continuing from its checkpoint after epoch {epochs_done}"
         ),
         SearchEvent::Train(e) => console.show(e),
-        SearchEvent::TrialFinished { record, total } => {
-            let plan = &record.plan;
-            eprintln!(
-                "search: {} [{}/{total}] {} — {} params, lr {}, batch {}: {} after {} epoch(s), val acc {}, {:.1} s",
-                plan.trial_id,
-                plan.index + 1,
-                plan.summary,
-                group(plan.params),
-                plan.lr,
-                plan.batch_size,
-                record.status.as_str(),
-                record.epochs_done,
-                record
-                    .final_val_acc
-                    .map(|a| format!("{a:.2} %"))
-                    .unwrap_or_else(|| "-".into()),
-                record.wall_time_s
-            );
-        }
+        SearchEvent::TrialFinished { record, total } => show_trial_finished(record, total),
         SearchEvent::Reported {
             table,
             summary,
@@ -319,24 +301,7 @@ fn show_search_event(console: &mut Console, event: SearchEvent) {
         SearchEvent::FewerToRetrain { found, asked } => {
             eprintln!("search: only {found} completed trial(s) to retrain (asked for {asked})")
         }
-        SearchEvent::Retraining { record, job } => {
-            let cfg = &job.run;
-            eprintln!(
-                "search: retraining {} ({}, val acc {:.2} % in the search) with the {} recipe",
-                record.plan.trial_id,
-                record.plan.summary,
-                record.final_val_acc.unwrap_or(f64::NAN),
-                cfg.recipe.name
-            );
-            eprintln!(
-                "train-zoo: {}: recipe {} for {} epochs, batch {}, in {}",
-                cfg.name,
-                cfg.recipe.name,
-                cfg.recipe.epochs,
-                cfg.recipe.batch_size,
-                cfg.run_dir.display()
-            );
-        }
+        SearchEvent::Retraining { record, job } => show_retraining(record, job),
         SearchEvent::Retrained { model } => {
             console.finish();
             let outcome = Outcome::Exported(Box::new(model.clone()));
@@ -349,6 +314,47 @@ fn show_search_event(console: &mut Console, event: SearchEvent) {
         ),
         SearchEvent::Warning(w) => eprintln!("search: warning: {w}"),
     }
+}
+
+/// One line per recorded trial.
+fn show_trial_finished(record: &TrialRecord, total: usize) {
+    let plan = &record.plan;
+    eprintln!(
+        "search: {} [{}/{total}] {} — {} params, lr {}, batch {}: {} after {} epoch(s), val acc {}, {:.1} s",
+        plan.trial_id,
+        plan.index + 1,
+        plan.summary,
+        group(plan.params),
+        plan.lr,
+        plan.batch_size,
+        record.status.as_str(),
+        record.epochs_done,
+        record
+            .final_val_acc
+            .map(|a| format!("{a:.2} %"))
+            .unwrap_or_else(|| "-".into()),
+        record.wall_time_s
+    );
+}
+
+/// Which trial is retrained, and how.
+fn show_retraining(record: &TrialRecord, job: &TrainJob) {
+    let cfg = &job.run;
+    eprintln!(
+        "search: retraining {} ({}, val acc {:.2} % in the search) with the {} recipe",
+        record.plan.trial_id,
+        record.plan.summary,
+        record.final_val_acc.unwrap_or(f64::NAN),
+        cfg.recipe.name
+    );
+    eprintln!(
+        "train-zoo: {}: recipe {} for {} epochs, batch {}, in {}",
+        cfg.name,
+        cfg.recipe.name,
+        cfg.recipe.epochs,
+        cfg.recipe.batch_size,
+        cfg.run_dir.display()
+    );
 }
 
 impl TrialArgs {
@@ -480,9 +486,11 @@ pub fn trial(args: TrialArgs) -> Result<()> {
     // any other error is a problem of the set-up, reported only on stderr and the exit
     // status, so a driver retries the trial later.
     if outcome.status == TrialStatus::Failed {
+        // A trial fails only by diverging.
         bail!(
-            "trial {id}: {}",
-            outcome.error.as_deref().unwrap_or("training failed")
+            "trial {id}: {}; {}",
+            outcome.error.as_deref().unwrap_or("training failed"),
+            crate::advice::DIVERGED
         );
     }
     Ok(())

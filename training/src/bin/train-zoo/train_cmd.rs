@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use training::config::RunConfig;
 use training::dataset::Cifar10Tensors;
 use training::pipeline::{self, Outcome, TrainJob};
 use training::recipe::Recipe;
-use training::train::RunConfig;
 use training::{device, spec_file, zoo_models};
 use zoo::ResNetSpec;
 use zoo::arch::group_thousands as group;

@@ -1,83 +1,9 @@
-//! CIFAR-10 as tensors on the training device, with batched on-device augmentation.
-//!
-//! The whole dataset (150 MB as uint8) lives on the device, so an epoch is a random
-//! permutation plus `index_select` per batch: no loader threads, no host↔device copies.
+//! The training augmentations, applied to a whole batch on its device (the dataset lives
+//! there: [`crate::dataset`]).
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use zoo::cifar::Cifar10;
 use zoo::manifest::CIFAR10_MEAN;
-
-/// Images (N×3×32×32 uint8) and labels (N int64), on one device.
-#[derive(Debug)]
-pub struct TensorDataset {
-    pub images: Tensor,
-    pub labels: Tensor,
-}
-
-impl TensorDataset {
-    /// Moves a decoded CIFAR-10 split onto `device`.
-    pub fn from_cifar(data: &Cifar10, device: Device) -> Self {
-        let n = data.len() as i64;
-        let images = Tensor::from_slice(&data.images)
-            .view([n, 3, 32, 32])
-            .to_device(device);
-        let labels = Tensor::from_slice(&data.labels)
-            .to_kind(Kind::Int64)
-            .to_device(device);
-        TensorDataset { images, labels }
-    }
-
-    pub fn len(&self) -> usize {
-        self.labels.size()[0] as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The first `n` records (or all of them if there are fewer).
-    pub fn take(&self, n: usize) -> Self {
-        let n = n.min(self.len()) as i64;
-        TensorDataset {
-            images: self.images.narrow(0, 0, n),
-            labels: self.labels.narrow(0, 0, n),
-        }
-    }
-
-    /// Splits off a validation set of `val` records chosen by a fixed permutation of
-    /// `seed`, so searches and early stopping never look at the test set.
-    /// Returns `(train, validation)`.
-    pub fn split_validation(&self, val: usize, seed: u64) -> (Self, Self) {
-        let n = self.len();
-        let val = val.min(n);
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        // Fisher–Yates with a SplitMix64 stream: independent of torch's RNG state.
-        let mut rng = zoo::rng::SplitMix64::new(seed ^ 0xD1B5_4A32_D192_ED03);
-        for i in (1..n).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        let device = self.images.device();
-        let pick = |idx: &[i64]| {
-            let idx = Tensor::from_slice(idx).to_device(device);
-            TensorDataset {
-                images: self.images.index_select(0, &idx),
-                labels: self.labels.index_select(0, &idx),
-            }
-        };
-        (pick(&order[val..]), pick(&order[..val]))
-    }
-}
-
-/// uint8 pixels → float in [0, 1]; float input is passed through.
-pub fn to_unit_float(x: &Tensor) -> Tensor {
-    if x.kind() == Kind::Uint8 {
-        x.to_kind(Kind::Float) / 255.0
-    } else {
-        x.shallow_clone()
-    }
-}
 
 /// The training augmentations, applied to a whole batch on its device. Every switch is
 /// a recipe field (`augment.<name>`, settable with `--set`); all are off in
@@ -612,23 +538,5 @@ mod tests {
         let y = cutout(&x, 40);
         let mean = Tensor::from_slice(&CIFAR10_MEAN).view([1, 3, 1, 1]);
         assert!(y.equal(&mean.expand_as(&x).contiguous()));
-    }
-
-    #[test]
-    fn validation_split_is_disjoint_and_seeded() {
-        let images = Tensor::arange(10 * 3 * 32 * 32, (Kind::Int64, Device::Cpu))
-            .remainder(251)
-            .to_kind(Kind::Uint8)
-            .view([10, 3, 32, 32]);
-        let labels = Tensor::arange(10, (Kind::Int64, Device::Cpu));
-        let d = TensorDataset { images, labels };
-        let (t, v) = d.split_validation(3, 5);
-        assert_eq!((t.len(), v.len()), (7, 3));
-        let mut all: Vec<i64> = Vec::<i64>::try_from(&t.labels).unwrap();
-        all.extend(Vec::<i64>::try_from(&v.labels).unwrap());
-        all.sort();
-        assert_eq!(all, (0..10).collect::<Vec<_>>());
-        let (_, v2) = d.split_validation(3, 5);
-        assert!(v.labels.equal(&v2.labels));
     }
 }
