@@ -99,6 +99,15 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr} for gRPC: {source}; pick another --grpc-port (0 lets the system choose) or stop the process using it"
+    )]
+    GrpcBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed: {0}")]
+    Grpc(String),
     #[error("the HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
     #[error(

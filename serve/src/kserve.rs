@@ -29,6 +29,10 @@ use crate::error::ApiError;
 
 /// The platform name KServe and Triton use for ONNX Runtime models.
 pub const PLATFORM: &str = "onnxruntime_onnx";
+/// The server's name in its metadata.
+pub const SERVER_NAME: &str = "tpsnet-serve";
+/// The input tensor's shape in the model metadata (-1: any number of images).
+pub const INPUT_SHAPE: [i64; 4] = [-1, 3, SIDE as i64, SIDE as i64];
 /// The header of the binary tensor data extension.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Side of the square input images.
@@ -89,7 +93,7 @@ impl ModelInfo {
             "inputs": [{
                 "name": self.input_name,
                 "datatype": "FP32",
-                "shape": [-1, 3, SIDE, SIDE],
+                "shape": INPUT_SHAPE,
             }],
             "outputs": [{
                 "name": self.output_name,
@@ -103,7 +107,7 @@ impl ModelInfo {
 /// The server metadata response.
 pub fn server_metadata() -> Value {
     json!({
-        "name": "tpsnet-serve",
+        "name": SERVER_NAME,
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": ["binary_tensor_data", "classification"],
     })
@@ -192,38 +196,10 @@ pub fn parse_infer(
         .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
 
     let [input] = raw.inputs.as_slice() else {
-        return Err(ApiError::bad_request(format!(
-            "the request has {} inputs; model `{}` takes exactly one, `{}`",
-            raw.inputs.len(),
-            model.name,
-            model.input_name
-        )));
+        return Err(input_count_error(model, raw.inputs.len()));
     };
-    if input.name != model.input_name {
-        return Err(ApiError::bad_request(format!(
-            "unknown input `{}`; model `{}` takes one input named `{}`",
-            input.name, model.name, model.input_name
-        )));
-    }
-    if input.datatype != "FP32" {
-        return Err(ApiError::bad_request(format!(
-            "input `{}` has datatype `{}`; this model takes FP32 (float32 RGB in [0, 1])",
-            input.name, input.datatype
-        )));
-    }
-    let wanted = format!("[N, 3, {SIDE}, {SIDE}] (N >= 1 images, NCHW)");
-    let n = match input.shape.as_slice() {
-        &[n, 3, h, w] if n >= 1 && h == SIDE as i64 && w == SIDE as i64 => n as usize,
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "input `{}` has shape {other:?}; this model takes {wanted}",
-                input.name
-            )));
-        }
-    };
-    let expected = n.checked_mul(IMAGE_FLOATS).ok_or_else(|| {
-        ApiError::bad_request(format!("input `{}` shape is too large", input.name))
-    })?;
+    let n = check_input(model, &input.name, &input.datatype, &input.shape)?;
+    let expected = n * IMAGE_FLOATS;
 
     let binary_size = input
         .parameters
@@ -273,17 +249,7 @@ pub fn parse_infer(
             }
             let (mine, rest) = binary.split_at(size);
             binary = rest;
-            let values: Vec<f32> = mine
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if values.iter().any(|v| !v.is_finite()) {
-                return Err(ApiError::bad_request(format!(
-                    "input `{}` holds NaN or infinite values",
-                    input.name
-                )));
-            }
-            values
+            fp32_from_le_bytes(mine, &input.name)?
         }
     };
     if !binary.is_empty() {
@@ -292,18 +258,7 @@ pub fn parse_infer(
             binary.len()
         )));
     }
-    if values.len() != expected {
-        return Err(ApiError::bad_request(format!(
-            "input `{}` holds {} values but shape {:?} needs {expected}",
-            input.name,
-            values.len(),
-            input.shape
-        )));
-    }
-    let images = values
-        .chunks_exact(IMAGE_FLOATS)
-        .map(|c| InputImage::from_chw(c.to_vec()).expect("chunk of one image"))
-        .collect();
+    let images = images_from_values(&values, n, &input.name, &input.shape)?;
 
     let binary_output_default = flag(raw.parameters.as_ref(), "binary_data_output")?;
     let output = match raw.outputs.as_deref() {
@@ -312,43 +267,145 @@ pub fn parse_infer(
             binary: binary_output_default,
         },
         Some([out]) => {
-            if out.name != model.output_name {
-                return Err(ApiError::bad_request(format!(
-                    "unknown output `{}`; model `{}` has one output, `{}`",
-                    out.name, model.name, model.output_name
-                )));
-            }
+            check_output_name(model, &out.name)?;
             let p = out.parameters.as_ref();
             let classification = match p.and_then(|p| p.get("classification")) {
                 None => None,
-                Some(v) => match v.as_u64() {
-                    Some(k) if k >= 1 => Some((k as usize).min(model.classes.len())),
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "parameters.classification must be a whole number of classes >= 1",
-                        ));
-                    }
-                },
+                Some(v) => Some(classification_count(model, v.as_u64())?),
             };
             RequestedOutput {
                 classification,
                 binary: flag(p, "binary_data")?,
             }
         }
-        Some(many) => {
-            return Err(ApiError::bad_request(format!(
-                "the request asks for {} outputs; model `{}` has one, `{}`",
-                many.len(),
-                model.name,
-                model.output_name
-            )));
-        }
+        Some(many) => return Err(output_count_error(model, many.len())),
     };
     Ok(InferRequest {
         id: raw.id,
         images,
         output,
     })
+}
+
+/// The error for a request with other than one input (the REST and gRPC protocols share
+/// it, as they share the checks below).
+pub fn input_count_error(model: &ModelInfo, inputs: usize) -> ApiError {
+    ApiError::bad_request(format!(
+        "the request has {inputs} inputs; model `{}` takes exactly one, `{}`",
+        model.name, model.input_name
+    ))
+}
+
+/// The error for a request asking for more than one output.
+pub fn output_count_error(model: &ModelInfo, outputs: usize) -> ApiError {
+    ApiError::bad_request(format!(
+        "the request asks for {outputs} outputs; model `{}` has one, `{}`",
+        model.name, model.output_name
+    ))
+}
+
+/// Checks an input tensor's name, datatype and shape against the model; returns the
+/// number of images it holds.
+pub fn check_input(
+    model: &ModelInfo,
+    name: &str,
+    datatype: &str,
+    shape: &[i64],
+) -> Result<usize, ApiError> {
+    if name != model.input_name {
+        return Err(ApiError::bad_request(format!(
+            "unknown input `{name}`; model `{}` takes one input named `{}`",
+            model.name, model.input_name
+        )));
+    }
+    if datatype != "FP32" {
+        return Err(ApiError::bad_request(format!(
+            "input `{name}` has datatype `{datatype}`; this model takes FP32 (float32 RGB in [0, 1])"
+        )));
+    }
+    let n = match shape {
+        &[n, 3, h, w] if n >= 1 && h == SIDE as i64 && w == SIDE as i64 => n as usize,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "input `{name}` has shape {other:?}; this model takes [N, 3, {SIDE}, {SIDE}] (N >= 1 images, NCHW)"
+            )));
+        }
+    };
+    n.checked_mul(IMAGE_FLOATS * 4)
+        .ok_or_else(|| ApiError::bad_request(format!("input `{name}` shape is too large")))?;
+    Ok(n)
+}
+
+/// Reads little-endian FP32 values (Triton's binary tensors, gRPC's raw contents),
+/// refusing NaN and infinities.
+pub fn fp32_from_le_bytes(bytes: &[u8], input: &str) -> Result<Vec<f32>, ApiError> {
+    if bytes.len() % 4 != 0 {
+        return Err(ApiError::bad_request(format!(
+            "input `{input}` holds {} bytes, not a whole number of FP32 values",
+            bytes.len()
+        )));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    check_finite(&values, input)?;
+    Ok(values)
+}
+
+/// Refuses NaN and infinite input values.
+pub fn check_finite(values: &[f32], input: &str) -> Result<(), ApiError> {
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "input `{input}` holds NaN or infinite values"
+        )))
+    }
+}
+
+/// Splits an input's values into its `n` images (the count [`check_input`] returned for
+/// `shape`) after checking there are as many values as they need.
+pub fn images_from_values(
+    values: &[f32],
+    n: usize,
+    input: &str,
+    shape: &[i64],
+) -> Result<Vec<InputImage>, ApiError> {
+    let expected = n * IMAGE_FLOATS;
+    if values.len() != expected {
+        return Err(ApiError::bad_request(format!(
+            "input `{input}` holds {} values but shape {shape:?} needs {expected}",
+            values.len()
+        )));
+    }
+    Ok(values
+        .chunks_exact(IMAGE_FLOATS)
+        .map(|c| InputImage::from_chw(c.to_vec()).expect("chunk of one image"))
+        .collect())
+}
+
+/// Checks the name of a requested output.
+pub fn check_output_name(model: &ModelInfo, name: &str) -> Result<(), ApiError> {
+    if name == model.output_name {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "unknown output `{name}`; model `{}` has one output, `{}`",
+            model.name, model.output_name
+        )))
+    }
+}
+
+/// The number of classes a `classification` output parameter asks for (`None` when it
+/// is not a whole number), capped at the model's classes.
+pub fn classification_count(model: &ModelInfo, k: Option<u64>) -> Result<usize, ApiError> {
+    match k {
+        Some(k) if k >= 1 => Ok((k as usize).min(model.classes.len())),
+        _ => Err(ApiError::bad_request(
+            "parameters.classification must be a whole number of classes >= 1",
+        )),
+    }
 }
 
 fn flag(parameters: Option<&Map<String, Value>>, name: &str) -> Result<bool, ApiError> {
@@ -458,12 +515,7 @@ pub fn infer_response(
             Some(k) => {
                 let strings = classification_strings(logits, &model.classes, k);
                 let raw = if output.binary {
-                    let mut raw = Vec::new();
-                    for s in &strings {
-                        raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                        raw.extend_from_slice(s.as_bytes());
-                    }
-                    raw
+                    bytes_tensor(&strings)
                 } else {
                     Vec::new()
                 };
@@ -516,6 +568,17 @@ pub fn infer_response(
         bytes,
     )
         .into_response()
+}
+
+/// A `BYTES` tensor in binary form: each element as a 4-byte little-endian length and
+/// its bytes.
+pub fn bytes_tensor(strings: &[String]) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for s in strings {
+        raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        raw.extend_from_slice(s.as_bytes());
+    }
+    raw
 }
 
 /// The classification extension's strings: per image, the `k` best classes as

@@ -9,7 +9,9 @@
 //! * image uploads ([`upload`]): `POST /v2/models/{name}/classify` with an image as the
 //!   body or as `multipart/form-data` files, answered with classes and probabilities;
 //! * Prometheus metrics ([`metrics`]) at `GET /metrics`;
-//! * a page to try the served models in a browser ([`page`]) at `GET /`.
+//! * a page to try the served models in a browser ([`page`]) at `GET /`;
+//! * optionally, the KServe v2 gRPC API ([`grpc`], `inference.GRPCInferenceService`) on
+//!   a second port ([`Server::bind_grpc`]), through the same batcher.
 //!
 //! Concurrent requests are merged into one ONNX Runtime call by the [`batcher`] (up to
 //! [`ServerConfig::max_batch`] images, waiting at most [`ServerConfig::max_delay`]).
@@ -25,6 +27,7 @@
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod kserve;
 pub mod metrics;
 pub mod page;

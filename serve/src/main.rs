@@ -23,10 +23,14 @@ Endpoints (KServe v2 / Open Inference Protocol REST, plus uploads and metrics):
   POST /v2/models/NAME/classify[?top_k=K] an image as the body, or multipart/form-data
                                           files; answers classes and probabilities
   GET  /metrics                           Prometheus text format
+With --grpc-port P, also KServe v2 over gRPC (inference.GRPCInferenceService: ServerLive,
+ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer with fp32_contents or
+raw_input_contents) on port P, through the same batcher.
 
 Examples:
   tpsnet-serve                                   best shipped model on 127.0.0.1:8000
   tpsnet-serve --model resnet20 --port 8080 --max-batch 32 --max-delay-ms 5
+  tpsnet-serve --model resnet20 --grpc-port 8001   REST on 8000, gRPC on 8001
   tpsnet-serve --host 0.0.0.0 --device cuda:0 --max-batch 256
   curl -s localhost:8000/v2/models/airnet-wide
   curl -s --data-binary @cat.png 'localhost:8000/v2/models/airnet-wide/classify?top_k=3'
@@ -120,6 +124,11 @@ struct Args {
     /// Print one line per request to stderr (method, path, status, milliseconds).
     #[arg(long)]
     access_log: bool,
+
+    /// Also serve KServe v2 over gRPC (inference.GRPCInferenceService) on this port of
+    /// --host, through the same batcher (0: any free port, printed at start) [default: off].
+    #[arg(long, value_name = "PORT")]
+    grpc_port: Option<u16>,
 }
 
 fn parse_millis(s: &str) -> Result<f64, String> {
@@ -216,7 +225,10 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
     let addr = SocketAddr::new(args.host, args.port);
     let path = classifier.model_path().display().to_string();
     let provider = classifier.execution().provider.clone();
-    let server = Server::bind(addr, Arc::new(classifier), config.clone()).await?;
+    let mut server = Server::bind(addr, Arc::new(classifier), config.clone()).await?;
+    if let Some(port) = args.grpc_port {
+        server = server.bind_grpc(SocketAddr::new(args.host, port)).await?;
+    }
     let m = server.model();
     let batching = if config.max_batch > 1 {
         format!(
@@ -236,6 +248,11 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
         m.name,
         m.name
     );
+    if let Some(grpc) = server.grpc_addr() {
+        eprintln!(
+            "tpsnet-serve: gRPC listening on {grpc} (KServe v2 inference.GRPCInferenceService; proto: serve/proto/grpc_predict_v2.proto)"
+        );
+    }
     Ok(server)
 }
 

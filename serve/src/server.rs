@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::batcher::{Batcher, Workers};
 use crate::config::ServerConfig;
 use crate::error::ServeError;
+use crate::grpc::GrpcListener;
 use crate::kserve::ModelInfo;
 use crate::metrics::Metrics;
 use crate::routes::{self, Shared};
@@ -43,6 +44,7 @@ pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     workers: Workers,
+    grpc: Option<GrpcListener>,
 }
 
 impl Server {
@@ -81,7 +83,20 @@ impl Server {
                 draining: AtomicBool::new(false),
             }),
             workers,
+            grpc: None,
         })
+    }
+
+    /// Also serves the KServe v2 gRPC API ([`crate::grpc`]) on `addr`, through the same
+    /// batcher, until the same shutdown.
+    pub async fn bind_grpc(mut self, addr: SocketAddr) -> Result<Server, ServeError> {
+        self.grpc = Some(GrpcListener::bind(addr).await?);
+        Ok(self)
+    }
+
+    /// The address the gRPC API is bound to, if [`bind_grpc`](Server::bind_grpc) was called.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(GrpcListener::local_addr)
     }
 
     /// The address actually bound (port 0 becomes the port the system chose).
@@ -119,9 +134,11 @@ impl Server {
             // Small request/answer pairs: do not wait to coalesce segments.
             let _ = tcp.set_nodelay(true);
         });
-        let serving = axum::serve(listener, routes::router(Arc::clone(&self.shared)))
+        let http = axum::serve(listener, routes::router(Arc::clone(&self.shared)))
             .with_graceful_shutdown(on_signal)
             .into_future();
+        let serving =
+            crate::grpc::serve_beside(self.grpc, Arc::clone(&self.shared), signalled.clone(), http);
         let timeout = self.shared.config.shutdown_timeout;
         let deadline = async move {
             if signalled.wait_for(|s| *s).await.is_err() {
