@@ -1,17 +1,22 @@
 //! Dynamic batching: concurrent requests are merged into one ONNX Runtime call.
 //!
 //! Requests enter a bounded queue, counted in images admitted but not yet running
-//! (those in a batch still being formed count too). Each worker task takes the oldest
-//! request, then keeps taking queued requests while their images fit in
-//! [`ServerConfig::max_batch`](crate::ServerConfig::max_batch), waiting for newcomers at
-//! most until the oldest request has waited [`ServerConfig::max_delay`]. The batch runs on
-//! tokio's blocking pool (ONNX Runtime blocks its thread) and every request gets its own
-//! rows of logits back through a oneshot channel.
+//! (those in a batch still being formed count too). A worker task with nothing to do
+//! sleeps until a request arrives; a free worker takes the oldest request and, at once,
+//! every queued request after it whose images still fit in
+//! [`ServerConfig::max_batch`](crate::ServerConfig::max_batch), and runs them as one batch.
+//! It never waits for company by default: merging happens because requests queue up
+//! while the previous batch runs, so batches grow with the load and a lone request costs
+//! no more than without batching (the policy of Triton's dynamic batcher, whose
+//! `max_queue_delay_microseconds` defaults to 0). Waiting is opt-in:
+//! with [`ServerConfig::max_delay`](crate::ServerConfig::max_delay) above zero, a batch
+//! that is not full keeps taking newcomers until its oldest request has waited that long.
+//! The batch runs on tokio's blocking pool (ONNX Runtime blocks its thread) and every
+//! request gets its own rows of logits back through a oneshot channel.
 //!
 //! Requests are never reordered: a request that does not fit in the batch being formed
-//! starts the next one. While a batch runs, newcomers queue up, so under load batches
-//! fill without waiting for the delay at all. A request whose client went away before
-//! its batch formed is dropped unrun.
+//! starts the next one. A request whose client went away before its batch formed is
+//! dropped unrun.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -117,8 +122,13 @@ impl Queue {
         }
     }
 
-    /// The next job if it fits in `room` images, waiting for one until `deadline`.
-    async fn next_fitting(&self, room: usize, deadline: tokio::time::Instant) -> Option<Job> {
+    /// The next job if it fits in `room` images. Without a deadline only a job already
+    /// queued is taken; with one, newcomers are awaited until then.
+    async fn next_fitting(
+        &self,
+        room: usize,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<Job> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -131,6 +141,7 @@ impl Queue {
                     None => {}
                 }
             }
+            let deadline = deadline?;
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return None;
             }
@@ -258,8 +269,8 @@ impl Batcher {
         self.queue.lock().images
     }
 
-    /// From now on batches run as soon as a worker is free, without waiting for the
-    /// delay (used while shutting down, so in-flight requests finish promptly).
+    /// From now on batches run as soon as a worker is free, without waiting for an
+    /// opt-in delay (used while shutting down, so in-flight requests finish promptly).
     pub fn flush(&self) {
         self.queue.lock().flush = true;
         self.queue.changed.notify_waiters();
@@ -283,7 +294,9 @@ async fn work(
     max_delay: Duration,
 ) {
     while let Some(first) = queue.first().await {
-        let deadline = tokio::time::Instant::from_std(first.enqueued + max_delay);
+        // No delay (the default): the batch is what is queued right now.
+        let deadline = (!max_delay.is_zero())
+            .then(|| tokio::time::Instant::from_std(first.enqueued + max_delay));
         let mut images = first.images.len();
         let mut batch = vec![first];
         while images < max_batch {
