@@ -10,6 +10,7 @@
 //! CIFAR10_DIR=... cargo bench -p tpsnet-serve --bench serve -- [--model NAME] [--rounds 3]
 //!     [--clients 1,4,16,64] [--seconds 2] [--endpoints infer,binary,classify]
 //!     [--max-batch 64] [--max-delay-ms 0] [--device cpu|cuda:N] [--json FILE]
+//!     [--server-arg ARG]...   (passed to both servers, e.g. `--server-arg --threads=1`)
 //! ```
 //! (`bench/serve.sh` runs it.) The load generator runs on the same machine as the
 //! server, as real clients on one host would; both modes share that cost alike. Each
@@ -35,6 +36,8 @@ struct Options {
     max_batch: usize,
     max_delay_ms: f64,
     device: String,
+    /// Extra options for both servers (`--server-arg=--threads=1`, repeatable).
+    server_args: Vec<String>,
     json: Option<PathBuf>,
 }
 
@@ -58,6 +61,7 @@ fn parse_args() -> Options {
         max_batch: 64,
         max_delay_ms: 0.0,
         device: "cpu".into(),
+        server_args: Vec::new(),
         json: None,
     };
     let mut args = std::env::args().skip(1);
@@ -73,6 +77,7 @@ fn parse_args() -> Options {
             "--max-delay-ms" => o.max_delay_ms = value().parse().expect("--max-delay-ms MS"),
             "--device" => o.device = value(),
             "--json" => o.json = Some(value().into()),
+            "--server-arg" => o.server_args.push(value()),
             // `cargo bench` passes --bench to every harness-less bench.
             "--bench" => {}
             other => panic!("unknown option {other}; see serve/benches/serve.rs"),
@@ -201,8 +206,8 @@ fn run_step(
 /// The markdown table: one row per (endpoint, clients), medians over rounds.
 fn report(name: &str, o: &Options, steps: &[Step]) -> Vec<serde_json::Value> {
     println!(
-        "\n`{name}` on {}, batching on = `--max-batch {} --max-delay-ms {}`, off = `--max-batch 1`; medians of {} rounds of {} s per step\n",
-        o.device, o.max_batch, o.max_delay_ms, o.rounds, o.seconds
+        "\n`{name}` on {}, batching on = `--max-batch {} --max-delay-ms {}`, off = `--max-batch 1`, both with {:?}; medians of {} rounds of {} s per step\n",
+        o.device, o.max_batch, o.max_delay_ms, o.server_args, o.rounds, o.seconds
     );
     println!(
         "| endpoint | clients | req/s on | req/s off | on ÷ off | p50 on, ms | p50 off, ms | p50 on ÷ off | p99 on / off, ms | mean batch on | errors |"
@@ -260,7 +265,9 @@ fn server_args(o: &Options, model: &str, max_batch: usize) -> Vec<String> {
         &o.max_delay_ms.to_string(),
     ]
     .map(String::from)
-    .to_vec()
+    .into_iter()
+    .chain(o.server_args.iter().cloned())
+    .collect()
 }
 
 fn main() {
