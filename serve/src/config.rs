@@ -11,8 +11,10 @@ pub struct ServerConfig {
     /// gets its own call. A request holding more images than this still runs, alone,
     /// in chunks of this size.
     pub max_batch: usize,
-    /// How long the oldest waiting request may wait for others to join its batch before
-    /// the batch runs anyway. Zero still merges whatever is queued when a batch starts.
+    /// Opt-in: how long the oldest waiting request may wait for others to join its batch
+    /// (while the batch is not full) before it runs anyway. Zero, the default, never
+    /// waits: a free worker runs whatever is queued at once, so merging happens only
+    /// while an earlier batch runs and costs a lone request nothing.
     pub max_delay: Duration,
     /// Most images waiting for their batch to start (queued, or in a batch still being
     /// formed). A request that would overflow it is answered `503 Service Unavailable`
@@ -33,13 +35,27 @@ pub struct ServerConfig {
     pub retry_after_s: u32,
     /// Print one line per request to stderr (method, path, status, milliseconds).
     pub access_log: bool,
+    /// How long a client may take to send a request's headers, counted from its first
+    /// byte (and, on a fresh connection, from the connection's start). Past it the
+    /// connection is closed.
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive, counted from the end of its
+    /// headers. Past it the request is answered `408 Request Timeout` and the connection
+    /// closed.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests before the server
+    /// closes it.
+    pub keep_alive_timeout: Duration,
+    /// Most connections open at once; a connection beyond it is answered `503` with
+    /// `Retry-After` and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_batch: 64,
-            max_delay: Duration::from_millis(2),
+            max_delay: Duration::ZERO,
             max_queue: 1024,
             max_body_bytes: 32 * 1024 * 1024,
             max_image_side: 4096,
@@ -47,6 +63,10 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             retry_after_s: 1,
             access_log: false,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -74,6 +94,18 @@ impl ServerConfig {
         }
         if self.max_image_side == 0 {
             return Err("max image side must be at least 1 pixel".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max connections must be at least 1".into());
+        }
+        for (value, name) in [
+            (self.header_timeout, "header timeout"),
+            (self.body_timeout, "body timeout"),
+            (self.keep_alive_timeout, "keep-alive timeout"),
+        ] {
+            if value < Duration::from_millis(1) {
+                return Err(format!("{name} must be at least 1 millisecond"));
+            }
         }
         Ok(())
     }

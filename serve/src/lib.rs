@@ -14,7 +14,10 @@
 //!   a second port ([`Server::bind_grpc`]), through the same batcher.
 //!
 //! Concurrent requests are merged into one ONNX Runtime call by the [`batcher`] (up to
-//! [`ServerConfig::max_batch`] images, waiting at most [`ServerConfig::max_delay`]).
+//! [`ServerConfig::max_batch`] images): a free worker runs whatever is queued at once,
+//! and waits for company only with an opt-in [`ServerConfig::max_delay`]. [`connection`]
+//! caps open connections and closes those that stall (header, body and keep-alive time
+//! limits).
 //! Limits on the body size, image size and queue length answer `413` or `503` with
 //! `Retry-After`; every error is a JSON `{"error": ...}` with a 4xx/5xx status. On the
 //! shutdown signal the [`Server`] stops accepting connections and finishes the requests
@@ -26,6 +29,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod grpc;
 pub mod kserve;

@@ -29,21 +29,27 @@ raw_input_contents) on port P, through the same batcher.
 
 Examples:
   tpsnet-serve                                   best shipped model on 127.0.0.1:8000
-  tpsnet-serve --model resnet20 --port 8080 --max-batch 32 --max-delay-ms 5
+  tpsnet-serve --model resnet20 --port 8080 --max-batch 32
   tpsnet-serve --model resnet20 --grpc-port 8001   REST on 8000, gRPC on 8001
+  tpsnet-serve --max-connections 4096 --body-timeout-s 10 --keep-alive-timeout-s 30
   tpsnet-serve --host 0.0.0.0 --device cuda:0 --max-batch 256
   curl -s localhost:8000/v2/models/airnet-wide
   curl -s --data-binary @cat.png 'localhost:8000/v2/models/airnet-wide/classify?top_k=3'
   curl -s localhost:8000/metrics | grep tpsnet_batch_size
 
-Batching: concurrent requests wait in one queue and are merged into one ONNX Runtime
-call of up to --max-batch images; the oldest waits at most --max-delay-ms for others to
-join (under load, batches fill while the previous one runs). --max-batch 1 turns
-batching off. A full queue (--max-queue images) answers 503 with Retry-After.
+Batching: concurrent requests wait in one queue; a free worker runs whatever is queued
+at once as one ONNX Runtime call of up to --max-batch images, so batches grow while the
+previous one runs and a lone request never waits. --max-delay-ms (off by default) makes
+a batch that is not full wait for company. --max-batch 1 turns batching off. A full
+queue (--max-queue images) answers 503 with Retry-After.
 
-On SIGTERM or Ctrl-C the server stops accepting connections, runs what is queued at
-once, answers every request in flight and exits 0 (1 if --shutdown-timeout-s passes
-first). Errors are JSON {\"error\": ...} with a 4xx/5xx status. ONNX Runtime is found
+Connections: headers must arrive within --header-timeout-s, bodies within
+--body-timeout-s (else 408), idle keep-alive connections close after
+--keep-alive-timeout-s; beyond --max-connections a connection gets 503 and is closed.
+
+On SIGTERM or Ctrl-C the server stops accepting connections, closes those with no
+request or a request still arriving, runs what is queued at once, answers every request
+received and exits 0 (1 if --shutdown-timeout-s passes first). Errors are JSON {\"error\": ...} with a 4xx/5xx status. ONNX Runtime is found
 at ORT_DYLIB_PATH if set, else beside the executable, else the checkout's .venv, else
 the system library path (--version shows the one in use). Exit status: 0 clean shutdown, 1 shutdown timed out, 2 could not
 start (bad model, port in use, bad option). Details: docs/serving.md.";
@@ -87,9 +93,10 @@ struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     max_batch: u32,
 
-    /// Longest time (milliseconds, fractions allowed) the oldest queued request waits for
-    /// others to join its batch.
-    #[arg(long, default_value_t = 2.0, value_parser = parse_millis)]
+    /// Opt-in wait (milliseconds, fractions allowed) for others to join a batch that is
+    /// not full, counted from its oldest request. 0 never waits: a free worker runs
+    /// whatever is queued at once.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_millis)]
     max_delay_ms: f64,
 
     /// Turn dynamic batching off (same as --max-batch 1).
@@ -129,6 +136,34 @@ struct Args {
     /// --host, through the same batcher (0: any free port, printed at start) [default: off].
     #[arg(long, value_name = "PORT")]
     grpc_port: Option<u16>,
+
+    /// Seconds a client may take to send a request's headers (from their first byte, or
+    /// from the connection's start); past it the connection is closed.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    header_timeout_s: f64,
+
+    /// Seconds a request's body may take to arrive after its headers; past it the
+    /// request gets 408 and the connection is closed.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    body_timeout_s: f64,
+
+    /// Seconds an idle keep-alive connection is kept open between requests.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    keep_alive_timeout_s: f64,
+
+    /// Most connections open at once; beyond it a connection gets 503 + Retry-After and
+    /// is closed. Keep `ulimit -n` above it.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.001..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a time in seconds between 0.001 and 86400"
+        )),
+    }
 }
 
 fn parse_millis(s: &str) -> Result<f64, String> {
@@ -206,6 +241,10 @@ fn config(args: &Args) -> ServerConfig {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_s),
         retry_after_s: args.retry_after_s,
         access_log: args.access_log,
+        header_timeout: Duration::from_secs_f64(args.header_timeout_s),
+        body_timeout: Duration::from_secs_f64(args.body_timeout_s),
+        keep_alive_timeout: Duration::from_secs_f64(args.keep_alive_timeout_s),
+        max_connections: args.max_connections as usize,
     }
 }
 
@@ -230,9 +269,14 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
         server = server.bind_grpc(SocketAddr::new(args.host, port)).await?;
     }
     let m = server.model();
-    let batching = if config.max_batch > 1 {
+    let batching = if config.max_batch > 1 && config.max_delay.is_zero() {
         format!(
-            "batches of up to {} images, waiting up to {} ms",
+            "batches of up to {} images, run as soon as a worker is free",
+            config.max_batch
+        )
+    } else if config.max_batch > 1 {
+        format!(
+            "batches of up to {} images, waiting up to {} ms for a full one",
             config.max_batch, args.max_delay_ms
         )
     } else {

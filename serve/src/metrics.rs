@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histograms: 0.5 ms to 10 s.
@@ -102,6 +102,10 @@ pub struct Metrics {
     inference_duration: Mutex<Histogram>,
     queue_images: AtomicI64,
     in_flight: AtomicI64,
+    open_connections: AtomicI64,
+    refused_connections: AtomicU64,
+    /// Connections closed for passing a time limit, by phase (`idle`, `headers`, `body`).
+    connection_timeouts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -121,6 +125,9 @@ impl Metrics {
             inference_duration: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
             queue_images: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            open_connections: AtomicI64::new(0),
+            refused_connections: AtomicU64::new(0),
+            connection_timeouts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -156,6 +163,26 @@ impl Metrics {
     /// Adds `delta` to the in-flight requests gauge.
     pub fn add_in_flight(&self, delta: i64) {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` to the open connections gauge.
+    pub fn add_open_connections(&self, delta: i64) {
+        self.open_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> i64 {
+        self.open_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts one connection refused for going past `--max-connections`.
+    pub fn record_connection_refused(&self) {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connection closed because the limit of `phase` passed.
+    pub fn record_connection_timeout(&self, phase: &'static str) {
+        *lock(&self.connection_timeouts).entry(phase).or_default() += 1;
     }
 
     /// Requests being answered right now.
@@ -263,7 +290,41 @@ impl Metrics {
             "Requests being answered.",
         );
         let _ = writeln!(out, "tpsnet_in_flight_requests {}", self.in_flight());
+        self.render_connections(&mut out);
         out
+    }
+
+    fn render_connections(&self, out: &mut String) {
+        header(
+            out,
+            "tpsnet_open_connections",
+            "gauge",
+            "HTTP connections open (--max-connections limits this).",
+        );
+        let _ = writeln!(out, "tpsnet_open_connections {}", self.open_connections());
+        header(
+            out,
+            "tpsnet_connections_refused_total",
+            "counter",
+            "Connections answered 503 and closed because --max-connections were open.",
+        );
+        let _ = writeln!(
+            out,
+            "tpsnet_connections_refused_total {}",
+            self.refused_connections.load(Ordering::Relaxed)
+        );
+        header(
+            out,
+            "tpsnet_connection_timeouts_total",
+            "counter",
+            "Connections closed for passing a time limit, by phase: idle (--keep-alive-timeout-s), headers (--header-timeout-s), body (--body-timeout-s; the request is answered 408).",
+        );
+        for (phase, n) in lock(&self.connection_timeouts).iter() {
+            let _ = writeln!(
+                out,
+                "tpsnet_connection_timeouts_total{{phase=\"{phase}\"}} {n}"
+            );
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::batcher::{BatchError, Batcher};
 use crate::config::ServerConfig;
+use crate::connection::BodyTimeout;
 use crate::error::ApiError;
 use crate::kserve::{self, ModelInfo};
 use crate::metrics::Metrics;
@@ -112,16 +113,38 @@ async fn track(State(s): State<AppState>, request: Request, next: Next) -> Respo
         .config
         .access_log
         .then(|| format!("{} {}", request.method(), request.uri()));
+    let body_timeout = request.extensions().get::<BodyTimeout>().cloned();
     let started = Instant::now();
     s.metrics.add_in_flight(1);
     let _in_flight = InFlight(&s.metrics);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if let Some(limit) = body_timeout.filter(BodyTimeout::passed) {
+        // Whatever the handler made of the cut-short body, the answer is the timeout.
+        s.metrics.record_connection_timeout("body");
+        response = body_timed_out(limit.limit);
+    }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     s.metrics.record_request(endpoint, status, elapsed);
     if let Some(line) = log {
         eprintln!("{line} {status} {:.2} ms", elapsed.as_secs_f64() * 1e3);
     }
+    response
+}
+
+/// `408` for a body that did not arrive in time; the connection closes after it.
+fn body_timed_out(limit: std::time::Duration) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body did not arrive within {:.3} s (--body-timeout-s); send it faster or ask for a longer limit",
+            limit.as_secs_f64()
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -1,17 +1,18 @@
 //! [`Server`]: binds the listener, starts the batching workers, serves until the
 //! shutdown signal, then finishes the requests in flight.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::serve::ListenerExt;
 use runtime::Classifier;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 use crate::batcher::{Batcher, Workers};
 use crate::config::ServerConfig;
+use crate::connection::{self, ConnContext, Limits, Slot};
 use crate::error::ServeError;
 use crate::grpc::GrpcListener;
 use crate::kserve::ModelInfo;
@@ -114,50 +115,100 @@ impl Server {
         Arc::clone(&self.shared.metrics)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting connections, answers
-    /// every request already received (queued batches run at once, without waiting for
-    /// the batching delay) and returns. Fails with [`ServeError::ShutdownTimeout`] when
-    /// that takes longer than [`ServerConfig::shutdown_timeout`].
+    /// Serves until `shutdown` completes, then stops accepting connections, closes those
+    /// with no request or with a request still arriving, answers every request already
+    /// received (queued batches run at once, without waiting for an opt-in batching
+    /// delay) and returns. Fails with [`ServeError::ShutdownTimeout`] when that takes
+    /// longer than [`ServerConfig::shutdown_timeout`].
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let (signalled_tx, mut signalled) = tokio::sync::watch::channel(false);
         let shared = Arc::clone(&self.shared);
-        let on_signal = async move {
-            shutdown.await;
-            shared.draining.store(true, Ordering::Relaxed);
-            shared.batcher.flush();
-            let _ = signalled_tx.send(true);
+        let config = &shared.config;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let ctx = ConnContext {
+            app: routes::router(Arc::clone(&shared)),
+            limits: Limits::of(config),
+            metrics: Arc::clone(&shared.metrics),
+            shutdown: stop_rx,
         };
-        let listener = self.listener.tap_io(|tcp| {
-            // Small request/answer pairs: do not wait to coalesce segments.
-            let _ = tcp.set_nodelay(true);
+        // gRPC, if bound, serves beside the HTTP accept loop until the same stop signal.
+        let grpc = self.grpc.map(|grpc| {
+            let mut stopped = ctx.shutdown.clone();
+            tokio::spawn(grpc.serve(Arc::clone(&shared), async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
         });
-        let http = axum::serve(listener, routes::router(Arc::clone(&self.shared)))
-            .with_graceful_shutdown(on_signal)
-            .into_future();
-        let serving =
-            crate::grpc::serve_beside(self.grpc, Arc::clone(&self.shared), signalled.clone(), http);
-        let timeout = self.shared.config.shutdown_timeout;
-        let deadline = async move {
-            if signalled.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(timeout).await;
-        };
-        tokio::select! {
-            result = serving => result?,
-            () = deadline => {
-                self.shared.batcher.close();
-                return Err(ServeError::ShutdownTimeout {
-                    in_flight: self.shared.metrics.in_flight().max(0) as u64,
-                    timeout,
-                });
+        tokio::pin!(shutdown);
+        let mut accept_failed_at = None;
+        loop {
+            let (stream, _) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        accept_failed(&e, &mut accept_failed_at).await;
+                        continue;
+                    }
+                },
+            };
+            // Small request/answer pairs: do not wait to coalesce segments.
+            let _ = stream.set_nodelay(true);
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let slot = Slot::new(permit, Arc::clone(&shared.metrics));
+                    tokio::spawn(connection::serve(stream, ctx.clone(), slot));
+                }
+                Err(_) => {
+                    shared.metrics.record_connection_refused();
+                    tokio::spawn(connection::refuse(
+                        stream,
+                        config.max_connections,
+                        config.retry_after_s,
+                    ));
+                }
             }
         }
-        self.shared.batcher.close();
+        drop(self.listener);
+        shared.draining.store(true, Ordering::Relaxed);
+        shared.batcher.flush();
+        let _ = stop_tx.send(true);
+        // Every connection holds a slot until it closes: all slots back means all closed.
+        let all_closed = async {
+            let _ = slots.acquire_many(config.max_connections as u32).await;
+            match grpc {
+                Some(task) => task
+                    .await
+                    .map_err(|e| ServeError::Grpc(e.to_string()))
+                    .and_then(|served| served),
+                None => Ok(()),
+            }
+        };
+        let timeout = config.shutdown_timeout;
+        let Ok(closed) = tokio::time::timeout(timeout, all_closed).await else {
+            shared.batcher.close();
+            return Err(ServeError::ShutdownTimeout {
+                in_flight: shared.metrics.in_flight().max(0) as u64,
+                timeout,
+            });
+        };
+        shared.batcher.close();
         self.workers.join().await;
-        Ok(())
+        closed
     }
+}
+
+/// Accepting failed (most often: out of file descriptors). Says so at most once a
+/// minute, and pauses so a persistent failure does not spin.
+async fn accept_failed(e: &std::io::Error, last_report: &mut Option<std::time::Instant>) {
+    if last_report.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60)) {
+        eprintln!(
+            "tpsnet-serve: cannot accept a connection: {e}; if it says too many open files, raise `ulimit -n` above --max-connections"
+        );
+        *last_report = Some(std::time::Instant::now());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }

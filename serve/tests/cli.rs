@@ -159,6 +159,8 @@ fn start_up_errors_exit_2_with_a_message() {
         ["--max-body-bytes", "12X"],
         ["--max-batch", "0"],
         ["--max-delay-ms", "-1"],
+        ["--body-timeout-s", "0"],
+        ["--max-connections", "0"],
         ["--device", "tpu"],
     ] {
         let out = serve_cmd().args(bad).output().unwrap();
@@ -181,9 +183,78 @@ fn help_teaches_endpoints_and_options() {
         "--max-queue",
         "--max-body-bytes",
         "--max-image-side",
+        "--header-timeout-s",
+        "--body-timeout-s",
+        "--keep-alive-timeout-s",
+        "--max-connections",
         "SIGTERM",
         "Retry-After",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
+}
+
+#[test]
+fn sigterm_with_hundreds_of_stalled_connections_answers_what_was_received_and_exits_0_at_once() {
+    // Long header and body limits, so nothing but the shutdown closes the stalled
+    // connections; a 20 s batching delay holds one complete request in the queue.
+    let (mut child, addr, stderr) = spawn(&[
+        "--model",
+        "resnet20",
+        "--max-delay-ms",
+        "20000",
+        "--header-timeout-s",
+        "60",
+        "--body-timeout-s",
+        "60",
+        "--shutdown-timeout-s",
+        "60",
+    ]);
+    let route = "/v2/models/resnet20/classify";
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = if i % 3 == 0 {
+            format!("POST {route} HTTP/1.1\r\nHost: {addr}\r\nContent-Le")
+        } else {
+            format!(
+                "POST {route} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/png\r\nContent-Length: 1048576\r\n\r\nP"
+            )
+        };
+        std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
+        stalled.push(s);
+    }
+    let png = common::cifar_pngs(1).remove(0);
+    let queued = std::thread::spawn(move || request(addr, "POST", route, &[], &png));
+    let t0 = Instant::now();
+    while metric(addr, "tpsnet_queue_images") != Some(1.0)
+        || metric(addr, "tpsnet_open_connections").unwrap_or(0.0) < 301.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the stalled connections and the queued request never all arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let r = queued.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with stalled connections open"
+    );
+    let log: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("every request answered")),
+        "{log:?}"
+    );
+    drop(stalled);
 }

@@ -433,3 +433,79 @@ fn tritonclient_speaks_kserve_v2_with_the_server() {
     eprintln!("{}", stdout.trim());
     server.stop().unwrap();
 }
+
+#[test]
+fn by_default_a_lone_request_runs_at_once_without_waiting_for_company() {
+    // The default batching never waits: each of these sequential requests finds a free
+    // worker and runs at once. With any wait of a millisecond or more (the old default
+    // was 2 ms), none could start its batch within a millisecond of arriving.
+    let clf = common::classifier(MODEL, 64);
+    let input = clf.manifest().input.name.clone();
+    assert_eq!(ServerConfig::default().max_delay, Duration::ZERO);
+    let server = TestServer::start(clf, ServerConfig::default());
+    let infer = server.route("infer");
+    let image = vec![0.5f32; 3072];
+    let body = infer_json(&input, &[&image]);
+    let mut conn = Conn::open(server.addr).unwrap();
+    const LONE: usize = 20;
+    for _ in 0..LONE {
+        let r = conn.send("POST", &infer, &[], &body).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(server.metric("tpsnet_batch_size_count"), Some(LONE as f64));
+    let within_1ms = server
+        .metric("tpsnet_queue_duration_seconds_bucket{le=\"0.001\"}")
+        .unwrap();
+    // Scheduling noise on a busy machine may delay a few; most run at once.
+    assert!(
+        within_1ms > LONE as f64 / 2.0,
+        "only {within_1ms} of {LONE} lone requests started within 1 ms of arriving"
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn an_opt_in_delay_merges_concurrent_requests_and_a_full_batch_does_not_wait() {
+    // A 30 s delay and batches of 8: eight concurrent requests wait for one another,
+    // run as one batch as soon as it is full, and are answered long before the delay.
+    const N: usize = 8;
+    let clf = common::classifier(MODEL, N);
+    let input = clf.manifest().input.name.clone();
+    let server = TestServer::start(Arc::clone(&clf), config(N, 30_000));
+    let (addr, infer) = (server.addr, server.route("infer"));
+    let images: Vec<Vec<f32>> = (0..N).map(|i| vec![i as f32 / N as f32; 3072]).collect();
+    let start = Arc::new(Barrier::new(N));
+    let t0 = Instant::now();
+    let clients: Vec<_> = images
+        .iter()
+        .map(|image| {
+            let body = infer_json(&input, &[image]);
+            let (start, infer) = (start.clone(), infer.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                request(addr, "POST", &infer, &[], &body)
+            })
+        })
+        .collect();
+    for (client, image) in clients.into_iter().zip(&images) {
+        let r = client.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let got: Vec<f32> = serde_json::from_value(r.json()["outputs"][0]["data"].clone()).unwrap();
+        let want = clf
+            .logits(&[InputImage::from_chw(image.clone()).unwrap()])
+            .unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "logits differ by {diff}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "a full batch waited for the delay"
+    );
+    assert_eq!(server.metric("tpsnet_batch_size_count"), Some(1.0));
+    assert_eq!(server.metric("tpsnet_batch_size_sum"), Some(N as f64));
+    server.stop().unwrap();
+}

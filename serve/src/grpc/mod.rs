@@ -84,26 +84,6 @@ impl GrpcListener {
     }
 }
 
-/// Runs the HTTP server future `http` and, if there is one, the gRPC listener until
-/// `signalled` turns true; both must finish.
-pub(crate) async fn serve_beside(
-    grpc: Option<GrpcListener>,
-    shared: Arc<Shared>,
-    mut signalled: tokio::sync::watch::Receiver<bool>,
-    http: impl Future<Output = std::io::Result<()>>,
-) -> Result<(), ServeError> {
-    let Some(grpc) = grpc else {
-        return Ok(http.await?);
-    };
-    let stop = async move {
-        // An error means the HTTP server is gone without a signal: stop as well.
-        let _ = signalled.wait_for(|s| *s).await;
-    };
-    let (http, grpc) = tokio::join!(http, grpc.serve(shared, stop));
-    http?;
-    grpc
-}
-
 /// The tower service answering every call of [`SERVICE`].
 #[derive(Clone)]
 struct InferenceService {
