@@ -186,7 +186,8 @@ pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zoo::manifest::{Metrics, Precision, TrainingRecord, write_atomic};
+    use zoo::manifest::{Metrics, Precision, TrainingRecord};
+    use zoo::publish::write_atomic;
 
     fn write_manifest(dir: &Path, name: &str, top1: f64, precision: Precision) {
         let spec = zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2);

@@ -197,7 +197,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let mut json = serde_json::to_string_pretty(&report)?;
     json.push('\n');
-    zoo::manifest::write_atomic(&args.report, json.as_bytes())
+    zoo::publish::write_atomic(&args.report, json.as_bytes())
         .with_context(|| format!("cannot write the report {}", args.report.display()))?;
     println!(
         "{}: report written to {}",
