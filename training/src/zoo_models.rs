@@ -13,8 +13,9 @@ pub const PUBLISHED: &[(&str, &str, &str)] = &[
     ("airnet-wide", "airnet-wide", "wide"),
 ];
 
-/// Where published models live: `<workspace>/models`.
-pub fn models_dir() -> std::path::PathBuf {
+/// Where the zoo's models are published: `<workspace>/models`.
+#[cfg(test)]
+fn models_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("training/ has a parent")
