@@ -636,16 +636,6 @@ pub(crate) mod tests {
     /// Every manifest the zoo ships reads with this build (no unknown keys, plain files).
     #[test]
     fn shipped_manifests_load() {
-        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-        let mut loaded = 0;
-        for entry in std::fs::read_dir(&models).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let m = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(m.model_path(&path).parent(), path.parent());
-                loaded += 1;
-            }
-        }
-        assert!(loaded > 0, "no manifests in {}", models.display());
+        tpsnet_test_support::shipped::manifests();
     }
 }
