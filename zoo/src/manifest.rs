@@ -602,23 +602,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn model_file_must_be_a_plain_name() {
-        for ok in ["tiny-0123abcd.onnx", "a b.onnx", ".hidden.onnx", "x"] {
-            assert!(is_plain_file_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../tiny.onnx",
-            "sub/tiny.onnx",
-            "/etc/passwd",
-            "..\\tiny.onnx",
-            "tiny.onnx/",
-            "nul\0.onnx",
-        ] {
-            assert!(!is_plain_file_name(bad), "{bad:?}");
-        }
+    fn a_model_file_outside_the_folder_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.json");
         for bad in ["../tiny-0123abcd.onnx", "/tmp/tiny-0123abcd.onnx", ""] {

@@ -144,10 +144,12 @@ mod tests {
             "",
             ".",
             "..",
-            "../t.onnx",
-            "sub/t.onnx",
+            "../tiny.onnx",
+            "sub/tiny.onnx",
             "/etc/passwd",
-            "..\\t.onnx",
+            "..\\tiny.onnx",
+            "tiny.onnx/",
+            "nul\0.onnx",
         ] {
             assert!(!is_plain_file_name(bad), "{bad:?}");
         }
