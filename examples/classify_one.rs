@@ -6,6 +6,8 @@
 use runtime::{Classifier, SessionOptions, registry};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, image] = args.as_slice() else {
         return Err("usage: classify_one MODEL|MODEL.onnx|MODEL.json IMAGE".into());

@@ -13,6 +13,8 @@ use runtime::{Classifier, SessionOptions, registry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let mut args = std::env::args().skip(1);
     let model = args.next();
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:8080".into());

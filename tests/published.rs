@@ -2,8 +2,6 @@
 //! manifest's sha256, and ONNX Runtime reproduces the manifest's accuracy claims on the
 //! full 10,000-image CIFAR-10 test set within `verify`'s default tolerance.
 
-use std::path::Path;
-
 use runtime::registry::Registry;
 use runtime::verify::{VerifyOptions, check_test_set, verify_model};
 use runtime::{Classifier, SessionOptions};
@@ -14,7 +12,7 @@ fn shipped_models_reproduce_their_manifests() {
     let Some(data_dir) = tpsnet_e2e::cifar10_dir() else {
         return;
     };
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = tpsnet_test_support::shipped::models_dir();
     let registry = Registry::scan(&models).unwrap();
     assert!(
         registry.invalid.is_empty(),

@@ -96,7 +96,7 @@ pub fn indices_sha256(indices: &[usize]) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    zoo::manifest::sha256_hex(text.as_bytes())
+    zoo::hashing::sha256_hex(text.as_bytes())
 }
 
 /// A seeded permutation of `0..n`.

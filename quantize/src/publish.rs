@@ -9,10 +9,11 @@ use runtime::{Classifier, SessionOptions};
 use zoo::Manifest;
 use zoo::TtaMode;
 use zoo::cifar::Cifar10;
+use zoo::hashing::sha256_hex;
 use zoo::manifest::{
     CalibrationRecord, Metrics, OnnxInfo, Precision, QuantizationRecord, SourceModel,
-    model_file_name, sha256_hex, write_atomic,
 };
+use zoo::publish::{model_file_name, write_atomic};
 
 use crate::error::{Error, Result};
 use crate::images::indices_sha256;
@@ -98,9 +99,9 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
 
 /// Measures `manifest`'s model (bytes `q`) on `test` — single view and flip TTA, and six
 /// views when the source manifest has a six-view number, with the runtime's `verify`
-/// code — writes `<name>-int8-<sha8>.onnx` and its manifest into
-/// `out_dir` (model first, each atomically), and removes older versions of the same
-/// int8 model there. `progress(view, done)` reports test images done (`evaluate_modes`).
+/// code — and publishes `<name>-int8-<sha8>.onnx` with its manifest into `out_dir`
+/// ([`zoo::publish::publish`]: atomically, manifest last, older versions of the same
+/// int8 model removed). `progress(view, done)` reports test images done (`evaluate_modes`).
 pub fn publish(
     mut manifest: Manifest,
     bytes: &[u8],
@@ -165,14 +166,13 @@ pub fn publish(
             }
         ),
     };
-    let onnx = out_dir.join(&manifest.file);
-    let manifest_path = Manifest::path_for_model(&onnx);
-    write(&onnx, bytes)?;
-    write(&manifest_path, manifest.to_json().as_bytes())?;
-    zoo::manifest::remove_older_versions(out_dir, &manifest.name, &manifest.file);
+    let files = zoo::publish::publish(out_dir, &manifest, bytes).map_err(|e| Error::Write {
+        path: e.path,
+        source: e.source,
+    })?;
     Ok(Published {
-        onnx,
-        manifest_path,
+        onnx: files.model,
+        manifest_path: files.manifest,
         manifest,
         single,
         flip_tta,

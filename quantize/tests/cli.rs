@@ -5,8 +5,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use prost::Message;
-use zoo::manifest::{Manifest, Metrics, TrainingRecord, write_atomic};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord};
 use zoo::onnx::{ExportOptions, build_model};
+use zoo::publish::write_atomic;
 use zoo::{ResNetSpec, Weights};
 
 fn quantize_cmd(args: &[&str]) -> Output {

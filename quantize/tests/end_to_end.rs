@@ -25,7 +25,7 @@ fn cifar_dir() -> Option<PathBuf> {
 }
 
 fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+    tpsnet_test_support::shipped::models_dir()
 }
 
 /// A CIFAR-10 folder holding the training batches only: whatever reads from it cannot

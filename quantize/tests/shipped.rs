@@ -11,7 +11,7 @@
 //! After an fp32 model is replaced, `tpsnet-quantize NAME` remakes its variant.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use runtime::registry::{ModelEntry, Registry};
@@ -22,8 +22,7 @@ use zoo::tta::TTA_MODES;
 const MAX_DROP_PP: f64 = 0.3;
 
 fn shipped() -> (Vec<ModelEntry>, Vec<ModelEntry>) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let registry = Registry::scan(&dir).unwrap();
+    let registry = Registry::scan(&tpsnet_test_support::shipped::models_dir()).unwrap();
     assert!(registry.invalid.is_empty(), "{:?}", registry.invalid);
     registry
         .models

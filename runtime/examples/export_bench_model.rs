@@ -5,7 +5,8 @@
 //! `cargo run --release -p tpsnet-runtime --example export_bench_model -- OUT_DIR [PRESET] [SEED]`
 use std::path::PathBuf;
 
-use zoo::manifest::{Manifest, Metrics, TrainingRecord, write_atomic};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord};
+use zoo::publish::write_atomic;
 use zoo::{ResNetSpec, Weights};
 
 fn main() -> anyhow::Result<()> {

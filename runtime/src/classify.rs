@@ -126,7 +126,7 @@ pub fn read_verified(model: &Path, manifest_path: &Path, manifest: &Manifest) ->
         path: model.to_path_buf(),
         source,
     })?;
-    let actual = zoo::manifest::sha256_hex(&bytes);
+    let actual = zoo::hashing::sha256_hex(&bytes);
     if !actual.eq_ignore_ascii_case(&manifest.sha256) || bytes.len() as u64 != manifest.bytes {
         return Err(Error::HashMismatch {
             path: model.to_path_buf(),

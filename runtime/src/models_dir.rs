@@ -5,10 +5,16 @@
 //!
 //! 1. an explicit folder (`--models-dir`), or else `$TPSNET_MODELS`: used as given;
 //! 2. otherwise the first of these that exists: `./models` (the current folder), `models/`
-//!    beside the executable, and the `models/` of the checkout this crate was compiled
-//!    in (so binaries built or `cargo install`ed from a checkout find the shipped zoo).
+//!    beside the executable, and the `models/` of the checkout a program names in its
+//!    [`SearchPlaces`] (the zoo's commands name the checkout they were built in, so that
+//!    binaries built or `cargo install`ed from a checkout find the shipped zoo).
+//!
+//! The library compiles in no path: a program that wants the checkout searched says so
+//! once at start-up, `SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install()`.
+//! The same places are searched for ONNX Runtime ([`crate::ort_library`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -54,9 +60,48 @@ impl std::fmt::Display for ModelsDir {
     }
 }
 
-/// The places a models folder is looked for, in order (see the module docs); only the
-/// first is returned when it is explicit or from `$TPSNET_MODELS`.
+/// Places only the program knows, searched after the ones every process has (the current
+/// folder, beside the executable) for the models folder and for ONNX Runtime.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchPlaces {
+    /// A source checkout: its `models/` and `.venv/` are searched.
+    pub checkout: Option<PathBuf>,
+}
+
+static INSTALLED: OnceLock<SearchPlaces> = OnceLock::new();
+
+impl SearchPlaces {
+    /// The checkout that holds the workspace member `crate_dir` (a crate's
+    /// `env!("CARGO_MANIFEST_DIR")`): its parent folder.
+    pub fn for_workspace_member(crate_dir: &str) -> Self {
+        let crate_dir = Path::new(crate_dir);
+        SearchPlaces {
+            checkout: Some(crate_dir.parent().unwrap_or(crate_dir).to_path_buf()),
+        }
+    }
+
+    /// Makes these the places of this process, for every later search; call it at the
+    /// start of `main`, before anything looks for models or ONNX Runtime. The first call
+    /// wins; without one, only the places every process has are searched.
+    pub fn install(self) {
+        let _ = INSTALLED.set(self);
+    }
+
+    /// The places [`SearchPlaces::install`] made this process's (none by default).
+    pub fn installed() -> &'static SearchPlaces {
+        INSTALLED.get_or_init(SearchPlaces::default)
+    }
+}
+
+/// The places a models folder is looked for, in order (see the module docs), with this
+/// process's [`SearchPlaces`]; only the first is returned when it is explicit or from
+/// `$TPSNET_MODELS`.
 pub fn models_dir_candidates(explicit: Option<&Path>) -> Vec<ModelsDir> {
+    models_dir_candidates_in(explicit, SearchPlaces::installed())
+}
+
+/// [`models_dir_candidates`] with the given places.
+pub fn models_dir_candidates_in(explicit: Option<&Path>, places: &SearchPlaces) -> Vec<ModelsDir> {
     let dir = |path: PathBuf, origin| ModelsDir { path, origin };
     if let Some(p) = explicit {
         return vec![dir(p.to_path_buf(), ModelsDirOrigin::Explicit)];
@@ -76,16 +121,16 @@ pub fn models_dir_candidates(explicit: Option<&Path>) -> Vec<ModelsDir> {
             ModelsDirOrigin::BesideExecutable,
         ));
     }
-    out.push(dir(
-        crate::registry::workspace_models_dir(),
-        ModelsDirOrigin::Checkout,
-    ));
+    if let Some(checkout) = &places.checkout {
+        out.push(dir(checkout.join("models"), ModelsDirOrigin::Checkout));
+    }
     out
 }
 
 /// The models folder: `explicit`, else `$TPSNET_MODELS` (both used as given, existing or
 /// not), else the first existing of `./models`, `models/` beside the executable and the
-/// checkout's `models/`; [`Error::ModelsDirNotFound`] lists them when none exists.
+/// checkout's `models/` (when [`SearchPlaces`] name one); [`Error::ModelsDirNotFound`]
+/// lists them when none exists.
 pub fn locate_models_dir(explicit: Option<&Path>) -> Result<ModelsDir> {
     let candidates = models_dir_candidates(explicit);
     let given = matches!(
@@ -98,6 +143,15 @@ pub fn locate_models_dir(explicit: Option<&Path>) -> Result<ModelsDir> {
     match candidates.iter().find(|c| c.path.is_dir()) {
         Some(found) => Ok(found.clone()),
         None => Err(Error::ModelsDirNotFound { tried: candidates }),
+    }
+}
+
+/// The models folder's path as [`locate_models_dir`] finds it; when no folder exists,
+/// the first place searched (whose absence scanning then reports).
+pub fn models_dir(explicit: Option<&Path>) -> PathBuf {
+    match locate_models_dir(explicit) {
+        Ok(dir) => dir.path,
+        Err(_) => models_dir_candidates(explicit)[0].path.clone(),
     }
 }
 
@@ -133,6 +187,18 @@ mod tests {
         // A name is looked up in the folder.
         let e = find_model(Some("tpsnet"), Some(&missing)).unwrap_err();
         assert!(matches!(e, Error::NoModels { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_checkout_is_searched_only_when_a_program_names_it() {
+        let none = models_dir_candidates_in(None, &SearchPlaces::default());
+        assert!(none.iter().all(|c| c.origin != ModelsDirOrigin::Checkout));
+        let places = SearchPlaces::for_workspace_member("/src/zoo/runtime");
+        let with = models_dir_candidates_in(None, &places);
+        let last = with.last().unwrap();
+        assert_eq!(last.origin, ModelsDirOrigin::Checkout);
+        assert_eq!(last.path, Path::new("/src/zoo/models"));
+        assert_eq!(with.len(), none.len() + 1);
     }
 
     #[test]

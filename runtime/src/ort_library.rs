@@ -7,10 +7,12 @@
 //!    dynamic loader finds under it). A bad value is an error, never skipped.
 //! 2. Beside the executable: `libonnxruntime.so` or a versioned `libonnxruntime.so.1.x.y`
 //!    (newest first) in the executable's folder, then in `../lib` next to it.
-//! 3. The `.venv` of the checkout this crate was compiled in
+//! 3. The `.venv` of the checkout the program names in its
+//!    [`SearchPlaces`](crate::models_dir::SearchPlaces)
 //!    (`<checkout>/.venv/libonnxruntime.so`, which `scripts/setup` and
-//!    `scripts/setup --runtime` create), so binaries built or `cargo install`ed from a
-//!    checkout work from anywhere while the checkout stays.
+//!    `scripts/setup --runtime` create); the zoo's commands name the checkout they were
+//!    built in, so binaries built or `cargo install`ed from a checkout work from anywhere
+//!    while the checkout stays.
 //! 4. The system library path: `dlopen("libonnxruntime.so")`, then the soname
 //!    `libonnxruntime.so.1` (`LD_LIBRARY_PATH`, `/etc/ld.so.cache`, `/usr/lib`, ...).
 //!
@@ -140,26 +142,23 @@ impl From<&LoadFailure> for Error {
 }
 
 /// The places to try, in order, for this process: its environment and executable, and
-/// the checkout this crate was compiled in.
+/// the checkout its [`SearchPlaces`](crate::models_dir::SearchPlaces) name, if any.
 pub fn candidates() -> Vec<Candidate> {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let places = crate::models_dir::SearchPlaces::installed();
+    let venv_library = places.checkout.as_deref().map(checkout_venv_library);
     search_order(
         std::env::var_os(ORT_DYLIB_ENV),
         exe_dir.as_deref(),
-        &checkout_venv_library(),
+        venv_library.as_deref(),
     )
 }
 
-/// `<checkout>/.venv/libonnxruntime.so` for the checkout this crate was compiled in.
-pub fn checkout_venv_library() -> PathBuf {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir
-        .parent()
-        .unwrap_or(crate_dir)
-        .join(".venv")
-        .join(library_file_name())
+/// `<checkout>/.venv/libonnxruntime.so`, where `scripts/setup` puts the library.
+pub fn checkout_venv_library(checkout: &Path) -> PathBuf {
+    checkout.join(".venv").join(library_file_name())
 }
 
 /// The search order for the given `ORT_DYLIB_PATH` value, executable folder and
@@ -167,7 +166,7 @@ pub fn checkout_venv_library() -> PathBuf {
 pub fn search_order(
     env_value: Option<OsString>,
     exe_dir: Option<&Path>,
-    venv_library: &Path,
+    venv_library: Option<&Path>,
 ) -> Vec<Candidate> {
     if let Some(value) = env_value.filter(|v| !v.is_empty()) {
         return vec![Candidate {
@@ -186,10 +185,12 @@ pub fn search_order(
             }
         }
     }
-    out.push(Candidate {
-        path: venv_library.to_path_buf(),
-        origin: Origin::CheckoutVenv,
-    });
+    if let Some(venv_library) = venv_library {
+        out.push(Candidate {
+            path: venv_library.to_path_buf(),
+            origin: Origin::CheckoutVenv,
+        });
+    }
     let name = library_file_name();
     let mut names = vec![name.clone()];
     if cfg!(target_os = "linux") {
@@ -417,7 +418,7 @@ mod tests {
     fn search_order_follows_the_documented_places() {
         let venv = Path::new("/checkout/.venv/libonnxruntime.so");
         // An explicit variable is the only candidate.
-        let c = search_order(Some("/opt/ort/lib.so".into()), None, venv);
+        let c = search_order(Some("/opt/ort/lib.so".into()), None, Some(venv));
         assert_eq!(
             c,
             vec![Candidate {
@@ -426,7 +427,7 @@ mod tests {
             }]
         );
         // An empty one counts as unset.
-        let c = search_order(Some("".into()), None, venv);
+        let c = search_order(Some("".into()), None, Some(venv));
         assert_eq!(c[0].origin, Origin::CheckoutVenv);
 
         let d = tempfile::tempdir().unwrap();
@@ -445,7 +446,7 @@ mod tests {
         }
         std::fs::write(bin.join(&name), b"").unwrap();
         std::fs::write(lib.join(format!("{name}.1.32.0")), b"").unwrap();
-        let c = search_order(None, Some(&bin), venv);
+        let c = search_order(None, Some(&bin), Some(venv));
         let got: Vec<(String, Origin)> = c
             .iter()
             .map(|c| {

@@ -3,34 +3,17 @@
 //! Published models live in one folder as `<name>-<sha8>.onnx` plus `<name>-<sha8>.json`.
 //! The folder is found at run time ([`crate::models_dir`]): an explicit `--models-dir`,
 //! else `$TPSNET_MODELS`, else the first that exists of `./models`, `models/` beside the
-//! executable and the checkout's `models/`.
+//! executable and the checkout's `models/` (when the program names one).
 
 use std::path::{Path, PathBuf};
 
 use zoo::Manifest;
 
 use crate::error::{Error, Result};
-pub use crate::models_dir::{ModelsDir, ModelsDirOrigin, locate_models_dir};
+pub use crate::models_dir::{ModelsDir, ModelsDirOrigin, locate_models_dir, models_dir};
 
 /// Environment variable naming the models folder.
 pub const MODELS_ENV: &str = "TPSNET_MODELS";
-
-/// The workspace's `models/` folder, as seen when this crate was compiled.
-pub fn workspace_models_dir() -> PathBuf {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.parent().unwrap_or(crate_dir).join("models")
-}
-
-/// The models folder's path as [`locate_models_dir`] finds it; when no folder exists,
-/// the first place searched (whose absence scanning then reports).
-pub fn models_dir(explicit: Option<&Path>) -> PathBuf {
-    match locate_models_dir(explicit) {
-        Ok(dir) => dir.path,
-        Err(_) => crate::models_dir::models_dir_candidates(explicit)[0]
-            .path
-            .clone(),
-    }
-}
 
 /// [`resolve_model`] with the models folder found at run time ([`locate_models_dir`]),
 /// and only when it is needed: a model given as a file never looks for the folder.
@@ -186,7 +169,8 @@ pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zoo::manifest::{Metrics, Precision, TrainingRecord, write_atomic};
+    use zoo::manifest::{Metrics, Precision, TrainingRecord};
+    use zoo::publish::write_atomic;
 
     fn write_manifest(dir: &Path, name: &str, top1: f64, precision: Precision) {
         let spec = zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2);

@@ -343,7 +343,7 @@ fn six_view_claims_are_checked_in_six_view_mode() {
 /// resnet20) so that the views really disagree on some images.
 #[test]
 fn shared_view_passes_predict_what_each_mode_predicts_alone() {
-    let models = runtime::registry::workspace_models_dir();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let reg = runtime::registry::Registry::scan(&models).unwrap();
     let entry = reg.find("resnet20").unwrap();
     let c = Classifier::open(&entry.manifest_path, &SessionOptions::default()).unwrap();

@@ -94,6 +94,7 @@ fn standalone_crate_builds_and_classifies_with_a_shipped_model() {
         .args(["build", "--offline", "--manifest-path"])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir())
+        .env("TPSNET_CHECKOUT", checkout())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -195,6 +195,8 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let args: Args = runtime::cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::manifest::{Manifest, Metrics, TrainingRecord, write_atomic};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord};
+use zoo::publish::write_atomic;
 use zoo::{ResNetSpec, Weights};
 
 /// The small architecture the tests use ([1,1,1] blocks, C1 = 4).

@@ -4,12 +4,10 @@ use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
 use tch::{Device, Kind};
-use zoo::manifest::{self, Manifest, Metrics, TrainingRecord};
+use zoo::manifest::{Manifest, Metrics, TrainingRecord};
 use zoo::onnx::{self, ExportOptions};
 use zoo::{ResNetSpec, WeightTensor, Weights};
 
-// Shared with `tpsnet-quantize`, which publishes into the same folders.
-pub use zoo::manifest::remove_older_versions;
 pub use zoo::provenance::{source_commit, utc_now};
 
 /// Copies every variable of `vs` (parameters and BN statistics) to plain f32 tensors.
@@ -51,9 +49,9 @@ pub enum ExportError {
     },
 }
 
-/// Writes the ONNX file and its manifest into `out_dir` atomically and returns
-/// `(onnx_path, manifest_path)`. Earlier exports of the same name in `out_dir` are
-/// removed, so a folder holds one current version per model.
+/// Exports the ONNX file and publishes it with its manifest into `out_dir`
+/// ([`zoo::publish::publish`]: atomically, manifest last, earlier versions of the same
+/// name removed); returns `(onnx_path, manifest_path)`.
 pub fn export_model(
     spec: &ResNetSpec,
     weights: &Weights,
@@ -69,22 +67,9 @@ pub fn export_model(
         source,
     })?;
     let m = Manifest::describe(&facts.name, spec, &bytes, facts.metrics, facts.training);
-    let file = m.file.clone();
-    std::fs::create_dir_all(out_dir).map_err(|source| ExportError::Io {
-        path: out_dir.to_path_buf(),
-        source,
+    let published = zoo::publish::publish(out_dir, &m, &bytes).map_err(|e| ExportError::Io {
+        path: e.path,
+        source: e.source,
     })?;
-    let onnx_path = out_dir.join(&file);
-    let manifest_path = Manifest::path_for_model(&onnx_path);
-    remove_older_versions(out_dir, &facts.name, &file);
-    let write = |p: &Path, b: &[u8]| {
-        manifest::write_atomic(p, b).map_err(|source| ExportError::Io {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    // Model first, manifest last: a manifest never points at a missing file.
-    write(&onnx_path, &bytes)?;
-    write(&manifest_path, m.to_json().as_bytes())?;
-    Ok((onnx_path, manifest_path))
+    Ok((published.model, published.manifest))
 }

@@ -53,8 +53,8 @@ pub fn write_logs(dir: &Path, history: &[EpochMetrics]) -> std::io::Result<()> {
             m.images_per_s
         ));
     }
-    zoo::manifest::write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
-    zoo::manifest::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
+    zoo::publish::write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
+    zoo::publish::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
 }
 
 /// Finds a TrueType font for the plot labels; plots are still drawn without one.

@@ -17,8 +17,7 @@ use crate::device;
 use crate::error::TrainError;
 use crate::evaluation::FinalMetrics;
 use crate::export::{
-    ExportError, ExportFacts, export_model, remove_older_versions, source_commit, utc_now,
-    weights_from_varstore,
+    ExportError, ExportFacts, export_model, source_commit, utc_now, weights_from_varstore,
 };
 use crate::recipe::Recipe;
 use crate::trainer::{RunResult, TrainEvent, fit};
@@ -193,13 +192,9 @@ pub fn publish(
 ) -> Result<PathBuf, PipelineError> {
     let m = zoo::Manifest::load(manifest)?;
     let bytes = std::fs::read(onnx).map_err(io_err(onnx))?;
-    let published_model = out.join(&m.file);
-    std::fs::create_dir_all(out).map_err(io_err(out))?;
-    remove_older_versions(out, name, &m.file);
-    zoo::manifest::write_atomic(&published_model, &bytes).map_err(io_err(&published_model))?;
-    let published_manifest = zoo::Manifest::path_for_model(&published_model);
-    zoo::manifest::write_atomic(&published_manifest, m.to_json().as_bytes())
-        .map_err(io_err(&published_manifest))?;
+    let published_model = zoo::publish::publish(out, &m, &bytes)
+        .map_err(|e| io_err(&e.path)(e.source))?
+        .model;
     for (src, dst) in [
         ("loss.png", format!("{name}-loss.png")),
         ("accuracy.png", format!("{name}-accuracy.png")),
@@ -210,7 +205,7 @@ pub fn publish(
         if s.exists() {
             let b = std::fs::read(&s).map_err(io_err(&s))?;
             let d = out.join(dst);
-            zoo::manifest::write_atomic(&d, &b).map_err(io_err(&d))?;
+            zoo::publish::write_atomic(&d, &b).map_err(io_err(&d))?;
         }
     }
     Ok(published_model)

@@ -13,28 +13,17 @@ pub const PUBLISHED: &[(&str, &str, &str)] = &[
     ("airnet-wide", "airnet-wide", "wide"),
 ];
 
-/// Where published models live: `<workspace>/models`.
-pub fn models_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("training/ has a parent")
-        .join("models")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::recipe::Recipe;
+    use tpsnet_test_support::shipped::models_dir;
     use zoo::{Manifest, ResNetSpec};
 
     /// Every manifest shipped in `models/`.
     fn shipped() -> Vec<Manifest> {
-        std::fs::read_dir(models_dir())
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .filter_map(|p| Manifest::load(&p).ok())
-            .collect()
+        let manifests = tpsnet_test_support::shipped::manifests();
+        manifests.into_iter().map(|(_, m)| m).collect()
     }
 
     /// `train-zoo --all` rebuilds what the zoo ships: every shipped model's spec is its

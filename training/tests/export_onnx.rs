@@ -274,7 +274,7 @@ fn export_model_writes_hashed_file_and_manifest() {
     let (onnx, manifest) =
         export_model(&spec, &weights_from_varstore(&vs), facts, tmp.path()).unwrap();
     let m = zoo::Manifest::load(&manifest).unwrap();
-    let (sha, size) = zoo::manifest::sha256_file(&onnx).unwrap();
+    let (sha, size) = zoo::hashing::sha256_file(&onnx).unwrap();
     assert_eq!((m.sha256.as_str(), m.bytes), (sha.as_str(), size));
     assert_eq!(
         onnx.file_name().unwrap().to_str().unwrap(),

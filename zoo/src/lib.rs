@@ -3,6 +3,8 @@
 //! * [`arch`]: the declarative [`ResNetSpec`] with exact parameter and MAC counting and
 //!   the paper's presets.
 //! * [`manifest`]: the hashed JSON [`Manifest`] that sits beside every published ONNX file.
+//! * [`publish`]: writing a model and its manifest into a models folder (fp32 and int8
+//!   alike), atomically and manifest last; [`hashing`]: the sha256 digests that name them.
 //! * [`tta`]: test-time augmentation modes (`none`, `flip`, `6view`), shared by trainer and runtime.
 //! * `onnx` (feature `onnx`, on by default): writes a [`ResNetSpec`] plus its weights as
 //!   an ONNX model (BatchNorm folded, normalisation inside the graph).
@@ -19,10 +21,12 @@ pub mod cache;
 pub mod cifar;
 #[cfg(feature = "download")]
 pub mod download;
+pub mod hashing;
 pub mod manifest;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod provenance;
+pub mod publish;
 pub mod rng;
 pub mod tta;
 pub mod weights;

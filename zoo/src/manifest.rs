@@ -10,13 +10,16 @@
 //! assert!(json.contains("\"value_range\":[0.0,1.0]"));
 //! ```
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::arch::ResNetSpec;
+#[cfg(feature = "onnx")]
+use crate::hashing::sha256_hex;
+use crate::publish::is_plain_file_name;
+#[cfg(feature = "onnx")]
+use crate::publish::model_file_name;
 use crate::tta::TtaMode;
 
 /// Version of the manifest layout; bumped on incompatible changes.
@@ -454,95 +457,10 @@ impl Manifest {
     }
 }
 
-/// Whether `file` is one ordinary file name: not empty, no folder separator (`/` or `\`,
-/// on any platform), not `.` or `..`, no NUL. A manifest's `file` must be one, so that
-/// loading a model never reads outside the manifest's folder.
-pub fn is_plain_file_name(file: &str) -> bool {
-    !file.is_empty()
-        && file != "."
-        && file != ".."
-        && !file.contains(['/', '\\', '\0'])
-        && Path::new(file).file_name() == Some(std::ffi::OsStr::new(file))
-}
-
-/// File name of a published model: `<name>-<sha256[:8]>.onnx`.
-pub fn model_file_name(name: &str, sha256_hex: &str) -> String {
-    format!("{name}-{}.onnx", &sha256_hex[..8])
-}
-
-/// Lowercase hex sha256 of a byte slice.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Lowercase hex sha256 and size of a file, streamed.
-pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf)?;
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        h.update(&buf[..k]);
-    }
-    Ok((hex::encode(h.finalize()), n))
-}
-
-/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
-/// Readers never see a half-written file, and an interrupted write leaves the old one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = dir.unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Deletes `<name>-<8 hex>.onnx` / `.json` files in `dir` other than `keep` (and its
-/// manifest), so a folder holds one current version per model. Only exact
-/// `<name>-<8 hex>` files go: `tpsnet`'s cleanup leaves `tpsnet-int8-*` alone.
-pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
-    let keep_json = Manifest::path_for_model(Path::new(keep));
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
-            continue;
-        };
-        let Some((hash, ext)) = rest.split_once('.') else {
-            continue;
-        };
-        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
-        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
-        {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::publish::write_atomic;
 
     pub(crate) fn sample() -> Manifest {
         let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
@@ -684,23 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn model_file_must_be_a_plain_name() {
-        for ok in ["tiny-0123abcd.onnx", "a b.onnx", ".hidden.onnx", "x"] {
-            assert!(is_plain_file_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../tiny.onnx",
-            "sub/tiny.onnx",
-            "/etc/passwd",
-            "..\\tiny.onnx",
-            "tiny.onnx/",
-            "nul\0.onnx",
-        ] {
-            assert!(!is_plain_file_name(bad), "{bad:?}");
-        }
+    fn a_model_file_outside_the_folder_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.json");
         for bad in ["../tiny-0123abcd.onnx", "/tmp/tiny-0123abcd.onnx", ""] {
@@ -718,69 +620,6 @@ mod tests {
     /// Every manifest the zoo ships reads with this build (no unknown keys, plain files).
     #[test]
     fn shipped_manifests_load() {
-        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-        let mut loaded = 0;
-        for entry in std::fs::read_dir(&models).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let m = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(m.model_path(&path).parent(), path.parent());
-                loaded += 1;
-            }
-        }
-        assert!(loaded > 0, "no manifests in {}", models.display());
-    }
-
-    #[test]
-    fn hashing_and_names() {
-        let h = sha256_hex(b"abc");
-        assert_eq!(
-            h,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(model_file_name("tpsnet", &h), "tpsnet-ba7816bf.onnx");
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        write_atomic(&p, b"abc").unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), (h, 3));
-    }
-
-    #[test]
-    fn older_versions_of_the_int8_model_only_are_removed() {
-        let left = |dir: &Path| {
-            let mut v: Vec<String> = std::fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
-        let dir = tempfile::tempdir().unwrap();
-        for f in [
-            "tpsnet-2d1cc128.onnx",
-            "tpsnet-2d1cc128.json",
-            "tpsnet-int8-00000000.onnx",
-            "tpsnet-int8-00000000.json",
-            "tpsnet-int8-11111111.onnx",
-            "tpsnet-int8-11111111.json",
-            "tpsnet-int8-notes.txt",
-        ] {
-            std::fs::write(dir.path().join(f), b"x").unwrap();
-        }
-        super::remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
-        let after_int8 = left(dir.path());
-        // The fp32 model's own cleanup keeps every int8 file.
-        super::remove_older_versions(dir.path(), "tpsnet", "tpsnet-2d1cc128.onnx");
-        assert_eq!(left(dir.path()), after_int8);
-        assert_eq!(
-            after_int8,
-            [
-                "tpsnet-2d1cc128.json",
-                "tpsnet-2d1cc128.onnx",
-                "tpsnet-int8-11111111.json",
-                "tpsnet-int8-11111111.onnx",
-                "tpsnet-int8-notes.txt"
-            ]
-        );
+        tpsnet_test_support::shipped::manifests();
     }
 }

@@ -17,6 +17,14 @@ use std::process::ExitCode;
 use runtime::{Classifier, SessionOptions, registry, session};
 
 fn main() -> ExitCode {
+    // Where to look for models and ONNX Runtime besides the current folder and the
+    // executable's: a checkout named when this program was built, if any.
+    if let Some(checkout) = option_env!("TPSNET_CHECKOUT") {
+        runtime::models_dir::SearchPlaces {
+            checkout: Some(checkout.into()),
+        }
+        .install();
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

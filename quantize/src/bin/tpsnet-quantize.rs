@@ -176,6 +176,8 @@ fn parse_weight_clip(s: &str) -> Result<WeightClip, String> {
 const DATA_HINT: &str = "`train-zoo download` fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
 
 fn main() -> ExitCode {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

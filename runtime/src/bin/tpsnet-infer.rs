@@ -76,6 +76,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let args: Args = runtime::cli::parse();
     match run(&args) {
         Ok(code) => code,

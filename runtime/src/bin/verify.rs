@@ -94,6 +94,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The checkout this command was built in: its models/ and .venv/ are searched last.
+    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
     let args: Args = runtime::cli::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
@@ -197,7 +199,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     };
     let mut json = serde_json::to_string_pretty(&report)?;
     json.push('\n');
-    zoo::manifest::write_atomic(&args.report, json.as_bytes())
+    zoo::publish::write_atomic(&args.report, json.as_bytes())
         .with_context(|| format!("cannot write the report {}", args.report.display()))?;
     println!(
         "{}: report written to {}",

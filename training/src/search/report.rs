@@ -178,7 +178,7 @@ pub fn write_report(
     }
     let summary = dir.join(SUMMARY_FILE);
     std::fs::create_dir_all(dir)
-        .and_then(|_| zoo::manifest::write_atomic(&summary, md.as_bytes()))
+        .and_then(|_| zoo::publish::write_atomic(&summary, md.as_bytes()))
         .map_err(|source| SearchError::Write {
             path: summary,
             source,

@@ -170,7 +170,7 @@ impl SearchMeta {
         }
         let text = serde_json::to_string_pretty(self).expect("settings serialise");
         std::fs::create_dir_all(dir)
-            .and_then(|_| zoo::manifest::write_atomic(&path, text.as_bytes()))
+            .and_then(|_| zoo::publish::write_atomic(&path, text.as_bytes()))
             .map_err(|source| SearchError::Write { path, source })
     }
 

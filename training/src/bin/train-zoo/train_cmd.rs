@@ -104,6 +104,12 @@ fn jobs(args: &TrainArgs) -> Result<Vec<(String, ResNetSpec, Recipe)>> {
     )])
 }
 
+/// Where `--all` publishes: the `models/` of the checkout this command was built in.
+fn checkout_models_dir() -> std::path::PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join("models")
+}
+
 pub fn run(args: TrainArgs) -> Result<()> {
     let dev = args.run.compute.device()?;
     let data_dir = zoo::cifar::resolve_dir(args.run.data_dir.as_deref())?;
@@ -111,7 +117,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .or_else(|| args.all.then(zoo_models::models_dir));
+        .or_else(|| args.all.then(checkout_models_dir));
     eprintln!("train-zoo: training on {}", device::describe(dev));
     eprintln!("train-zoo: CIFAR-10 from {}", data_dir.display());
     let mut jobs_ready = Vec::new();

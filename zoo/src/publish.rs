@@ -1,0 +1,207 @@
+//! Publishing a model into a models folder: `<name>-<sha256[:8]>.onnx` beside its
+//! manifest, both written atomically, the manifest last, and older versions of the same
+//! name removed. The trainer (fp32) and `tpsnet-quantize` (int8) both publish through
+//! [`publish`], so a folder looks the same whoever wrote it.
+
+use std::path::{Path, PathBuf};
+
+use crate::manifest::Manifest;
+
+/// Where a published model and its manifest were written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedFiles {
+    /// The ONNX file, `<out_dir>/<manifest.file>`.
+    pub model: PathBuf,
+    /// Its manifest, the model's path with the extension `json`.
+    pub manifest: PathBuf,
+}
+
+/// A file of a publication could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct PublishError {
+    /// The file (or folder) that could not be written.
+    pub path: PathBuf,
+    /// The operating system's reason.
+    pub source: std::io::Error,
+}
+
+/// Writes `model_bytes` as `out_dir/<manifest.file>` and `manifest` beside it, each
+/// atomically, the model first and the manifest last: a model a manifest lists is always
+/// complete. Then removes older versions of `manifest.name` in `out_dir`, so a folder
+/// holds one current version per model.
+pub fn publish(
+    out_dir: &Path,
+    manifest: &Manifest,
+    model_bytes: &[u8],
+) -> Result<PublishedFiles, PublishError> {
+    let write = |path: &Path, bytes: &[u8]| {
+        write_atomic(path, bytes).map_err(|source| PublishError {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let model = out_dir.join(&manifest.file);
+    let manifest_path = Manifest::path_for_model(&model);
+    write(&model, model_bytes)?;
+    write(&manifest_path, manifest.to_json().as_bytes())?;
+    remove_older_versions(out_dir, &manifest.name, &manifest.file);
+    Ok(PublishedFiles {
+        model,
+        manifest: manifest_path,
+    })
+}
+
+/// Whether `file` is one ordinary file name: not empty, no folder separator (`/` or `\`,
+/// on any platform), not `.` or `..`, no NUL. A manifest's `file` must be one, so that
+/// loading a model never reads outside the manifest's folder.
+pub fn is_plain_file_name(file: &str) -> bool {
+    !file.is_empty()
+        && file != "."
+        && file != ".."
+        && !file.contains(['/', '\\', '\0'])
+        && Path::new(file).file_name() == Some(std::ffi::OsStr::new(file))
+}
+
+/// File name of a published model: `<name>-<sha256[:8]>.onnx`.
+pub fn model_file_name(name: &str, sha256_hex: &str) -> String {
+    format!("{name}-{}.onnx", &sha256_hex[..8])
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
+/// Readers never see a half-written file, and an interrupted write leaves the old one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = dir.unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Deletes `<name>-<8 hex>.onnx` / `.json` files in `dir` other than `keep` (and its
+/// manifest), so a folder holds one current version per model. Only exact
+/// `<name>-<8 hex>` files go: `tpsnet`'s cleanup leaves `tpsnet-int8-*` alone.
+pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
+    let keep_json = Manifest::path_for_model(Path::new(keep));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let Some((hash, ext)) = rest.split_once('.') else {
+            continue;
+        };
+        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
+        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn left(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn file_names_carry_the_hash_prefix() {
+        let h = crate::hashing::sha256_hex(b"abc");
+        assert_eq!(model_file_name("tpsnet", &h), "tpsnet-ba7816bf.onnx");
+    }
+
+    #[test]
+    fn plain_file_names() {
+        for ok in ["tiny-0123abcd.onnx", "a b.onnx", ".hidden.onnx", "x"] {
+            assert!(is_plain_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../tiny.onnx",
+            "sub/tiny.onnx",
+            "/etc/passwd",
+            "..\\tiny.onnx",
+            "tiny.onnx/",
+            "nul\0.onnx",
+        ] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn publish_writes_model_and_manifest_and_replaces_the_older_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = crate::manifest::tests::sample();
+        m.name = "tiny".into();
+        m.file = "tiny-00000000.onnx".into();
+        let first = publish(dir.path(), &m, b"old").unwrap();
+        assert_eq!(std::fs::read(&first.model).unwrap(), b"old");
+        m.file = "tiny-11111111.onnx".into();
+        let second = publish(dir.path(), &m, b"new").unwrap();
+        assert_eq!(second.model, dir.path().join("tiny-11111111.onnx"));
+        assert_eq!(second.manifest, dir.path().join("tiny-11111111.json"));
+        assert_eq!(Manifest::load(&second.manifest).unwrap(), m);
+        assert_eq!(
+            left(dir.path()),
+            ["tiny-11111111.json", "tiny-11111111.onnx"]
+        );
+    }
+
+    #[test]
+    fn older_versions_of_the_int8_model_only_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "tpsnet-2d1cc128.onnx",
+            "tpsnet-2d1cc128.json",
+            "tpsnet-int8-00000000.onnx",
+            "tpsnet-int8-00000000.json",
+            "tpsnet-int8-11111111.onnx",
+            "tpsnet-int8-11111111.json",
+            "tpsnet-int8-notes.txt",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
+        let after_int8 = left(dir.path());
+        // The fp32 model's own cleanup keeps every int8 file.
+        remove_older_versions(dir.path(), "tpsnet", "tpsnet-2d1cc128.onnx");
+        assert_eq!(left(dir.path()), after_int8);
+        assert_eq!(
+            after_int8,
+            [
+                "tpsnet-2d1cc128.json",
+                "tpsnet-2d1cc128.onnx",
+                "tpsnet-int8-11111111.json",
+                "tpsnet-int8-11111111.onnx",
+                "tpsnet-int8-notes.txt"
+            ]
+        );
+    }
+}
