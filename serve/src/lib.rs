@@ -27,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod kserve;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod routes;
 pub mod server;
