@@ -34,6 +34,7 @@ pub mod error;
 pub mod grpc;
 pub mod kserve;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod routes;
 pub mod server;

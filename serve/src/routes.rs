@@ -65,6 +65,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/metrics", get(metrics))
         .merge(crate::page::routes())
+        .merge(crate::openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::page::server_timing))
