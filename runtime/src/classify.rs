@@ -1,10 +1,15 @@
-//! [`Classifier`]: a hash-checked zoo model on ONNX Runtime, safe to share between threads.
+//! [`Classifier`]: a hash-checked zoo model on ONNX Runtime or tract, safe to share
+//! between threads.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "ort")]
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(feature = "ort")]
 use std::sync::{Mutex, MutexGuard};
 
+#[cfg(feature = "ort")]
 use ort::session::Session;
+#[cfg(feature = "ort")]
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::Serialize;
 use zoo::Manifest;
@@ -12,7 +17,9 @@ use zoo::tta::{self, TtaMode};
 
 use crate::error::{Error, Result};
 use crate::preprocess::{self, IMAGE_FLOATS, InputImage, SIDE};
-use crate::session::{Execution, SessionOptions, create_session};
+#[cfg(feature = "ort")]
+use crate::session::create_session;
+use crate::session::{Backend, Execution, SessionOptions};
 
 /// One class and its softmax probability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,12 +47,15 @@ pub struct Prediction {
 
 /// A zoo model ready to classify images.
 ///
-/// Opening checks the ONNX file's sha256 and size against its manifest *before* ONNX
-/// Runtime sees the bytes, and checks that the graph's input and output match the
-/// manifest's contract. The classifier is `Send + Sync`: it holds a pool of
-/// [`SessionOptions::sessions`] ONNX Runtime sessions, each behind a mutex, and a call
-/// takes whichever session is free (waiting if all are busy). Inputs of any length are
-/// split into chunks of [`SessionOptions::batch_size`] images.
+/// Opening checks the ONNX file's sha256 and size against its manifest *before* the
+/// engine sees the bytes, and checks that the graph's input and output match the
+/// manifest's contract. The classifier is `Send + Sync`. On ONNX Runtime
+/// ([`Backend::Ort`]) it holds a pool of [`SessionOptions::sessions`] sessions, each
+/// behind a mutex, and a call takes whichever session is free (waiting if all are busy).
+/// On tract ([`Backend::Tract`]) it holds one optimised plan per batch size, shared by
+/// all callers, and runs each chunk in [`SessionOptions::threads`] parallel parts
+/// ([`crate::tract_engine`]). Inputs of any length are split into chunks of
+/// [`SessionOptions::batch_size`] images.
 ///
 /// ```no_run
 /// use runtime::{Classifier, SessionOptions, preprocess};
@@ -68,8 +78,7 @@ pub struct Classifier {
     manifest: Manifest,
     manifest_path: PathBuf,
     model_path: PathBuf,
-    sessions: Vec<Mutex<Session>>,
-    next_session: AtomicUsize,
+    engine: Engine,
     execution: Execution,
     batch_size: usize,
     /// `Some((mean, std))` when the graph expects the caller to normalise.
@@ -83,10 +92,32 @@ impl std::fmt::Debug for Classifier {
         f.debug_struct("Classifier")
             .field("model", &self.model_path)
             .field("name", &self.manifest.name)
-            .field("sessions", &self.sessions.len())
+            .field("engine", &self.engine)
             .field("execution", &self.execution)
             .field("tta", &self.tta)
             .finish()
+    }
+}
+
+/// The engine behind a classifier.
+enum Engine {
+    #[cfg(feature = "ort")]
+    Ort {
+        sessions: Vec<Mutex<Session>>,
+        next_session: AtomicUsize,
+    },
+    #[cfg(feature = "tract")]
+    Tract(Box<crate::tract_engine::TractEngine>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            #[cfg(feature = "ort")]
+            Engine::Ort { sessions, .. } => write!(f, "ort ({} sessions)", sessions.len()),
+            #[cfg(feature = "tract")]
+            Engine::Tract(t) => write!(f, "tract ({} parallel parts)", t.parts()),
+        }
     }
 }
 
@@ -174,6 +205,7 @@ fn check_manifest_contract(model: &Path, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "ort")]
 fn describe(t: &ValueType) -> String {
     match t {
         ValueType::Tensor { ty, shape, .. } => format!("{ty:?} tensor of shape {:?}", &shape[..]),
@@ -181,6 +213,7 @@ fn describe(t: &ValueType) -> String {
     }
 }
 
+#[cfg(feature = "ort")]
 fn dims_match(actual: &[i64], wanted: &[i64]) -> bool {
     actual.len() == wanted.len()
         && actual
@@ -189,6 +222,7 @@ fn dims_match(actual: &[i64], wanted: &[i64]) -> bool {
             .all(|(&a, &w)| w < 0 || a < 0 || a == w)
 }
 
+#[cfg(feature = "ort")]
 fn check_session_contract(model: &Path, m: &Manifest, s: &Session) -> Result<()> {
     let bad = |reason: String| Error::Contract {
         path: model.to_path_buf(),
@@ -261,31 +295,100 @@ fn check_session_contract(model: &Path, m: &Manifest, s: &Session) -> Result<()>
     }
 }
 
+/// Opens the engine the options ask for on hash-checked `bytes`.
+fn open_engine(
+    model_path: &Path,
+    bytes: &[u8],
+    manifest: &Manifest,
+    opts: &SessionOptions,
+) -> Result<(Engine, Execution)> {
+    match opts.backend {
+        #[cfg(feature = "ort")]
+        Backend::Ort => {
+            let pool = opts.sessions.max(1);
+            let mut sessions = Vec::with_capacity(pool);
+            let mut execution = None;
+            for _ in 0..pool {
+                let (session, exec) = create_session(model_path, bytes, opts)?;
+                check_session_contract(model_path, manifest, &session)?;
+                sessions.push(Mutex::new(session));
+                execution = Some(exec);
+            }
+            let engine = Engine::Ort {
+                sessions,
+                next_session: AtomicUsize::new(0),
+            };
+            Ok((engine, execution.expect("pool has at least one session")))
+        }
+        #[cfg(feature = "tract")]
+        Backend::Tract => {
+            use crate::session::Device;
+            let fallback = match opts.device {
+                Device::Cpu => None,
+                device if opts.allow_cpu_fallback => Some(format!(
+                    "the tract backend runs on the CPU only, not on {device}"
+                )),
+                device => {
+                    return Err(Error::BackendDevice {
+                        backend: Backend::Tract,
+                        device,
+                    });
+                }
+            };
+            let engine =
+                crate::tract_engine::TractEngine::open(model_path, bytes, manifest, opts.threads)?;
+            let execution = Execution {
+                backend: Backend::Tract,
+                requested: opts.device,
+                provider: "tract".into(),
+                device: Device::Cpu,
+                fallback,
+            };
+            Ok((Engine::Tract(Box::new(engine)), execution))
+        }
+        #[allow(unreachable_patterns)]
+        backend => Err(Error::BackendNotBuilt { backend }),
+    }
+}
+
+/// A free session of the pool, else (all busy) the one in turn once it is free.
+#[cfg(feature = "ort")]
+fn free_session<'a>(sessions: &'a [Mutex<Session>], next: &AtomicUsize) -> MutexGuard<'a, Session> {
+    let n = sessions.len();
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    for i in 0..n {
+        if let Ok(s) = sessions[(start + i) % n].try_lock() {
+            return s;
+        }
+    }
+    // A poisoned lock only means another thread panicked mid-call; the session itself
+    // holds no Rust state to corrupt.
+    sessions[start % n]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 impl Classifier {
     /// Opens a model from its manifest (`.json`) or from its ONNX file with the manifest
     /// beside it (`x.onnx` → `x.json`).
     pub fn open(path: impl AsRef<Path>, opts: &SessionOptions) -> Result<Self> {
         let (model_path, manifest_path, manifest) = model_and_manifest_paths(path.as_ref())?;
+        if !opts.backend.is_built() {
+            return Err(Error::BackendNotBuilt {
+                backend: opts.backend,
+            });
+        }
         let bytes = read_verified(&model_path, &manifest_path, &manifest)?;
         check_manifest_contract(&model_path, &manifest)?;
-        let pool = opts.sessions.max(1);
-        let mut sessions = Vec::with_capacity(pool);
-        let mut execution = None;
-        for _ in 0..pool {
-            let (session, exec) = create_session(&model_path, &bytes, opts)?;
-            check_session_contract(&model_path, &manifest, &session)?;
-            sessions.push(Mutex::new(session));
-            execution = Some(exec);
-        }
+        let (engine, execution) = open_engine(&model_path, &bytes, &manifest, opts)?;
         let n = &manifest.input.normalization;
         Ok(Classifier {
             normalize: (!n.in_graph).then_some((n.mean, n.std)),
             manifest,
             manifest_path,
             model_path,
-            sessions,
-            next_session: AtomicUsize::new(0),
-            execution: execution.expect("pool has at least one session"),
+            engine,
+            execution,
             batch_size: opts.batch_size.max(1),
             tta: TtaMode::None,
         })
@@ -347,21 +450,6 @@ impl Classifier {
     /// Images per inference call.
     pub fn batch_size(&self) -> usize {
         self.batch_size
-    }
-
-    fn session(&self) -> MutexGuard<'_, Session> {
-        let n = self.sessions.len();
-        let start = self.next_session.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            if let Ok(s) = self.sessions[(start + i) % n].try_lock() {
-                return s;
-            }
-        }
-        // All busy: wait for the one in turn. A poisoned lock only means another thread
-        // panicked mid-call; the session itself holds no Rust state to corrupt.
-        self.sessions[start % n]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Logits for `n` images given as one flat NCHW float slice (`n * 3072` values, RGB in
@@ -457,10 +545,6 @@ impl Classifier {
         if n == 0 {
             return Ok(());
         }
-        let fail = |source: ort::Error| Error::Inference {
-            path: self.model_path.clone(),
-            source,
-        };
         let normalized;
         let data = match &self.normalize {
             None => chw,
@@ -477,8 +561,35 @@ impl Classifier {
                 &normalized[..]
             }
         };
+        match &self.engine {
+            #[cfg(feature = "ort")]
+            Engine::Ort {
+                sessions,
+                next_session,
+            } => self.run_ort(sessions, next_session, data, out),
+            #[cfg(feature = "tract")]
+            Engine::Tract(engine) => {
+                out.extend_from_slice(&engine.run(data)?);
+                Ok(())
+            }
+        }
+    }
+
+    #[cfg(feature = "ort")]
+    fn run_ort(
+        &self,
+        sessions: &[Mutex<Session>],
+        next_session: &AtomicUsize,
+        data: &[f32],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let n = data.len() / IMAGE_FLOATS;
+        let fail = |source: ort::Error| Error::Inference {
+            path: self.model_path.clone(),
+            source,
+        };
         let input = TensorRef::from_array_view(([n, 3, SIDE, SIDE], data)).map_err(fail)?;
-        let mut session = self.session();
+        let mut session = free_session(sessions, next_session);
         let outputs = session
             .run(ort::inputs![self.manifest.input.name.as_str() => input])
             .map_err(fail)?;

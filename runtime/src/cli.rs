@@ -3,11 +3,16 @@
 //! in use, and how a CPU fallback is announced.
 
 use crate::classify::Classifier;
-use crate::session::{Device, SessionOptions};
+use crate::session::{Backend, Device, SessionOptions};
 
 /// Where and how inference runs; flattened into both commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecutionArgs {
+    /// Inference engine: ort (ONNX Runtime, loaded at run time) or tract (pure Rust, CPU
+    /// only; needs the `tract` cargo feature) [default: ort when this build has it].
+    #[arg(long, value_name = "ort|tract", default_value_t = Backend::default())]
+    pub backend: Backend,
+
     /// Images per inference call (and per decoding batch in tpsnet-infer).
     #[arg(short, long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
@@ -20,7 +25,8 @@ pub struct ExecutionArgs {
     #[arg(long)]
     pub allow_cpu_fallback: bool,
 
-    /// ONNX Runtime intra-op threads (0: one per physical core).
+    /// ONNX Runtime intra-op threads (0: one per physical core); with tract, how many
+    /// parts of each batch run in parallel (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
@@ -29,6 +35,7 @@ impl ExecutionArgs {
     /// Session options for a command-line run (one session).
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions::builder()
+            .backend(self.backend)
             .device(self.device)
             .threads(self.threads)
             .sessions(1)
@@ -38,18 +45,32 @@ impl ExecutionArgs {
     }
 }
 
-/// The long `--version` text: the crate version, the ONNX Runtime library in use (or
-/// every place searched) and the models folder found without `--models-dir`.
+/// The long `--version` text: the crate version, the backends built in, the ONNX Runtime
+/// library in use (or every place searched) and the models folder found without
+/// `--models-dir`.
 pub fn long_version() -> String {
+    let built: Vec<String> = Backend::ALL
+        .iter()
+        .filter(|b| b.is_built())
+        .map(|b| b.to_string())
+        .collect();
+    let backends = format!(
+        "backends: {} (default {})",
+        built.join(", "),
+        Backend::default()
+    );
+    #[cfg(feature = "ort")]
     let ort = match crate::session::ort_library() {
         Ok(lib) => lib.to_string(),
         Err(e) => format!("ONNX Runtime not usable: {}", e.full_message()),
     };
+    #[cfg(not(feature = "ort"))]
+    let ort = "ONNX Runtime: not in this build (no native library is loaded)".to_string();
     let models = match crate::registry::locate_models_dir(None) {
         Ok(dir) => format!("models folder {dir}"),
         Err(e) => e.to_string(),
     };
-    format!("{}\n{ort}\n{models}", env!("CARGO_PKG_VERSION"))
+    format!("{}\n{backends}\n{ort}\n{models}", env!("CARGO_PKG_VERSION"))
 }
 
 /// Parses the command line of `A`, with [`long_version`] as its `--version` text.

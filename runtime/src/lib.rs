@@ -1,4 +1,4 @@
-//! Inference runtime of the TPSNet model zoo, on ONNX Runtime.
+//! Inference runtime of the TPSNet model zoo, on ONNX Runtime or on tract (pure Rust).
 //!
 //! * [`Classifier`] opens a zoo model from its manifest (or from the ONNX file with the
 //!   manifest beside it), refuses a file whose sha256 differs from the manifest, checks the
@@ -6,7 +6,8 @@
 //!   from any number of threads.
 //! * [`preprocess`] decodes PNG/JPEG/BMP/GIF/WebP/TIFF of any size and colour type into
 //!   the model input (RGB in [0, 1], 32x32), in parallel and under decoding limits.
-//! * [`session`] holds [`SessionOptions`] (built with [`SessionOptions::builder`]) and picks
+//! * [`session`] holds [`SessionOptions`] (with the [`Backend`]: ONNX Runtime, the
+//!   default, or tract) (built with [`SessionOptions::builder`]) and picks
 //!   the CPU or CUDA execution provider (CUDA failing is an error unless a CPU fallback is
 //!   allowed, and a fallback is recorded in [`Execution`], never printed).
 //! * [`ort_library`] finds ONNX Runtime at run time, without any environment variable:
@@ -24,12 +25,17 @@
 //!
 //! # Features
 //!
+//! * `ort` (default): the ONNX Runtime backend, [`Backend::Ort`].
+//! * `tract`: the pure-Rust tract backend, [`Backend::Tract`] (`tract_engine`). Built
+//!   with `--no-default-features --features cli,tract`, the crate and its commands
+//!   contain no ONNX Runtime code and load no native library.
 //! * `cli` (default): the `tpsnet-infer` and `verify` commands and the `cli` module, with clap, indicatif and anyhow, and CIFAR-10 downloading for
-//!   `verify --download`. A program that embeds the runtime turns it off:
+//!   `verify --download`. A program that embeds the runtime turns it off and names its
+//!   backend:
 //!
 //! ```toml
 //! [dependencies]
-//! tpsnet-runtime = { path = "../tpsnet-zoo/runtime", default-features = false }
+//! tpsnet-runtime = { path = "../tpsnet-zoo/runtime", default-features = false, features = ["ort"] }
 //! ```
 //!
 //! `examples/standalone/` in the repository is such a program, built and run in CI.
@@ -61,18 +67,27 @@ pub mod cli;
 pub mod error;
 pub mod infer;
 pub mod models_dir;
+#[cfg(feature = "ort")]
 pub mod ort_library;
 pub mod preprocess;
 pub mod registry;
 pub mod report;
 pub mod session;
+#[cfg(feature = "tract")]
+pub mod tract_engine;
 pub mod verify;
+
+#[cfg(not(any(feature = "ort", feature = "tract")))]
+compile_error!(
+    "tpsnet-runtime needs a backend: enable the `ort` feature (ONNX Runtime, on by default) or `tract` (pure Rust)"
+);
 
 pub use classify::{ClassScore, Classifier, Prediction};
 pub use error::{Error, Result};
+#[cfg(feature = "ort")]
 pub use ort_library::OrtLibrary;
 pub use preprocess::InputImage;
-pub use session::{Device, Execution, SessionOptions, SessionOptionsBuilder};
+pub use session::{Backend, Device, Execution, SessionOptions, SessionOptionsBuilder};
 pub use zoo::TtaMode;
 
 /// The workspace README's Rust examples (embedding the runtime), compiled as doctests so

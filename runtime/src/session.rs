@@ -1,4 +1,14 @@
-//! ONNX Runtime sessions: options, the execution provider, creating sessions.
+//! Sessions: options, the backend, the execution provider, creating sessions.
+//!
+//! # Backends
+//!
+//! [`Backend::Ort`] (feature `ort`, on by default, and the default backend) runs models
+//! on ONNX Runtime; [`Backend::Tract`] (feature `tract`) runs them on tract, a pure-Rust
+//! ONNX engine, on the CPU, with no native library at all (see [`crate::tract_engine`]).
+//! Both sit behind the same [`crate::Classifier`]. Asking for a backend this build does
+//! not have is an [`crate::Error::BackendNotBuilt`].
+//!
+//! # ONNX Runtime
 //!
 //! The library is loaded at run time (`ort`'s `load-dynamic`) from the first usable place
 //! of [`crate::ort_library`]'s search order (`ORT_DYLIB_PATH`, beside the executable, the
@@ -16,16 +26,79 @@
 //!   [`Execution::fallback`] for the caller to report (the commands print it). The
 //!   library itself never prints.
 
-use std::path::Path;
-use std::sync::{Mutex, OnceLock, PoisonError};
+#[cfg(feature = "ort")]
+mod ort_sessions;
 
-use ort::environment::Environment;
-use ort::ep::ExecutionProvider;
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
-
-use crate::error::{Error, Result};
+#[cfg(feature = "ort")]
 pub use crate::ort_library::{ORT_DYLIB_ENV, OrtLibrary};
+#[cfg(feature = "ort")]
+pub use ort_sessions::{available_providers, create_session, init, ort_library};
+
+/// Which engine runs the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// ONNX Runtime, loaded at run time (feature `ort`).
+    Ort,
+    /// tract, pure Rust, CPU only (feature `tract`).
+    Tract,
+}
+
+impl Backend {
+    /// Both backends, in the order the commands list them.
+    pub const ALL: [Backend; 2] = [Backend::Ort, Backend::Tract];
+
+    /// Whether this build has the backend (its cargo feature is on).
+    pub fn is_built(self) -> bool {
+        match self {
+            Backend::Ort => cfg!(feature = "ort"),
+            Backend::Tract => cfg!(feature = "tract"),
+        }
+    }
+
+    /// The cargo feature that builds the backend.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Ort => "ort",
+            Backend::Tract => "tract",
+        }
+    }
+}
+
+/// ONNX Runtime when this build has it, else tract.
+impl Default for Backend {
+    fn default() -> Self {
+        if cfg!(feature = "ort") {
+            Backend::Ort
+        } else {
+            Backend::Tract
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.feature())
+    }
+}
+
+/// Serialised as its display form (`ort`, `tract`).
+impl serde::Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    /// `ort` (also `onnxruntime`) or `tract`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ort" | "onnxruntime" => Ok(Backend::Ort),
+            "tract" => Ok(Backend::Tract),
+            _ => Err(format!("unknown backend `{s}`; use ort or tract")),
+        }
+    }
+}
 
 /// Where inference runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,9 +163,12 @@ impl std::str::FromStr for Device {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SessionOptions {
+    /// The engine: ONNX Runtime (the default when built) or tract.
+    pub backend: Backend,
     /// Requested device.
     pub device: Device,
     /// Intra-op threads per session (0: ONNX Runtime's default, one per physical core).
+    /// With tract: how many parts of a batch run at once (0: one per rayon thread).
     pub threads: usize,
     /// Number of sessions in the pool, i.e. how many batches may run at the same time
     /// (each session holds its own copy of the weights). 1 suits a CLI; a server with many
@@ -108,6 +184,7 @@ pub struct SessionOptions {
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
+            backend: Backend::default(),
             device: Device::Cpu,
             threads: 0,
             sessions: 1,
@@ -118,7 +195,8 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
-    /// A builder starting from the defaults: CPU, ONNX Runtime's default threads, one
+    /// A builder starting from the defaults: ONNX Runtime (tract in a build without it),
+    /// CPU, ONNX Runtime's default threads, one
     /// session, no CPU fallback, batches of 256.
     pub fn builder() -> SessionOptionsBuilder {
         SessionOptionsBuilder::default()
@@ -133,6 +211,13 @@ pub struct SessionOptionsBuilder {
 }
 
 impl SessionOptionsBuilder {
+    /// The engine (default [`Backend::Ort`], or [`Backend::Tract`] in a build without
+    /// ONNX Runtime).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.options.backend = backend;
+        self
+    }
+
     /// Where inference runs (default [`Device::Cpu`]).
     pub fn device(mut self, device: Device) -> Self {
         self.options.device = device;
@@ -176,213 +261,16 @@ impl SessionOptionsBuilder {
 /// What a classifier actually runs on.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Execution {
+    /// The engine.
+    pub backend: Backend,
     /// What was asked for.
     pub requested: Device,
-    /// The execution provider in use: `CPUExecutionProvider` or `CUDAExecutionProvider`.
+    /// The execution provider in use: `CPUExecutionProvider` or `CUDAExecutionProvider`
+    /// on ONNX Runtime, `tract` on tract.
     pub provider: String,
     /// The device in use.
     pub device: Device,
     /// Why the requested device was replaced by the CPU, if it was (only with
     /// [`SessionOptions::allow_cpu_fallback`]); callers should tell their users.
     pub fallback: Option<String>,
-}
-
-struct OrtRuntime {
-    env: Environment,
-    library: &'static OrtLibrary,
-}
-
-static RUNTIME: OnceLock<OrtRuntime> = OnceLock::new();
-/// Serialises creating the environment; a failure is not cached (its `ort::Error` is
-/// handed to the caller), so a later call tries again.
-static RUNTIME_INIT: Mutex<()> = Mutex::new(());
-
-fn runtime() -> Result<&'static OrtRuntime> {
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
-    }
-    let _guard = RUNTIME_INIT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
-    }
-    let library = crate::ort_library::load()?;
-    let env = ort::init()
-        .with_name("tpsnet-runtime")
-        .build()
-        .map_err(|source| Error::OrtEnvironment {
-            path: library.path.clone(),
-            source,
-        })?;
-    Ok(RUNTIME.get_or_init(|| OrtRuntime { env, library }))
-}
-
-/// Loads ONNX Runtime (once per process) and returns the library path in use.
-///
-/// Fails with a message naming every place searched when none holds a usable library,
-/// or naming `ORT_DYLIB_PATH` when it is set to something unusable.
-pub fn init() -> Result<&'static Path> {
-    Ok(runtime()?.library.path.as_path())
-}
-
-/// Loads ONNX Runtime (once per process) and tells which library is in use: its path,
-/// version and where it was found.
-pub fn ort_library() -> Result<&'static OrtLibrary> {
-    Ok(runtime()?.library)
-}
-
-/// Execution providers the loaded ONNX Runtime was built with, e.g.
-/// `["CPUExecutionProvider"]`.
-pub fn available_providers() -> Result<Vec<String>> {
-    runtime()?;
-    let mut out = Vec::new();
-    if ort::ep::CUDA::is_available().unwrap_or(false) {
-        out.push("CUDAExecutionProvider".to_string());
-    }
-    if ort::ep::CPU::is_available().unwrap_or(true) {
-        out.push("CPUExecutionProvider".to_string());
-    }
-    Ok(out)
-}
-
-/// Creates one session for `model_bytes` (already hash-checked) on the requested device,
-/// falling back to the CPU only when the options allow it. `model_path` only names the
-/// model in errors. Public for tools that need raw sessions on the same ONNX Runtime
-/// (`tpsnet-quantize` reads intermediate tensors while calibrating).
-pub fn create_session(
-    model_path: &Path,
-    model_bytes: &[u8],
-    opts: &SessionOptions,
-) -> Result<(Session, Execution)> {
-    let rt = runtime()?;
-    match opts.device {
-        Device::Cpu => Ok((
-            build_cpu(rt, model_path, model_bytes, opts.threads)?,
-            Execution {
-                requested: Device::Cpu,
-                provider: "CPUExecutionProvider".into(),
-                device: Device::Cpu,
-                fallback: None,
-            },
-        )),
-        Device::Cuda { device } => match build_cuda(rt, model_path, model_bytes, device, opts) {
-            Ok(session) => Ok((
-                session,
-                Execution {
-                    requested: opts.device,
-                    provider: "CUDAExecutionProvider".into(),
-                    device: opts.device,
-                    fallback: None,
-                },
-            )),
-            Err(Error::CudaUnavailable {
-                device,
-                reason,
-                source,
-            }) if opts.allow_cpu_fallback => {
-                let why = match source {
-                    Some(source) => {
-                        format!("CUDA device {device} unavailable ({reason}: {source})")
-                    }
-                    None => format!("CUDA device {device} unavailable ({reason})"),
-                };
-                Ok((
-                    build_cpu(rt, model_path, model_bytes, opts.threads)?,
-                    Execution {
-                        requested: opts.device,
-                        provider: "CPUExecutionProvider".into(),
-                        device: Device::Cpu,
-                        fallback: Some(why),
-                    },
-                ))
-            }
-            Err(e) => Err(e),
-        },
-    }
-}
-
-type Builder = ort::session::builder::SessionBuilder;
-
-fn session_error(model_path: &Path, e: impl Into<ort::Error>) -> Error {
-    Error::Session {
-        path: model_path.to_path_buf(),
-        source: e.into(),
-    }
-}
-
-fn invalid_model(model_path: &Path, e: impl Into<ort::Error>) -> Error {
-    Error::ModelInvalid {
-        path: model_path.to_path_buf(),
-        source: e.into(),
-    }
-}
-
-/// A session builder with full graph optimisation and `threads` intra-op threads.
-fn builder(rt: &OrtRuntime, model_path: &Path, threads: usize) -> Result<Builder> {
-    let b = Session::builder(&rt.env)
-        .map_err(|e| session_error(model_path, e))?
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(|e| session_error(model_path, e))?;
-    if threads == 0 {
-        return Ok(b);
-    }
-    b.with_intra_threads(threads)
-        .map_err(|e| session_error(model_path, e))
-}
-
-fn build_cpu(rt: &OrtRuntime, model_path: &Path, bytes: &[u8], threads: usize) -> Result<Session> {
-    builder(rt, model_path, threads)?
-        .commit_from_memory(bytes)
-        .map_err(|e| invalid_model(model_path, e))
-}
-
-fn build_cuda(
-    rt: &OrtRuntime,
-    model_path: &Path,
-    bytes: &[u8],
-    device: i32,
-    opts: &SessionOptions,
-) -> Result<Session> {
-    let unavailable = |reason: String, source: Option<ort::Error>| Error::CudaUnavailable {
-        device,
-        reason,
-        source,
-    };
-    if !ort::ep::CUDA::is_available().unwrap_or(false) {
-        return Err(unavailable(
-            format!(
-                "the ONNX Runtime at {} was built without the CUDA execution provider (it has: {})",
-                rt.library.path.display(),
-                available_providers()
-                    .map(|p| p.join(", "))
-                    .unwrap_or_else(|_| "?".into())
-            ),
-            None,
-        ));
-    }
-    let ep = ort::ep::CUDA::default()
-        .with_device_id(device)
-        .build()
-        .error_on_failure();
-    let mut b = builder(rt, model_path, opts.threads)?
-        .with_execution_providers([ep])
-        .map_err(|e| {
-            unavailable(
-                "ONNX Runtime could not register the CUDA provider".into(),
-                Some(e.into()),
-            )
-        })?;
-    // A provider that registered but cannot start (no GPU, bad device index, missing
-    // cuDNN) fails when the session is created; an invalid model fails there too, so the
-    // message decides which of the two it is.
-    b.commit_from_memory(bytes).map_err(|e| {
-        let lower = e.to_string().to_lowercase();
-        if lower.contains("cuda") || lower.contains("cudnn") || lower.contains("gpu") {
-            unavailable(
-                "ONNX Runtime could not start a session on it".into(),
-                Some(e),
-            )
-        } else {
-            invalid_model(model_path, e)
-        }
-    })
 }

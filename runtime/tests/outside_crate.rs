@@ -32,9 +32,21 @@ fn checkout() -> PathBuf {
 /// runtime by absolute path, seeded with the workspace's Cargo.lock; returns the folder
 /// (kept alive by the guard) and its manifest path.
 fn standalone_copy() -> (tempfile::TempDir, PathBuf) {
+    standalone_copy_named("tpsnet-standalone")
+}
+
+/// [`standalone_copy`] with the package (and so the executable) renamed, so that two
+/// flavours built into the same target folder by tests running at once do not overwrite
+/// each other's executable.
+fn standalone_copy_named(package: &str) -> (tempfile::TempDir, PathBuf) {
     let source = checkout().join("examples/standalone");
     let dir = tempfile::tempdir().unwrap();
-    let manifest = std::fs::read_to_string(source.join("Cargo.toml")).unwrap();
+    let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
+        .unwrap()
+        .replace(
+            r#"name = "tpsnet-standalone""#,
+            &format!("name = {package:?}"),
+        );
     let runtime_dir = checkout().join("runtime");
     let relative = r#"path = "../../runtime""#;
     assert!(manifest.contains(relative), "{manifest}");
@@ -155,4 +167,89 @@ fn standalone_crate_builds_and_classifies_with_a_shipped_model() {
         stderr.contains("bad.png") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+/// The tract flavour of the same program (`--no-default-features --features tract`): no
+/// `ort` in its dependency tree, no ONNX Runtime linked (`ldd`) or named anywhere in the
+/// executable (so nothing can look it up at run time), and it classifies real images as
+/// the tract backend does here, with `ORT_DYLIB_PATH` pointing nowhere.
+#[cfg(feature = "tract")]
+#[test]
+fn standalone_crate_builds_and_classifies_on_tract_without_onnx_runtime() {
+    let (_crate_dir, manifest) = standalone_copy_named("tpsnet-standalone-tract");
+    let tract_only = ["--no-default-features", "--features", "tract"];
+    let out = cargo()
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
+        .args(tract_only)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let tree = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        tree.lines().any(|l| l.starts_with("tract-onnx v")),
+        "{tree}"
+    );
+    assert!(!tree.lines().any(|l| l.starts_with("ort")), "{tree}");
+
+    let out = cargo()
+        .args(["build", "--offline"])
+        .args(tract_only)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exe = target_dir().join("debug/tpsnet-standalone-tract");
+
+    let ldd = Command::new("ldd").arg(&exe).output().unwrap();
+    let linked = text(&ldd.stdout);
+    assert!(ldd.status.success(), "{}", text(&ldd.stderr));
+    assert!(!linked.contains("onnxruntime"), "{linked}");
+    let bytes = std::fs::read(&exe).unwrap();
+    for needle in [&b"libonnxruntime"[..], b"OrtGetApiBase", b"ORT_DYLIB_PATH"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} found in {}",
+            String::from_utf8_lossy(needle),
+            exe.display()
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let images = common::write_cifar_pngs(&dir.path().join("png"), 8);
+    let out = Command::new(&exe)
+        .args(&images)
+        .current_dir(dir.path())
+        .env("ORT_DYLIB_PATH", dir.path().join("no-onnxruntime-here.so"))
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("TPSNET_MODELS")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("tract backend"), "{stderr}");
+
+    let shipped = checkout().join("models");
+    let model = registry::find_model(None, Some(&shipped)).unwrap();
+    let options = SessionOptions::builder()
+        .backend(runtime::Backend::Tract)
+        .threads(1)
+        .build();
+    let classifier = Classifier::open(&model, &options).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), images.len(), "{stdout}");
+    for (line, image) in lines.iter().zip(&images) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let want = classifier.classify_file(image, 1).unwrap();
+        assert_eq!(fields[1], want.class, "{line}");
+        let p: f32 = fields[3].parse().unwrap();
+        assert!(
+            (p - want.probability).abs() < 1e-5,
+            "{line}: {}",
+            want.probability
+        );
+    }
 }

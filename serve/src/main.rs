@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use runtime::{Classifier, Device, SessionOptions, registry};
+use runtime::{Backend, Classifier, Device, SessionOptions, registry};
 use serve::{ServeError, Server, ServerConfig};
 
 const EXAMPLES: &str = "\
@@ -76,6 +76,10 @@ struct Args {
     /// models/ beside the executable and the checkout's models/ that exists].
     #[arg(long, value_name = "DIR")]
     models_dir: Option<PathBuf>,
+
+    /// Inference engine: ort (ONNX Runtime) or tract (pure Rust, CPU only).
+    #[arg(long, value_name = "ort|tract", default_value_t = Backend::default())]
+    backend: Backend,
 
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -254,6 +258,7 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
     let config = config(args);
     let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
     let options = SessionOptions::builder()
+        .backend(args.backend)
         .device(args.device)
         .threads(args.threads)
         .allow_cpu_fallback(args.allow_cpu_fallback)

@@ -5,8 +5,9 @@
 //! ```
 //!
 //! Prints `file<TAB>class<TAB>index<TAB>probability` per image on stdout, and on stderr
-//! the model and the ONNX Runtime library in use. Nothing needs configuring: the runtime
-//! finds ONNX Runtime (`ORT_DYLIB_PATH`, beside the executable, the zoo checkout's
+//! the model and the engine in use. Built with `--no-default-features --features tract`
+//! it runs on tract, pure Rust, and loads no native library. Nothing needs configuring:
+//! the runtime finds ONNX Runtime (`ORT_DYLIB_PATH`, beside the executable, the zoo checkout's
 //! `.venv`, the system library path) and the models folder (`$TPSNET_MODELS`,
 //! `./models`, beside the executable, the zoo checkout's `models/`) by itself. Without
 //! `--model` it uses the shipped model with the best claimed accuracy.
@@ -14,7 +15,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use runtime::{Classifier, SessionOptions, registry, session};
+use runtime::{Classifier, SessionOptions, registry};
 
 fn main() -> ExitCode {
     // Where to look for models and ONNX Runtime besides the current folder and the
@@ -54,13 +55,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let model = registry::find_model(model.as_deref(), None)?;
+    // The default backend: ONNX Runtime when built in, else tract.
     let options = SessionOptions::builder().threads(1).batch_size(64).build();
     let classifier = Classifier::open(&model, &options)?;
     eprintln!(
         "model {} ({}) with {}",
         classifier.name(),
         classifier.model_path().display(),
-        session::ort_library()?
+        engine()?
     );
 
     let decoded: Vec<_> = images
@@ -79,4 +81,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+#[cfg(feature = "ort")]
+fn engine() -> Result<String, runtime::Error> {
+    Ok(runtime::session::ort_library()?.to_string())
+}
+
+#[cfg(not(feature = "ort"))]
+fn engine() -> Result<String, runtime::Error> {
+    Ok("the tract backend (pure Rust, no native library)".into())
 }

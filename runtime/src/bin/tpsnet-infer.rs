@@ -18,6 +18,7 @@ Examples:
   tpsnet-infer --model models/tpsnet-1a2b3c4d.onnx -k 3 --format jsonl images/ > out.jsonl
   tpsnet-infer --format csv --device cuda:0 --allow-cpu-fallback images/
   tpsnet-infer --tta 6view photos/          average six views of each image (6x the work)
+  tpsnet-infer --backend tract photos/      pure-Rust engine, no ONNX Runtime needed
 
 Test-time augmentation (--tta): none (one view), flip (the image and its mirror, 2x the
 work), 6view (mirror x {no shift, 1 px down-right, 1 px up-left}, reflect-padded; weights
@@ -29,15 +30,17 @@ to RGB and resized to 32x32 (Triangle filter). Folders are searched recursively 
 files with those extensions; files named on the command line are always tried.
 
 The model's sha256 is checked against its manifest (<model>.json beside the .onnx)
-before it is loaded. ONNX Runtime is found at run time: ORT_DYLIB_PATH if set, else
-libonnxruntime.so* beside the executable, else the checkout's .venv, else the system
-library path; --version shows the library and the models folder in use.
+before it is loaded. Backends (--backend): ort, ONNX Runtime, found at run time:
+ORT_DYLIB_PATH if set, else libonnxruntime.so* beside the executable, else the checkout's
+.venv, else the system library path; tract, a pure-Rust engine built in with the `tract`
+cargo feature (CPU only; the int8 models need ort). --version shows the backends, the
+library and the models folder in use.
 
 Exit status: 0 every image classified; 1 some inputs could not be read (each one is
 reported on stderr and skipped); 2 nothing could be done (no model, bad model, empty
 folder, bad arguments).";
 
-/// Classify images with a TPSNet zoo model on ONNX Runtime.
+/// Classify images with a TPSNet zoo model on ONNX Runtime or tract.
 #[derive(Parser, Debug)]
 #[command(name = "tpsnet-infer", version, after_help = EXAMPLES)]
 struct Args {

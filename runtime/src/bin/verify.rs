@@ -17,6 +17,7 @@ Examples:
   verify --dataset cifar10-test                    best shipped model
   verify --dataset cifar10-test --all --tta        every model in the models folder, also flip TTA
   verify --model airnet-short --tta 6view          also six-view TTA
+  verify --all --backend tract                     every model on the pure-Rust engine
   verify --dataset cifar10-test --model tpsnet --tolerance 0.05 --report tpsnet-verify.json
   verify --dataset cifar10-test --model models/tpsnet-1a2b3c4d.onnx --data-dir ~/data/cifar-10-batches-bin
 
@@ -32,9 +33,11 @@ Single view and the headline claim's mode (metrics.claim) are always measured; -
 a mode. Each measured mode the manifest has a number for is checked. A check fails when
 |measured - claimed| > --tolerance percentage points.
 
-ONNX Runtime is found at run time: ORT_DYLIB_PATH if set, else libonnxruntime.so*
-beside the executable, else the checkout's .venv, else the system library path;
---version shows the library and the models folder in use.
+Backends (--backend): ort, ONNX Runtime, found at run time: ORT_DYLIB_PATH if set, else
+libonnxruntime.so* beside the executable, else the checkout's .venv, else the system
+library path; tract, a pure-Rust engine built in with the `tract` cargo feature (CPU
+only; the int8 models need ort). --version shows the backends, the library and the
+models folder in use.
 
 Exit status: 0 every claim holds; 1 a claim does not hold; 2 nothing could be verified
 (no model, bad model, missing or corrupt data).";

@@ -1,0 +1,384 @@
+//! The tract backend (feature `tract`): zoo models on tract, a pure-Rust ONNX engine, with
+//! no native library.
+//!
+//! * Before tract builds anything, the graph is read and every node's operator is looked
+//!   up in tract's ONNX operator table: an operator tract does not implement (the
+//!   `com.microsoft` contrib operators of the int8 files, `QLinearAdd`,
+//!   `QLinearAveragePool`, `Gelu`) is an [`Error::TractUnsupportedOp`] naming the file, the
+//!   node and the operator, and pointing at the ONNX Runtime backend.
+//! * The graph's input and output are checked against the manifest's contract, as on ONNX
+//!   Runtime.
+//! * The model is typed and decluttered once with a symbolic batch size. Each batch size
+//!   actually run gets its own plan, optimised for that fixed shape (tract's
+//!   `into_optimized` on the concretised model) and cached; past
+//!   [`MAX_FIXED_SHAPE_PLANS`] sizes, further sizes share one plan optimised with the
+//!   symbolic batch size, so a server fed every size from 1 to 256 does not hold 256
+//!   copies of the weights.
+//! * A tract run is single-threaded, so a batch is split into [`TractEngine::parts`]
+//!   equal parts that run in parallel on rayon's pool (both cores of a 2-core machine).
+//! * tract reports errors as `anyhow` chains naming the node (`#12 "conv3" Conv`); they
+//!   become [`Error::TractModel`] / [`Error::TractInference`] with the whole chain. A
+//!   panic inside tract while loading is caught and reported the same way.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use rayon::prelude::*;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use zoo::Manifest;
+
+use crate::error::{Error, Result};
+use crate::preprocess::{IMAGE_FLOATS, SIDE};
+
+/// How many batch sizes get a plan of their own (each holds the weights, packed for its
+/// shape); further sizes share the symbolic-batch plan.
+pub const MAX_FIXED_SHAPE_PLANS: usize = 8;
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A zoo model loaded into tract: the decluttered graph and its optimised plans.
+pub struct TractEngine {
+    path: PathBuf,
+    classes: usize,
+    /// Typed and decluttered, batch size symbolic.
+    model: TypedModel,
+    batch: Symbol,
+    plans: Mutex<HashMap<usize, Plan>>,
+    symbolic_plan: OnceLock<Plan>,
+    parts: usize,
+}
+
+impl std::fmt::Debug for TractEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractEngine")
+            .field("path", &self.path)
+            .field("parts", &self.parts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of a tract error with its whole chain of contexts.
+fn chain(e: &TractError) -> String {
+    format!("{e:#}")
+}
+
+/// The message of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("tract panicked: {what}")
+}
+
+impl TractEngine {
+    /// Loads `bytes` (already hash-checked against `manifest`) for running in `parts`
+    /// parallel parts (0: one per rayon thread). `path` names the model in errors.
+    pub fn open(path: &Path, bytes: &[u8], manifest: &Manifest, parts: usize) -> Result<Self> {
+        let model_error = |stage: &'static str, reason: String| Error::TractModel {
+            path: path.to_path_buf(),
+            stage,
+            reason,
+        };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut &bytes[..])
+            .map_err(|e| model_error("read", chain(&e)))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| model_error("read", "the file holds no graph".into()))?;
+        check_operators(path, graph, &onnx.op_register.0)?;
+        check_contract(path, graph, manifest)?;
+
+        let loaded = catch_unwind(AssertUnwindSafe(|| -> TractResult<(TypedModel, Symbol)> {
+            let mut model = onnx.model_for_proto_model(&proto)?;
+            model.select_outputs_by_name([&manifest.output.name])?;
+            let batch = model.symbols.sym("N");
+            let shape: [TDim; 4] = [batch.clone().into(), 3.into(), SIDE.into(), SIDE.into()];
+            model.set_input_fact(0, f32::fact(shape).into())?;
+            let typed = model.into_typed()?.into_decluttered()?;
+            Ok((typed, batch))
+        }));
+        let (model, batch) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => return Err(model_error("load", chain(&e))),
+            Err(payload) => return Err(model_error("load", panic_text(&*payload))),
+        };
+        let classes = manifest.classes.len();
+        let out = model
+            .output_fact(0)
+            .map_err(|e| model_error("load", chain(&e)))?;
+        let dims: Vec<String> = out.shape.iter().map(|d| d.to_string()).collect();
+        if out.datum_type != f32::datum_type()
+            || dims.len() != 2
+            || out.shape[1] != TDim::from(classes)
+        {
+            return Err(Error::Contract {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "output `{}` is a {:?} tensor of shape [{}], the manifest promises a Float32 tensor of shape [N, {classes}]",
+                    manifest.output.name,
+                    out.datum_type,
+                    dims.join(", ")
+                ),
+            });
+        }
+        let parts = if parts == 0 {
+            rayon::current_num_threads()
+        } else {
+            parts
+        };
+        Ok(TractEngine {
+            path: path.to_path_buf(),
+            classes,
+            model,
+            batch,
+            plans: Mutex::new(HashMap::new()),
+            symbolic_plan: OnceLock::new(),
+            parts: parts.max(1),
+        })
+    }
+
+    /// How many parts of a batch run at once.
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// Batch sizes that have a fixed-shape plan so far, ascending.
+    pub fn planned_batch_sizes(&self) -> Vec<usize> {
+        let plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sizes: Vec<usize> = plans.keys().copied().collect();
+        sizes.sort_unstable();
+        sizes
+    }
+
+    fn optimise(&self, model: TypedModel) -> Result<Plan> {
+        let built = catch_unwind(AssertUnwindSafe(|| model.into_optimized()?.into_runnable()));
+        match built {
+            Ok(Ok(plan)) => Ok(plan),
+            Ok(Err(e)) => Err(Error::TractModel {
+                path: self.path.clone(),
+                stage: "optimise",
+                reason: chain(&e),
+            }),
+            Err(payload) => Err(Error::TractModel {
+                path: self.path.clone(),
+                stage: "optimise",
+                reason: panic_text(&*payload),
+            }),
+        }
+    }
+
+    /// The plan for batches of `n` images: a cached fixed-shape one, a new one while fewer
+    /// than [`MAX_FIXED_SHAPE_PLANS`] exist, else the shared symbolic-batch one.
+    fn plan(&self, n: usize) -> Result<Plan> {
+        let cached = {
+            let plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+            match plans.get(&n) {
+                Some(plan) => return Ok(plan.clone()),
+                None => plans.len() < MAX_FIXED_SHAPE_PLANS,
+            }
+        };
+        if !cached {
+            if let Some(plan) = self.symbolic_plan.get() {
+                return Ok(plan.clone());
+            }
+            let plan = self.optimise(self.model.clone())?;
+            return Ok(self.symbolic_plan.get_or_init(|| plan).clone());
+        }
+        let subs = HashMap::from([(self.batch.clone(), TDim::from(n))]);
+        let fixed = self
+            .model
+            .set_symbols(&subs)
+            .map_err(|e| Error::TractModel {
+                path: self.path.clone(),
+                stage: "optimise",
+                reason: chain(&e),
+            })?;
+        // Optimised outside the lock: two threads may build the same size once each.
+        let plan = self.optimise(fixed)?;
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(plans.entry(n).or_insert(plan).clone())
+    }
+
+    /// Logits of the images in `chw` (NCHW floats, already normalised as the graph
+    /// expects), `classes` per image, row-major; the batch runs in up to
+    /// [`TractEngine::parts`] parallel parts.
+    pub fn run(&self, chw: &[f32]) -> Result<Vec<f32>> {
+        let n = chw.len() / IMAGE_FLOATS;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let parts = self.parts.min(n);
+        if parts == 1 {
+            return self.run_part(chw);
+        }
+        let per_part = n.div_ceil(parts);
+        let outputs: Vec<Vec<f32>> = chw
+            .par_chunks(per_part * IMAGE_FLOATS)
+            .map(|part| self.run_part(part))
+            .collect::<Result<_>>()?;
+        Ok(outputs.concat())
+    }
+
+    fn run_part(&self, chw: &[f32]) -> Result<Vec<f32>> {
+        let n = chw.len() / IMAGE_FLOATS;
+        let plan = self.plan(n)?;
+        let fail = |e: TractError| Error::TractInference {
+            path: self.path.clone(),
+            reason: chain(&e),
+        };
+        let input = Tensor::from_shape(&[n, 3, SIDE, SIDE], chw).map_err(fail)?;
+        let outputs = plan.run(tvec!(input.into_tvalue())).map_err(fail)?;
+        let logits = &outputs[0];
+        if logits.shape() != [n, self.classes] {
+            return Err(Error::OutputShape {
+                path: self.path.clone(),
+                got: logits.shape().iter().map(|&d| d as i64).collect(),
+                expected: [n as i64, self.classes as i64],
+            });
+        }
+        let view = logits.try_as_plain_ram().map_err(fail)?;
+        Ok(view.as_slice::<f32>().map_err(fail)?.to_vec())
+    }
+}
+
+/// Refuses a graph with a node whose operator tract does not implement: one outside the
+/// standard ONNX domain (ONNX Runtime's `com.microsoft` contrib operators), or a standard
+/// one missing from tract's table. Subgraphs (`If`, `Loop`, `Scan` bodies) are searched
+/// too.
+fn check_operators<V>(
+    path: &Path,
+    graph: &pb::GraphProto,
+    known: &HashMap<String, V>,
+) -> Result<()> {
+    for (i, node) in graph.node.iter().enumerate() {
+        let standard = node.domain.is_empty() || node.domain == "ai.onnx";
+        if !standard || !known.contains_key(&node.op_type) {
+            let name = if !node.name.is_empty() {
+                node.name.clone()
+            } else if let Some(out) = node.output.first().filter(|o| !o.is_empty()) {
+                out.clone()
+            } else {
+                format!("#{i}")
+            };
+            return Err(Error::TractUnsupportedOp {
+                path: path.to_path_buf(),
+                node: name,
+                op: node.op_type.clone(),
+                domain: node.domain.clone(),
+            });
+        }
+        for attr in &node.attribute {
+            for sub in attr.g.iter().chain(&attr.graphs) {
+                check_operators(path, sub, known)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[N, 3, 32, 32]`-style text of a value's declared type, and whether it is float32.
+fn declared(value: &pb::ValueInfoProto) -> (bool, Vec<Option<i64>>, String) {
+    use pb::tensor_shape_proto::dimension::Value as Dim;
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        value.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return (false, Vec::new(), "value that is not a tensor".into());
+    };
+    let dims: Vec<(Option<i64>, String)> = t
+        .shape
+        .iter()
+        .flat_map(|s| &s.dim)
+        .map(|d| match &d.value {
+            Some(Dim::DimValue(v)) => (Some(*v), v.to_string()),
+            Some(Dim::DimParam(p)) => (None, p.clone()),
+            None => (None, "?".into()),
+        })
+        .collect();
+    let float = t.elem_type == pb::tensor_proto::DataType::Float as i32;
+    let text = format!(
+        "{} tensor of shape [{}]",
+        pb::tensor_proto::DataType::try_from(t.elem_type)
+            .map(|d| format!("{d:?}"))
+            .unwrap_or_else(|_| format!("type {}", t.elem_type)),
+        dims.iter()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    (float, dims.into_iter().map(|(v, _)| v).collect(), text)
+}
+
+fn dims_fit(actual: &[Option<i64>], wanted: &[Option<i64>]) -> bool {
+    actual.len() == wanted.len()
+        && actual
+            .iter()
+            .zip(wanted)
+            .all(|(a, w)| a.is_none() || w.is_none() || a == w)
+}
+
+/// The graph has exactly one input, the manifest's, a float32 `[N, 3, 32, 32]`, and the
+/// manifest's output, a float32 `[N, classes]`, as declared in the file.
+fn check_contract(path: &Path, graph: &pb::GraphProto, m: &Manifest) -> Result<()> {
+    let bad = |reason: String| Error::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&pb::ValueInfoProto> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .collect();
+    let names = |v: &[&pb::ValueInfoProto]| {
+        v.iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(input) = inputs.iter().find(|i| i.name == m.input.name) else {
+        return Err(bad(format!(
+            "the graph has no input `{}` (it has: {})",
+            m.input.name,
+            names(&inputs)
+        )));
+    };
+    if inputs.len() != 1 {
+        return Err(bad(format!(
+            "the graph has {} inputs; a zoo model has exactly one",
+            inputs.len()
+        )));
+    }
+    let side = Some(SIDE as i64);
+    let (float, dims, text) = declared(input);
+    if !float || !dims_fit(&dims, &[None, Some(3), side, side]) {
+        return Err(bad(format!(
+            "input `{}` is a {text}, the manifest promises a Float32 tensor of shape [N, 3, {SIDE}, {SIDE}]",
+            m.input.name
+        )));
+    }
+    let outputs: Vec<&pb::ValueInfoProto> = graph.output.iter().collect();
+    let Some(output) = outputs.iter().find(|o| o.name == m.output.name) else {
+        return Err(bad(format!(
+            "the graph has no output `{}` (it has: {})",
+            m.output.name,
+            names(&outputs)
+        )));
+    };
+    let classes = m.classes.len();
+    let (float, dims, text) = declared(output);
+    if !float || !dims_fit(&dims, &[None, Some(classes as i64)]) {
+        return Err(bad(format!(
+            "output `{}` is a {text}, the manifest promises a Float32 tensor of shape [N, {classes}]",
+            m.output.name
+        )));
+    }
+    Ok(())
+}
