@@ -77,11 +77,11 @@ struct Queue {
 /// What a batch of each size costs per image, learnt from the batches run, and the
 /// batch size cap it implies.
 ///
-/// On a CPU a larger batch is not always cheaper per image: measured on a 2-core Xeon,
-/// `resnet20` costs 0.63 ms per image alone or in pairs but 1.5–2.4 ms per image in
-/// batches of 4 to 32 (its activations stop fitting the caches), while `airnet-wide` is
-/// 1.2x cheaper per image at 32. Merging everything queued would then cut throughput
-/// in half under load. So batches are capped at the largest size class whose cost per
+/// On a CPU a larger batch is not always cheaper per image: measured on a 2-core Xeon
+/// shared with other work (load average 11–14), `resnet20` cost 0.63 ms per image alone
+/// or in pairs but 1.5–2.4 ms per image in batches of 4 to 32, while `airnet-wide` was
+/// 1.2x cheaper per image at 32 (on the same CPU idle, `resnet20` too was cheaper per
+/// image at 32). Merging everything queued then cut throughput in half. So batches are capped at the largest size class whose cost per
 /// image is within 5 % of the cheapest class measured (no cap before any batch ran), and
 /// a few batches (about 1 % of the images) run uncapped, which measures the sizes the
 /// queue offers and keeps the costs current as the load changes.
