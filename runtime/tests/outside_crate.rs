@@ -199,6 +199,7 @@ fn standalone_crate_builds_and_classifies_on_tract_without_onnx_runtime() {
         .arg("--manifest-path")
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir())
+        .env("TPSNET_CHECKOUT", checkout())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
