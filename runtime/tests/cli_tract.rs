@@ -2,7 +2,7 @@
 //! real CIFAR-10 images with a shipped model.
 
 use tpsnet_test_support::fixtures as common;
-use tpsnet_test_support::output::text;
+use tpsnet_test_support::output::{assert_exit as status, text};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,21 +13,6 @@ use runtime::{Classifier, SessionOptions, TtaMode, registry};
 /// Test images the subset verification runs on (both views: 2 x 500 images through
 /// resnet20, about a second).
 const SUBSET: usize = 500;
-
-fn status(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        !text(&out.stderr).contains("panicked"),
-        "{}",
-        text(&out.stderr)
-    );
-}
 
 fn shipped(name: &str) -> PathBuf {
     let reg = registry::Registry::scan(&tpsnet_test_support::shipped::models_dir()).unwrap();

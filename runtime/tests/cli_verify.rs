@@ -4,10 +4,10 @@
 //! measures (the check must pass) or something else (it must fail with exit status 1).
 
 use tpsnet_test_support::fixtures as common;
-use tpsnet_test_support::output::text;
+use tpsnet_test_support::output::{assert_exit as status, text};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use runtime::verify;
 use runtime::{Classifier, SessionOptions, TtaMode};
@@ -18,17 +18,6 @@ fn verify_cmd(dir: &Path) -> Command {
         .env("TPSNET_MODELS", "/nonexistent-models-dir")
         .env("CIFAR10_DIR", common::cifar_dir());
     c
-}
-
-fn status(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(!text(&out.stderr).contains("panicked"));
 }
 
 /// Top-1 (single, flip TTA) the library measures for a model.

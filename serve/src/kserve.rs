@@ -596,10 +596,11 @@ pub fn classification_strings(logits: &[f32], classes: &[String], k: usize) -> V
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn model() -> ModelInfo {
+    /// A served model's description for unit tests (the gRPC tests use it too).
+    pub(crate) fn model() -> ModelInfo {
         ModelInfo {
             name: "m".into(),
             version: "0123abcd".into(),

@@ -16,3 +16,20 @@ pub fn describe(output: &Output) -> String {
         text(&output.stderr)
     )
 }
+
+/// Asserts that a command exited with `code` and did not panic, showing its output
+/// otherwise.
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(
+        !text(&output.stderr).contains("panicked"),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -473,17 +473,7 @@ fn infer_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn model() -> ModelInfo {
-        ModelInfo {
-            name: "m".into(),
-            version: "0123abcd".into(),
-            input_name: "input".into(),
-            output_name: "logits".into(),
-            classes: vec!["a".into(), "b".into(), "c".into()],
-            provider: "CPUExecutionProvider".into(),
-        }
-    }
+    use crate::kserve::tests::model;
 
     fn request(shape: Vec<i64>, values: Vec<f32>, raw: bool) -> ModelInferRequest {
         let mut input = InferInputTensor {
