@@ -3,11 +3,12 @@
 //!
 //! MODEL is a model name from the models folder (found at run time: `$TPSNET_MODELS`,
 //! `./models`, beside the executable, the checkout's `models/`) or an .onnx/.json path.
-use runtime::{Classifier, SessionOptions, registry};
+use tpsnet_runtime::{Classifier, SessionOptions, registry};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
-    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
+    tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
+        .install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [model, image] = args.as_slice() else {
         return Err("usage: classify_one MODEL|MODEL.onnx|MODEL.json IMAGE".into());

@@ -20,6 +20,7 @@ fn target(name: &str) -> fn(&[u8]) {
         "image" => fuzz_targets::image,
         "kserve_infer" => fuzz_targets::kserve_infer,
         "onnx_graph" => fuzz_targets::onnx_graph,
+        "multipart" => fuzz_targets::multipart,
         other => {
             panic!("fuzz/regressions/{other}: no fuzz target of that name (see fuzz/Cargo.toml)")
         }
@@ -59,7 +60,7 @@ fn the_seeds_are_accepted() {
             let bytes = std::fs::read(&manifest).unwrap();
             fuzz_targets::manifest(&bytes);
             assert!(
-                zoo::Manifest::load(&manifest).is_ok(),
+                tpsnet_zoo::Manifest::load(&manifest).is_ok(),
                 "{} is a seed of the manifest fuzzer and must load",
                 manifest.display()
             );

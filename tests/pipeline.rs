@@ -2,27 +2,27 @@
 //! export it, load it with the inference runtime (ONNX Runtime) and check that it
 //! predicts what libtorch predicts, well above chance, on held-out test images.
 
-use runtime::Classifier;
-use runtime::preprocess::InputImage;
-use runtime::session::SessionOptions;
 use tch::Device;
-use training::export::{ExportFacts, export_model, weights_from_varstore};
-use training::recipe::Recipe;
-use training::{RunConfig, train};
-use zoo::ResNetSpec;
-use zoo::cifar::{self, Split};
+use tpsnet_runtime::Classifier;
+use tpsnet_runtime::preprocess::InputImage;
+use tpsnet_runtime::session::SessionOptions;
+use tpsnet_training::export::{ExportFacts, export_model, weights_from_varstore};
+use tpsnet_training::recipe::Recipe;
+use tpsnet_training::{RunConfig, train};
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::cifar::{self, Split};
 
 /// Manifest facts for a quick run measured on the first `held_out` test images.
 fn quick_facts(
     name: &str,
     recipe: &Recipe,
-    result: &training::RunResult,
+    result: &tpsnet_training::RunResult,
     held_out: usize,
 ) -> ExportFacts {
     let fm = result.final_metrics.clone().unwrap();
     ExportFacts {
         name: name.into(),
-        metrics: zoo::manifest::Metrics {
+        metrics: tpsnet_zoo::manifest::Metrics {
             dataset: format!("cifar10-test[:{held_out}]"),
             images: held_out as u64,
             top1: fm.top1,
@@ -31,7 +31,7 @@ fn quick_facts(
             claim: "single".into(),
             how: "final epoch, e2e test".into(),
         },
-        training: zoo::manifest::TrainingRecord {
+        training: tpsnet_zoo::manifest::TrainingRecord {
             recipe: recipe.name.clone(),
             recipe_config: serde_json::to_value(recipe).unwrap(),
             seed: 1,
@@ -41,8 +41,8 @@ fn quick_facts(
             images_per_s: result.images_per_s,
             device: "cpu".into(),
             dataset_digest: result.dataset_digest.clone(),
-            source_commit: training::export::source_commit(),
-            finished_at: training::export::utc_now(),
+            source_commit: tpsnet_training::export::source_commit(),
+            finished_at: tpsnet_training::export::utc_now(),
         },
     }
 }
@@ -94,12 +94,12 @@ fn train_export_and_serve_on_cpu() {
     // Same images through libtorch and through the runtime's ONNX Runtime session.
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..held_out);
     let images = tch::Tensor::from_slice(&test.images).view([held_out as i64, 3, 32, 32]);
-    let want = training::predict::predict_logits(
+    let want = tpsnet_training::predict::predict_logits(
         &result.model,
         &images,
         Device::Cpu,
         250,
-        zoo::TtaMode::None,
+        tpsnet_zoo::TtaMode::None,
     );
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
 
@@ -122,11 +122,11 @@ fn train_export_and_serve_on_cpu() {
 
     // `verify` checks the claim on the images it was measured on (the first 1,000).
     let full = cifar::load(&data, Split::Test).unwrap();
-    let report = runtime::verify::verify_model(
+    let report = tpsnet_runtime::verify::verify_model(
         &clf,
         &full,
-        &runtime::verify::VerifyOptions {
-            tta: Some(runtime::TtaMode::Flip),
+        &tpsnet_runtime::verify::VerifyOptions {
+            tta: Some(tpsnet_runtime::TtaMode::Flip),
             ..Default::default()
         },
         &|_, _| {},
@@ -173,12 +173,12 @@ fn cpu_recipe_trains_and_exports_airnet_faithfully() {
         export_model(&spec, &weights_from_varstore(&result.vs), facts, tmp.path()).unwrap();
     let test = cifar::load(&data, Split::Test).unwrap().subset(0..n_test);
     let images = tch::Tensor::from_slice(&test.images).view([n_test as i64, 3, 32, 32]);
-    let want = training::predict::predict_logits(
+    let want = tpsnet_training::predict::predict_logits(
         &result.model,
         &images,
         Device::Cpu,
         100,
-        zoo::TtaMode::None,
+        tpsnet_zoo::TtaMode::None,
     );
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
     let clf = Classifier::open(&onnx, &SessionOptions::default()).unwrap();

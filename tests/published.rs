@@ -2,10 +2,10 @@
 //! manifest's sha256, and ONNX Runtime reproduces the manifest's accuracy claims on the
 //! full 10,000-image CIFAR-10 test set within `verify`'s default tolerance.
 
-use runtime::registry::Registry;
-use runtime::verify::{VerifyOptions, check_test_set, verify_model};
-use runtime::{Classifier, SessionOptions};
-use zoo::cifar::{self, Split};
+use tpsnet_runtime::registry::Registry;
+use tpsnet_runtime::verify::{VerifyOptions, check_test_set, verify_model};
+use tpsnet_runtime::{Classifier, SessionOptions};
+use tpsnet_zoo::cifar::{self, Split};
 
 #[test]
 fn shipped_models_reproduce_their_manifests() {
@@ -39,7 +39,7 @@ fn shipped_models_reproduce_their_manifests() {
             &clf,
             &data,
             &VerifyOptions {
-                tta: Some(runtime::TtaMode::Flip),
+                tta: Some(tpsnet_runtime::TtaMode::Flip),
                 ..Default::default()
             },
             &|_, _| {},

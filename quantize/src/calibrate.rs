@@ -21,6 +21,7 @@ use crate::ranges::{RangeMethod, TensorStats};
 /// (Which tensor is measured for which: [`crate::plan::Plan::measured`].)
 #[derive(Clone, Debug)]
 pub struct Calibration {
+    /// Statistics per tensor name (the tensor to be quantized, measured on its source).
     pub stats: BTreeMap<String, TensorStats>,
     /// Tensors whose range must start at 0 (fused ReLUs).
     pub non_negative: Vec<String>,
@@ -44,7 +45,9 @@ impl Calibration {
 /// `non_negative` tensors get ranges that start at 0.
 #[derive(Clone, Copy, Debug)]
 pub struct Measure<'a> {
+    /// `(tensor, measured)` pairs: `measured`'s values become `tensor`'s statistics.
     pub tensors: &'a [(String, String)],
+    /// Tensors whose range starts at 0 (a ReLU fused into their producer).
     pub non_negative: &'a BTreeSet<String>,
 }
 
@@ -52,9 +55,13 @@ pub struct Measure<'a> {
 /// on `threads` ONNX Runtime threads.
 #[derive(Clone, Copy, Debug)]
 pub struct CalibrationRun<'a> {
+    /// The training images.
     pub images: &'a TrainingImages,
+    /// Which of them to run, by training-set index.
     pub indices: &'a [usize],
+    /// Images per ONNX Runtime call.
     pub batch: usize,
+    /// ONNX Runtime intra-op threads (0: one per physical core).
     pub threads: usize,
 }
 

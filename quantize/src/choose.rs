@@ -13,9 +13,11 @@ use crate::validate::Agreement;
 /// validation images.
 #[derive(Clone, Debug, Serialize)]
 pub struct Candidate {
+    /// The range method's label (`mse`, `percentile-99.99`, `minmax`).
     pub method: String,
     /// Nodes kept in fp32 for this candidate (beyond the ops that are always fp32).
     pub fp32_nodes: Vec<String>,
+    /// How it did against fp32 on the validation images; `None` when there were none.
     pub validation: Option<Agreement>,
 }
 
@@ -28,8 +30,11 @@ pub enum ChosenBy {
     /// The candidate with the lowest mean KL divergence from the fp32 model's softmax on
     /// `validation_images` training images, among the range methods `tried`.
     LowestKl {
+        /// Validation images the candidates were compared on.
         validation_images: usize,
+        /// The range methods tried, by label.
         tried: Vec<String>,
+        /// How the first convolution's precision was settled, when both were tried.
         first_conv: Option<FirstConvChoice>,
     },
 }
@@ -40,13 +45,20 @@ pub enum FirstConvChoice {
     /// Int8, because its output feeds integer ops directly and the int8 candidate's
     /// validation top-1 is within the budget (pp) of the fp32 model's.
     Int8Chains {
+        /// The first convolution's node name.
         node: String,
+        /// The int8 candidate's validation top-1, percent.
         top1_int8: f64,
+        /// The fp32 model's validation top-1, percent.
         top1_fp32: f64,
+        /// The largest drop allowed, percentage points.
         budget_pp: f64,
     },
     /// Whichever of the int8 and fp32 candidates was closer to fp32.
-    Closer { node: String },
+    Closer {
+        /// The first convolution's node name.
+        node: String,
+    },
 }
 
 impl fmt::Display for ChosenBy {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 use ort::value::TensorRef;
-use runtime::SessionOptions;
+use tpsnet_runtime::SessionOptions;
 
 use crate::error::{Error, Result};
 use crate::images::TrainingImages;
@@ -43,7 +43,7 @@ impl Engine {
         threads: usize,
     ) -> Result<Self> {
         let opts = SessionOptions::builder().threads(threads).build();
-        let (session, _) = runtime::session::create_session(path, bytes, &opts)?;
+        let (session, _) = tpsnet_runtime::session::create_session(path, bytes, &opts)?;
         Ok(Engine {
             session,
             path: path.to_path_buf(),

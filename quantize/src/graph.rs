@@ -1,7 +1,7 @@
 //! Reading an fp32 ONNX model into a graph the quantizer can rewrite, and refusing the
 //! ones it cannot handle.
 //!
-//! The messages are `zoo::onnx::proto`'s hand-written prost structs (no `protoc`), so
+//! The messages are `tpsnet_zoo::onnx::proto`'s hand-written prost structs (no `protoc`), so
 //! fields they do not declare are dropped on reading; the checks here refuse every model
 //! where that would lose meaning (other operator domains, external data, ops outside
 //! the list below).
@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use zoo::onnx::proto::{
+use tpsnet_zoo::onnx::proto::{
     DATA_LOCATION_EXTERNAL, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto,
     TypeProtoTensor, ValueInfoProto, data_type,
 };
@@ -61,7 +61,9 @@ pub const MS_DOMAIN: &str = "com.microsoft";
 /// A float32 constant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FloatTensor {
+    /// Shape.
     pub dims: Vec<i64>,
+    /// Values, row-major.
     pub data: Vec<f32>,
 }
 
@@ -226,7 +228,7 @@ impl Graph {
         {
             model
                 .opset_import
-                .push(zoo::onnx::proto::OperatorSetIdProto {
+                .push(tpsnet_zoo::onnx::proto::OperatorSetIdProto {
                     domain: ms.into(),
                     version: 1,
                 });

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use zoo::cifar::{self, Cifar10, IMAGE_BYTES, Split};
+use tpsnet_zoo::cifar::{self, Cifar10, IMAGE_BYTES, Split};
 
 use crate::error::Result;
 
@@ -54,6 +54,7 @@ impl TrainingImages {
 /// Which training images calibrate and which validate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selection {
+    /// Seed of the SplitMix64-driven shuffle the indices come from.
     pub seed: u64,
     /// Training-set indices the activation ranges are measured on.
     pub calibration: Vec<usize>,
@@ -96,7 +97,7 @@ pub fn indices_sha256(indices: &[usize]) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    zoo::hashing::sha256_hex(text.as_bytes())
+    tpsnet_zoo::hashing::sha256_hex(text.as_bytes())
 }
 
 /// A seeded permutation of `0..n`.

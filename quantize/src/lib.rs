@@ -22,16 +22,18 @@
 //!    `<name>-int8-<sha8>.onnx` plus its manifest.
 //!
 //! ```no_run
-//! use quantize::{QuantizeOptions, TrainingImages, quantize};
+//! use tpsnet_quantize::{QuantizeOptions, TrainingImages, quantize};
 //! let images = TrainingImages::load("cifar-10-batches-bin".as_ref())?;
 //! let path = std::path::Path::new("models/resnet20-3dcf6d04.onnx");
 //! let bytes = std::fs::read(path).unwrap();
 //! let q = quantize(path, &bytes, &images, &QuantizeOptions::default(), &|_| {})?;
 //! println!("{} bytes, ranges by {}", q.bytes.len(), q.method.label());
-//! # Ok::<(), quantize::Error>(())
+//! # Ok::<(), tpsnet_quantize::Error>(())
 //! ```
 //!
 //! Why this layout and these defaults: docs/quantization.md.
+
+#![warn(missing_docs)]
 
 pub mod calibrate;
 pub mod choose;

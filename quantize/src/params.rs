@@ -34,7 +34,9 @@ pub const ACTIVATION_QMAX: f32 = 255.0;
 /// Quantization parameters of one uint8 activation tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActivationParams {
+    /// Real value of one uint8 step.
     pub scale: f32,
+    /// The uint8 code of the real value 0.
     pub zero_point: u8,
 }
 

@@ -80,7 +80,9 @@ impl Default for QuantizeOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FirstConv {
+    /// The first convolution in int8.
     Int8,
+    /// The first convolution in fp32 (its output quantized after it).
     Fp32,
     /// Try both on the validation images. Int8 when the first conv's output feeds integer
     /// ops directly (see [`first_conv_chains`]: then int8 saves the fp32 convolution and a
@@ -142,15 +144,23 @@ pub struct Quantized {
 pub enum Stage<'a> {
     /// Calibration pass 1 (ranges) or 2 (histograms): images done of total.
     Calibrate {
+        /// 1 (ranges) or 2 (histograms).
         pass: usize,
+        /// Images done.
         done: usize,
+        /// Images in the pass.
         total: usize,
     },
     /// The fp32 model's validation logits are being computed.
-    Reference { images: usize },
+    Reference {
+        /// Validation images.
+        images: usize,
+    },
     /// A candidate was measured on the validation images.
     Validated {
+        /// The candidate measured.
         candidate: &'a Candidate,
+        /// How it did against fp32.
         agreement: &'a Agreement,
     },
 }
@@ -158,8 +168,11 @@ pub enum Stage<'a> {
 /// An fp32 graph after the exact rewrites, with its lowering planned.
 #[derive(Clone, Debug)]
 pub struct Prepared {
+    /// The rewritten fp32 graph.
     pub graph: Graph,
+    /// How each node is lowered.
     pub plan: Plan,
+    /// What the BatchNorm-behind-pool rewrite folded.
     pub folded: FoldReport,
 }
 

@@ -23,7 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
-use zoo::onnx::proto::NodeProto;
+use tpsnet_zoo::onnx::proto::NodeProto;
 
 /// How one node of the fp32 graph is lowered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +31,15 @@ pub enum Lowering {
     /// Kept as it is, in fp32.
     Float,
     /// `QLinearConv`; `output` is the tensor it writes (the fused ReLU's output if any).
-    Conv { output: String },
+    Conv {
+        /// The tensor it writes.
+        output: String,
+    },
     /// `QLinearAdd`; `output` as for [`Lowering::Conv`].
-    Add { output: String },
+    Add {
+        /// The tensor it writes.
+        output: String,
+    },
     /// `MaxPool` on uint8.
     MaxPool,
     /// `QLinearAveragePool` or `QLinearGlobalAveragePool` (the op's name without `QLinear`

@@ -4,16 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use runtime::verify::{Evaluation, evaluate_modes};
-use runtime::{Classifier, SessionOptions};
-use zoo::Manifest;
-use zoo::TtaMode;
-use zoo::cifar::Cifar10;
-use zoo::hashing::sha256_hex;
-use zoo::manifest::{
+use tpsnet_runtime::verify::{Evaluation, evaluate_modes};
+use tpsnet_runtime::{Classifier, SessionOptions};
+use tpsnet_zoo::Manifest;
+use tpsnet_zoo::TtaMode;
+use tpsnet_zoo::cifar::Cifar10;
+use tpsnet_zoo::hashing::sha256_hex;
+use tpsnet_zoo::manifest::{
     CalibrationRecord, Metrics, OnnxInfo, Precision, QuantizationRecord, SourceModel,
 };
-use zoo::publish::{model_file_name, write_atomic};
+use tpsnet_zoo::publish::{model_file_name, write_atomic};
 
 use crate::error::{Error, Result};
 use crate::images::indices_sha256;
@@ -46,10 +46,15 @@ pub struct ClaimOptions {
 /// The published files.
 #[derive(Clone, Debug)]
 pub struct Published {
+    /// The int8 ONNX file written.
     pub onnx: PathBuf,
+    /// Its manifest, written beside it.
     pub manifest_path: PathBuf,
+    /// The manifest's contents.
     pub manifest: Manifest,
+    /// The single-view measurement on the test images.
     pub single: Evaluation,
+    /// The flip-TTA measurement on the test images.
     pub flip_tta: Evaluation,
     /// Six-view TTA, measured when the source model has a six-view number.
     pub six_view: Option<Evaluation>,
@@ -91,8 +96,8 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
         },
         float_nodes: q.float_nodes.clone(),
         tool: format!("tpsnet-quantize {}", env!("CARGO_PKG_VERSION")),
-        source_commit: zoo::provenance::source_commit(),
-        finished_at: zoo::provenance::utc_now(),
+        source_commit: tpsnet_zoo::provenance::source_commit(),
+        finished_at: tpsnet_zoo::provenance::utc_now(),
     });
     m
 }
@@ -100,7 +105,7 @@ pub fn int8_manifest(source: &Manifest, q: &Quantized, total_train: usize) -> Ma
 /// Measures `manifest`'s model (bytes `q`) on `test` — single view and flip TTA, and six
 /// views when the source manifest has a six-view number, with the runtime's `verify`
 /// code — and publishes `<name>-int8-<sha8>.onnx` with its manifest into `out_dir`
-/// ([`zoo::publish::publish`]: atomically, manifest last, older versions of the same
+/// ([`tpsnet_zoo::publish::publish`]: atomically, manifest last, older versions of the same
 /// int8 model removed). `progress(view, done)` reports test images done (`evaluate_modes`).
 pub fn publish(
     mut manifest: Manifest,
@@ -156,7 +161,7 @@ pub fn publish(
         how: format!(
             "int8 model measured after quantization by tpsnet-runtime's verify code (ONNX Runtime, \
              CPU execution provider, batch {}) on {}; flip_tta averages the logits of each \
-             image and its mirror, 6view those of six views (zoo::tta); nothing was chosen on \
+             image and its mirror, 6view those of six views (tpsnet_zoo::tta); nothing was chosen on \
              the test set",
             claims.session.batch_size,
             if full {
@@ -166,10 +171,11 @@ pub fn publish(
             }
         ),
     };
-    let files = zoo::publish::publish(out_dir, &manifest, bytes).map_err(|e| Error::Write {
-        path: e.path,
-        source: e.source,
-    })?;
+    let files =
+        tpsnet_zoo::publish::publish(out_dir, &manifest, bytes).map_err(|e| Error::Write {
+            path: e.path,
+            source: e.source,
+        })?;
     Ok(Published {
         onnx: files.model,
         manifest_path: files.manifest,

@@ -18,7 +18,10 @@ pub enum RangeMethod {
     /// The smallest and largest values seen (ONNX Runtime's default, `MinMax`).
     MinMax,
     /// Clip the `(100 − percentile) %` most extreme values on each side.
-    Percentile { percentile: f64 },
+    Percentile {
+        /// The percentile kept, in (50, 100].
+        percentile: f64,
+    },
     /// The range that minimises the expected squared quantization error: rounding
     /// (`scale² / 12` per value inside) plus clipping (`(x − clip)²` per value outside).
     Mse,
@@ -51,7 +54,9 @@ impl RangeMethod {
 /// What calibration saw of one tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorStats {
+    /// Smallest value seen.
     pub min: f32,
+    /// Largest value seen.
     pub max: f32,
     /// Values seen (including zeros).
     pub count: u64,

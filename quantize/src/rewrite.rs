@@ -73,13 +73,14 @@ fn find_pattern(g: &Graph, report: &mut FoldReport) -> Option<Pattern> {
         };
         let add = &g.nodes[ai];
         let channels = g.constants[&conv.input[1]].dims[0] as usize;
-        let constant_of = |node: &zoo::onnx::proto::NodeProto, x: &str| -> Option<Vec<f32>> {
-            let other = node.input.iter().find(|i| i.as_str() != x)?;
-            g.constants
-                .get(other)
-                .and_then(|t| t.per_channel(channels))
-                .map(|s| s.to_vec())
-        };
+        let constant_of =
+            |node: &tpsnet_zoo::onnx::proto::NodeProto, x: &str| -> Option<Vec<f32>> {
+                let other = node.input.iter().find(|i| i.as_str() != x)?;
+                g.constants
+                    .get(other)
+                    .and_then(|t| t.per_channel(channels))
+                    .map(|s| s.to_vec())
+            };
         let (Some(scale), Some(shift)) = (
             constant_of(mul, &pool.output[0]),
             constant_of(add, &mul.output[0]),
@@ -166,7 +167,7 @@ pub fn fuse_gelu(g: &mut Graph) -> Vec<String> {
     let mut fused = Vec::new();
     while let Some((remove, x, out, name)) = find_gelu(g) {
         let last = *remove.iter().max().expect("pattern has nodes");
-        g.nodes[last] = zoo::onnx::proto::NodeProto {
+        g.nodes[last] = tpsnet_zoo::onnx::proto::NodeProto {
             input: vec![x],
             output: vec![out],
             name: name.clone(),

@@ -1,12 +1,13 @@
 //! How closely an int8 model follows its fp32 source, on training images set aside from
 //! calibration. This is what chooses between range methods: the test set never does.
 
-use runtime::classify::argmax;
 use serde::Serialize;
+use tpsnet_runtime::classify::argmax;
 
 /// The int8 model against the fp32 one on the same images.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Agreement {
+    /// Images compared.
     pub images: usize,
     /// Percent of images where both predict the same class.
     pub same_top1: f64,

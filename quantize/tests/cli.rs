@@ -5,10 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use prost::Message;
-use zoo::manifest::{Manifest, Metrics, TrainingRecord};
-use zoo::onnx::{ExportOptions, build_model};
-use zoo::publish::write_atomic;
-use zoo::{ResNetSpec, Weights};
+use tpsnet_zoo::onnx::{ExportOptions, build_model};
+use tpsnet_zoo::{ResNetSpec, Weights};
 
 fn quantize_cmd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tpsnet-quantize"))
@@ -19,27 +17,11 @@ fn quantize_cmd(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A published fixture (random weights, a 10 % single-view claim); its manifest path.
 fn publish_fixture(dir: &Path, name: &str, bytes: &[u8], spec: &ResNetSpec) -> String {
-    let m = Manifest::describe(
-        name,
-        spec,
-        bytes,
-        Metrics {
-            dataset: "cifar10-test".into(),
-            images: 10_000,
-            top1: 10.0,
-            top1_flip_tta: None,
-            top1_6view: None,
-            claim: "single".into(),
-            how: "test fixture".into(),
-        },
-        TrainingRecord::untrained(0),
-    );
-    let onnx = dir.join(&m.file);
-    write_atomic(&onnx, bytes).unwrap();
-    let manifest = Manifest::path_for_model(&onnx);
-    write_atomic(&manifest, m.to_json().as_bytes()).unwrap();
-    manifest.display().to_string()
+    tpsnet_test_support::fixtures::publish(dir, name, spec, bytes, 10.0, None)
+        .display()
+        .to_string()
 }
 
 #[test]

@@ -9,14 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use quantize::publish::{ClaimOptions, int8_manifest, publish};
-use quantize::{QuantizeOptions, RangeMethod, TrainingImages, quantize};
-use runtime::classify::{model_and_manifest_paths, read_verified};
-use runtime::preprocess::InputImage;
-use runtime::registry::Registry;
-use runtime::{Classifier, SessionOptions};
-use zoo::cifar::{self, Cifar10, Split, TRAIN_FILES};
-use zoo::manifest::Precision;
+use tpsnet_quantize::publish::{ClaimOptions, int8_manifest, publish};
+use tpsnet_quantize::{QuantizeOptions, RangeMethod, TrainingImages, quantize};
+use tpsnet_runtime::classify::{model_and_manifest_paths, read_verified};
+use tpsnet_runtime::preprocess::InputImage;
+use tpsnet_runtime::registry::Registry;
+use tpsnet_runtime::{Classifier, SessionOptions};
+use tpsnet_zoo::cifar::{self, Cifar10, Split, TRAIN_FILES};
+use tpsnet_zoo::manifest::Precision;
 
 /// `$CIFAR10_DIR`, or `None` (skip with a notice); with `TPSNET_REQUIRE_DATA=1` (CI) a
 /// missing folder fails the test instead.
@@ -72,7 +72,7 @@ fn onnx_checker(path: &Path) {
 struct ZooModel {
     model: PathBuf,
     manifest_path: PathBuf,
-    source: zoo::manifest::Manifest,
+    source: tpsnet_zoo::manifest::Manifest,
     bytes: Vec<u8>,
 }
 
@@ -160,7 +160,7 @@ fn quantize_zoo_model(
 
     // ONNX Runtime runs it through the runtime, found by name like any model.
     let found = Registry::scan(out.path()).unwrap();
-    let int8_path = runtime::registry::resolve_model(Some(&m.name), out.path()).unwrap();
+    let int8_path = tpsnet_runtime::registry::resolve_model(Some(&m.name), out.path()).unwrap();
     assert_eq!(int8_path, published.manifest_path);
     assert_eq!(found.best().unwrap().manifest.name, m.name);
     let fp32 = Classifier::open(&manifest_path, &SessionOptions::default()).unwrap();
@@ -227,10 +227,10 @@ fn airnet_with_gelu_and_pooled_batchnorm_quantizes_end_to_end() {
 #[test]
 fn padding_channels_changes_no_logit() {
     use prost::Message;
-    use quantize::calibrate::{CalibrationRun, Measure, calibrate};
-    use quantize::emit::{EmitOptions, emit};
-    use quantize::engine::Engine;
-    use quantize::pipeline::prepare;
+    use tpsnet_quantize::calibrate::{CalibrationRun, Measure, calibrate};
+    use tpsnet_quantize::emit::{EmitOptions, emit};
+    use tpsnet_quantize::engine::Engine;
+    use tpsnet_quantize::pipeline::prepare;
 
     let Some(dir) = cifar_dir() else {
         return;
@@ -298,8 +298,8 @@ fn padding_channels_changes_no_logit() {
 #[test]
 fn a_global_average_pool_head_runs_on_uint8_too() {
     use prost::Message;
-    use quantize::engine::Engine;
-    use zoo::onnx::proto::ModelProto;
+    use tpsnet_quantize::engine::Engine;
+    use tpsnet_zoo::onnx::proto::ModelProto;
 
     let Some(dir) = cifar_dir() else {
         return;
@@ -355,7 +355,10 @@ fn a_global_average_pool_head_runs_on_uint8_too() {
             .unwrap()
             .logits(&images, &held_out, 128)
             .unwrap();
-        logits.chunks(10).map(runtime::classify::argmax).collect()
+        logits
+            .chunks(10)
+            .map(tpsnet_runtime::classify::argmax)
+            .collect()
     };
     let (a, g) = (predictions(&q_avg.bytes), predictions(&q_global.bytes));
     let same = a.iter().zip(&g).filter(|(x, y)| x == y).count();

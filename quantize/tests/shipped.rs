@@ -14,9 +14,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use runtime::registry::{ModelEntry, Registry};
-use zoo::TtaMode;
-use zoo::tta::TTA_MODES;
+use tpsnet_runtime::registry::{ModelEntry, Registry};
+use tpsnet_zoo::TtaMode;
+use tpsnet_zoo::tta::TTA_MODES;
 
 /// Issue 16's accuracy target: the largest top-1 drop allowed against fp32, in pp.
 const MAX_DROP_PP: f64 = 0.3;
@@ -39,7 +39,7 @@ fn every_fp32_model_has_an_int8_variant_of_its_current_file_within_the_target() 
     let mut problems = Vec::new();
     for f in &fp32 {
         let src = &f.manifest;
-        let name = quantize::publish::int8_name(&src.name);
+        let name = tpsnet_quantize::publish::int8_name(&src.name);
         let Some(q) = by_name.get(name.as_str()) else {
             problems.push(format!(
                 "{}: no int8 variant (run `tpsnet-quantize {}`)",

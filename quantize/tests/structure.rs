@@ -5,16 +5,16 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use prost::Message;
-use quantize::Error;
-use quantize::emit::{EmitOptions, emit, quantized_name};
-use quantize::graph::Graph;
-use quantize::params::{ActivationParams, WeightClip};
-use quantize::pipeline::{first_conv_chains, prepare};
-use quantize::plan::{Lowering, plan};
-use quantize::rewrite::{fold_pooled_batchnorm, fuse_gelu};
-use zoo::onnx::proto::{ModelProto, NodeProto, data_type};
-use zoo::onnx::{ExportOptions, build_model};
-use zoo::{ResNetSpec, Weights};
+use tpsnet_quantize::Error;
+use tpsnet_quantize::emit::{EmitOptions, emit, quantized_name};
+use tpsnet_quantize::graph::Graph;
+use tpsnet_quantize::params::{ActivationParams, WeightClip};
+use tpsnet_quantize::pipeline::{first_conv_chains, prepare};
+use tpsnet_quantize::plan::{Lowering, plan};
+use tpsnet_quantize::rewrite::{fold_pooled_batchnorm, fuse_gelu};
+use tpsnet_zoo::onnx::proto::{ModelProto, NodeProto, data_type};
+use tpsnet_zoo::onnx::{ExportOptions, build_model};
+use tpsnet_zoo::{ResNetSpec, Weights};
 
 fn model(spec: &ResNetSpec, seed: u64) -> ModelProto {
     build_model(
@@ -38,7 +38,7 @@ fn ops(m: &ModelProto) -> HashMap<String, usize> {
 }
 
 /// Parameters for every planned tensor: a plausible range, 0-based where required.
-fn fake_params(p: &quantize::plan::Plan) -> HashMap<String, ActivationParams> {
+fn fake_params(p: &tpsnet_quantize::plan::Plan) -> HashMap<String, ActivationParams> {
     p.calibrate
         .iter()
         .map(|t| {

@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use runtime::{Backend, Classifier, SessionOptions, registry};
+use tpsnet_runtime::{Backend, Classifier, SessionOptions, registry};
 
 const BATCH: usize = 256;
 
@@ -41,8 +41,8 @@ fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
 }
 
 fn images() -> (Vec<f32>, &'static str) {
-    if let Ok(dir) = zoo::cifar::resolve_dir(None)
-        && let Ok(data) = zoo::cifar::load(&dir, zoo::cifar::Split::Test)
+    if let Ok(dir) = tpsnet_zoo::cifar::resolve_dir(None)
+        && let Ok(data) = tpsnet_zoo::cifar::load(&dir, tpsnet_zoo::cifar::Split::Test)
     {
         let mut chw = Vec::with_capacity(BATCH * 3072);
         for i in 0..BATCH {

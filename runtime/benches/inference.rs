@@ -18,8 +18,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use runtime::{Classifier, Device, SessionOptions};
-use zoo::tta::TTA_MODES;
+use tpsnet_runtime::{Classifier, Device, SessionOptions};
+use tpsnet_zoo::tta::TTA_MODES;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -47,14 +47,15 @@ fn timed(runs: usize, warmup: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn export_tpsnet(dir: &std::path::Path) -> PathBuf {
-    let spec = zoo::ResNetSpec::preset("tpsnet").unwrap();
-    let w = zoo::Weights::random(&spec, 0);
-    let bytes = zoo::onnx::export(&spec, &w, &zoo::onnx::ExportOptions::default()).unwrap();
-    let manifest = zoo::Manifest::describe(
+    let spec = tpsnet_zoo::ResNetSpec::preset("tpsnet").unwrap();
+    let w = tpsnet_zoo::Weights::random(&spec, 0);
+    let bytes =
+        tpsnet_zoo::onnx::export(&spec, &w, &tpsnet_zoo::onnx::ExportOptions::default()).unwrap();
+    let manifest = tpsnet_zoo::Manifest::describe(
         "tpsnet-random",
         &spec,
         &bytes,
-        zoo::manifest::Metrics {
+        tpsnet_zoo::manifest::Metrics {
             dataset: "none".into(),
             images: 0,
             top1: 0.0,
@@ -63,11 +64,11 @@ fn export_tpsnet(dir: &std::path::Path) -> PathBuf {
             claim: "single".into(),
             how: "random weights".into(),
         },
-        zoo::manifest::TrainingRecord::untrained(0),
+        tpsnet_zoo::manifest::TrainingRecord::untrained(0),
     );
     let model = dir.join(&manifest.file);
     std::fs::write(&model, &bytes).unwrap();
-    let path = zoo::Manifest::path_for_model(&model);
+    let path = tpsnet_zoo::Manifest::path_for_model(&model);
     std::fs::write(&path, manifest.to_json()).unwrap();
     path
 }

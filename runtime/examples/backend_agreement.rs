@@ -14,8 +14,8 @@
 
 use std::time::Instant;
 
-use runtime::classify::argmax;
-use runtime::{Backend, Classifier, SessionOptions, registry};
+use tpsnet_runtime::classify::argmax;
+use tpsnet_runtime::{Backend, Classifier, SessionOptions, registry};
 
 fn near_tie(row: &[f32]) -> bool {
     let mut sorted = row.to_vec();
@@ -46,7 +46,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|m| m.manifest.name.clone())
             .collect();
     }
-    let data = zoo::cifar::load(&zoo::cifar::resolve_dir(None)?, zoo::cifar::Split::Test)?;
+    let data = tpsnet_zoo::cifar::load(
+        &tpsnet_zoo::cifar::resolve_dir(None)?,
+        tpsnet_zoo::cifar::Split::Test,
+    )?;
     let n = images.min(data.len());
     let mut chw = Vec::with_capacity(n * 3072);
     for i in 0..n {

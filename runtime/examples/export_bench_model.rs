@@ -5,9 +5,9 @@
 //! `cargo run --release -p tpsnet-runtime --example export_bench_model -- OUT_DIR [PRESET] [SEED]`
 use std::path::PathBuf;
 
-use zoo::manifest::{Manifest, Metrics, TrainingRecord};
-use zoo::publish::write_atomic;
-use zoo::{ResNetSpec, Weights};
+use tpsnet_zoo::manifest::{Manifest, Metrics, TrainingRecord};
+use tpsnet_zoo::publish::write_atomic;
+use tpsnet_zoo::{ResNetSpec, Weights};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,7 +17,8 @@ fn main() -> anyhow::Result<()> {
     let spec = ResNetSpec::preset(preset)
         .ok_or_else(|| anyhow::anyhow!("unknown preset {preset}; use model1, model2 or tpsnet"))?;
     let weights = Weights::random(&spec, seed);
-    let bytes = zoo::onnx::export(&spec, &weights, &zoo::onnx::ExportOptions::default())?;
+    let bytes =
+        tpsnet_zoo::onnx::export(&spec, &weights, &tpsnet_zoo::onnx::ExportOptions::default())?;
     let name = format!("{preset}-random");
     let manifest = Manifest::describe(
         &name,

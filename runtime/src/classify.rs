@@ -12,8 +12,8 @@ use ort::session::Session;
 #[cfg(feature = "ort")]
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::Serialize;
-use zoo::Manifest;
-use zoo::tta::{self, TtaMode};
+use tpsnet_zoo::Manifest;
+use tpsnet_zoo::tta::{self, TtaMode};
 
 use crate::error::{Error, Result};
 use crate::preprocess::{self, IMAGE_FLOATS, InputImage, SIDE};
@@ -54,13 +54,13 @@ pub struct Prediction {
 /// behind a mutex, and a call takes whichever session is free (waiting if all are busy).
 /// On tract ([`Backend::Tract`]) it holds one optimised plan per batch size, shared by
 /// all callers, and runs each chunk in [`SessionOptions::threads`] parallel parts
-/// ([`crate::tract_engine`]). Inputs of any length are split into chunks of
+/// (the `tract_engine` module, feature `tract`). Inputs of any length are split into chunks of
 /// [`SessionOptions::batch_size`] images.
 ///
 /// ```no_run
-/// use runtime::{Classifier, SessionOptions, preprocess};
+/// use tpsnet_runtime::{Classifier, SessionOptions, preprocess};
 ///
-/// # fn main() -> Result<(), runtime::Error> {
+/// # fn main() -> Result<(), tpsnet_runtime::Error> {
 /// // A model file with its manifest beside it (or the manifest itself).
 /// let classifier = Classifier::open("models/tpsnet-0123abcd.onnx", &SessionOptions::default())?;
 /// let image = preprocess::load_file("cat.png".as_ref())?;
@@ -151,13 +151,39 @@ pub fn model_and_manifest_paths(path: &Path) -> Result<(PathBuf, PathBuf, Manife
     Ok((model, manifest_path, manifest))
 }
 
+/// Largest model file the runtime reads: protobuf messages, so ONNX models without
+/// external data, cannot exceed 2 GiB.
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
 /// Reads a model file and checks it against the manifest's sha256 and size.
 pub fn read_verified(model: &Path, manifest_path: &Path, manifest: &Manifest) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(model).map_err(|source| Error::ModelRead {
+    let read_error = |source| Error::ModelRead {
         path: model.to_path_buf(),
         source,
-    })?;
-    let actual = zoo::hashing::sha256_hex(&bytes);
+    };
+    // Sizes first, so a file far larger than its manifest says (or than any ONNX model
+    // can be) is refused without being read into memory.
+    let size = std::fs::metadata(model).map_err(read_error)?.len();
+    if size > MAX_MODEL_BYTES {
+        return Err(read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is {size} bytes, over the {MAX_MODEL_BYTES} (2 GiB, protobuf's limit) an ONNX model can have"
+            ),
+        )));
+    }
+    if size != manifest.bytes {
+        return Err(Error::HashMismatch {
+            path: model.to_path_buf(),
+            manifest: manifest_path.to_path_buf(),
+            expected: manifest.sha256.clone(),
+            actual: "not computed".into(),
+            expected_bytes: manifest.bytes,
+            actual_bytes: size,
+        });
+    }
+    let bytes = std::fs::read(model).map_err(read_error)?;
+    let actual = tpsnet_zoo::hashing::sha256_hex(&bytes);
     if !actual.eq_ignore_ascii_case(&manifest.sha256) || bytes.len() as u64 != manifest.bytes {
         return Err(Error::HashMismatch {
             path: model.to_path_buf(),
@@ -395,12 +421,12 @@ impl Classifier {
     }
 
     /// The same classifier averaging the views of `tta` in [`Classifier::logits`],
-    /// [`Classifier::classify`] and [`Classifier::classify_file`] (`zoo::tta` defines
+    /// [`Classifier::classify`] and [`Classifier::classify_file`] (`tpsnet_zoo::tta` defines
     /// the views and their weights; `6view` costs six forward passes per image).
     ///
     /// ```no_run
-    /// # fn main() -> Result<(), runtime::Error> {
-    /// use runtime::{Classifier, SessionOptions, TtaMode};
+    /// # fn main() -> Result<(), tpsnet_runtime::Error> {
+    /// use tpsnet_runtime::{Classifier, SessionOptions, TtaMode};
     /// let clf = Classifier::open("models/airnet.json", &SessionOptions::default())?
     ///     .with_tta(TtaMode::SixView);
     /// println!("{}", clf.classify_file("cat.png".as_ref(), 1)?.class);

@@ -3,6 +3,7 @@
 //! in use, and how a CPU fallback is announced.
 
 use crate::classify::Classifier;
+use crate::error::Error;
 use crate::session::{Backend, Device, SessionOptions};
 
 /// Where and how inference runs; flattened into both commands.
@@ -68,7 +69,10 @@ pub fn long_version() -> String {
     let ort = "ONNX Runtime: not in this build (no native library is loaded)".to_string();
     let models = match crate::registry::locate_models_dir(None) {
         Ok(dir) => format!("models folder {dir}"),
-        Err(e) => e.to_string(),
+        Err(e) => match error_advice(&e) {
+            Some(advice) => format!("{e}; {advice}"),
+            None => e.to_string(),
+        },
     };
     format!("{}\n{backends}\n{ort}\n{models}", env!("CARGO_PKG_VERSION"))
 }
@@ -100,9 +104,70 @@ pub fn announce_fallback(classifier: &Classifier) -> bool {
 /// describe the problem and name the files, and the commands add this.
 pub const DATA_HINT: &str = "hint: `train-zoo download` (or `verify --download`) fetches CIFAR-10 into the cache and checks every file; --data-dir DIR or CIFAR10_DIR names a folder that holds `cifar-10-batches-bin`";
 
+/// The advice line (`hint: ...`, naming these commands' flags) for an error of the
+/// runtime or of the CIFAR-10 reader anywhere in `e`'s chain; the library's errors carry
+/// the data and name no flags, the commands add this.
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    if let Some(data) = data_hint(e) {
+        return Some(data.to_string());
+    }
+    e.chain()
+        .find_map(|cause| cause.downcast_ref::<Error>())
+        .and_then(error_advice)
+        .map(|advice| format!("hint: {advice}"))
+}
+
+/// What a user of `tpsnet-infer` or `verify` can do about `e`, in terms of their flags;
+/// `None` when the error's own message says all there is.
+pub fn error_advice(e: &Error) -> Option<String> {
+    let advice = match e {
+        #[cfg(feature = "ort")]
+        Error::OrtNotFound { .. } | Error::OrtLoad { .. } => format!(
+            "in a checkout, `scripts/setup --runtime` installs ONNX Runtime as .venv/libonnxruntime.so; \
+             elsewhere `pip install onnxruntime==1.31.1` and point ORT_DYLIB_PATH at \
+             site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1{}",
+            if Backend::Tract.is_built() {
+                ", or run with --backend tract"
+            } else {
+                ""
+            }
+        ),
+        Error::ModelMissing { .. } => "pass an existing .onnx or .json file or a model name to \
+             --model, or leave --model out to use the best shipped model"
+            .to_string(),
+        #[cfg(feature = "ort")]
+        Error::CudaUnavailable { .. } => {
+            "use the CPU (--device cpu), or --allow-cpu-fallback to run on the CPU when CUDA \
+             cannot start"
+                .to_string()
+        }
+        Error::BackendNotBuilt { backend } => format!(
+            "rebuild with `--features {}`, or use --backend {}",
+            backend.feature(),
+            crate::error::other_backend(*backend)
+        ),
+        Error::BackendDevice { .. } => {
+            "use --device cpu, --backend ort for CUDA, or --allow-cpu-fallback".to_string()
+        }
+        Error::TractUnsupportedOp { .. } | Error::TractModel { .. } => {
+            "run this model with --backend ort".to_string()
+        }
+        Error::NoModels { .. } => "train and export models with `train-zoo --all`, or pass \
+             --model FILE / --models-dir DIR / TPSNET_MODELS"
+            .to_string(),
+        Error::ModelsDirNotFound { .. } => {
+            "pass --models-dir DIR or --model FILE, set TPSNET_MODELS, or run where a models/ \
+             folder is"
+                .to_string()
+        }
+        _ => return None,
+    };
+    Some(advice)
+}
+
 /// [`DATA_HINT`] when the error was caused by the CIFAR-10 data.
 pub fn data_hint(e: &anyhow::Error) -> Option<&'static str> {
     e.chain()
-        .any(|cause| cause.is::<zoo::cifar::CifarError>())
+        .any(|cause| cause.is::<tpsnet_zoo::cifar::CifarError>())
         .then_some(DATA_HINT)
 }

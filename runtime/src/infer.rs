@@ -14,13 +14,21 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "web
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("no inputs given; pass image files and/or folders")]
+    /// No image file or folder was given.
     Nothing,
     #[error(
         "folder {0} contains no images (looked recursively for .png, .jpg, .jpeg, .bmp, .gif, .webp, .tif, .tiff); point at a folder with images"
     )]
+    /// A folder holds no file with an image extension ([`IMAGE_EXTENSIONS`]), searched recursively.
     EmptyFolder(PathBuf),
     #[error("cannot list folder {path}: {reason}")]
-    Folder { path: PathBuf, reason: String },
+    /// A folder cannot be listed; `reason` is the I/O error.
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
 }
 
 /// The files to classify, and the inputs that were rejected while collecting them.

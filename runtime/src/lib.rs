@@ -43,9 +43,9 @@
 //! # Example
 //!
 //! ```no_run
-//! use runtime::{Classifier, SessionOptions, preprocess, registry};
+//! use tpsnet_runtime::{Classifier, SessionOptions, preprocess, registry};
 //!
-//! # fn main() -> Result<(), runtime::Error> {
+//! # fn main() -> Result<(), tpsnet_runtime::Error> {
 //! let options = SessionOptions::builder().threads(2).build();
 //! // A model name looked up in the models folder, or a path to its .onnx or .json.
 //! let model = registry::find_model(Some("airnet"), None)?;
@@ -60,6 +60,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod classify;
 #[cfg(feature = "cli")]
@@ -88,7 +90,7 @@ pub use error::{Error, Result};
 pub use ort_library::OrtLibrary;
 pub use preprocess::InputImage;
 pub use session::{Backend, Device, Execution, SessionOptions, SessionOptionsBuilder};
-pub use zoo::TtaMode;
+pub use tpsnet_zoo::TtaMode;
 
 /// The workspace README's Rust examples (embedding the runtime), compiled as doctests so
 /// that the README cannot drift from the API.

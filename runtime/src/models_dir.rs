@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ModelsDirOrigin {
-    /// Given by the caller (`--models-dir`).
+    /// Given by the caller (a command's `--models-dir`).
     Explicit,
     /// `$TPSNET_MODELS`.
     EnvVar,
@@ -38,7 +38,7 @@ pub enum ModelsDirOrigin {
 impl std::fmt::Display for ModelsDirOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ModelsDirOrigin::Explicit => "--models-dir",
+            ModelsDirOrigin::Explicit => "given explicitly",
             ModelsDirOrigin::EnvVar => "TPSNET_MODELS",
             ModelsDirOrigin::CurrentDir => "the current folder",
             ModelsDirOrigin::BesideExecutable => "beside the executable",
@@ -50,7 +50,9 @@ impl std::fmt::Display for ModelsDirOrigin {
 /// A models folder and where it comes from.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ModelsDir {
+    /// The folder (it need not exist when given explicitly or by `$TPSNET_MODELS`).
     pub path: PathBuf,
+    /// Where the path comes from.
     pub origin: ModelsDirOrigin,
 }
 
@@ -218,9 +220,6 @@ mod tests {
             msg.contains("/a/models (the current folder), /b/models (beside the executable)"),
             "{msg}"
         );
-        assert!(
-            msg.contains("--models-dir") && msg.contains("TPSNET_MODELS"),
-            "{msg}"
-        );
+        assert!(msg.contains("TPSNET_MODELS"), "{msg}");
     }
 }

@@ -74,13 +74,16 @@ pub struct Candidate {
     /// A file, or (for [`Origin::SystemSearch`] and bare names in `ORT_DYLIB_PATH`) a
     /// name for the dynamic loader to look up.
     pub path: PathBuf,
+    /// Where the path comes from.
     pub origin: Origin,
 }
 
 /// One place tried, and why it was not used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
+    /// The place tried.
     pub candidate: Candidate,
+    /// Why it was not used (missing, not loadable, too old).
     pub reason: String,
 }
 

@@ -39,18 +39,40 @@ pub const RESIZE_FILTER: FilterType = FilterType::Triangle;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("cannot read {source_name}: {reason}")]
-    Read { source_name: String, reason: String },
+    /// The file (or upload) cannot be read; `reason` is the I/O error.
+    Read {
+        /// The file's path, or a name for an upload.
+        source_name: String,
+        /// The I/O error.
+        reason: String,
+    },
     #[error("{source_name} is not a regular file; pass image files or folders of them")]
-    NotAFile { source_name: String },
+    /// The path exists but is not a regular file.
+    NotAFile {
+        /// The file's path, or a name for an upload.
+        source_name: String,
+    },
     #[error(
         "{source_name} is not a readable image ({reason}); supported: PNG, JPEG, BMP, GIF, WebP, TIFF"
     )]
-    Decode { source_name: String, reason: String },
+    /// The bytes are not an image in a supported format, or are corrupt; `reason` is the decoder's.
+    Decode {
+        /// The file's path, or a name for an upload.
+        source_name: String,
+        /// The decoder's error.
+        reason: String,
+    },
     #[error(
         "{source_name} is too large to decode ({reason}); the limit is {MAX_SIDE}x{MAX_SIDE} pixels and {} MiB, shrink the image first",
         MAX_DECODE_BYTES >> 20
     )]
-    TooLarge { source_name: String, reason: String },
+    /// The image exceeds [`MAX_SIDE`] or [`MAX_DECODE_BYTES`]; `reason` is the decoder's.
+    TooLarge {
+        /// The file's path, or a name for an upload.
+        source_name: String,
+        /// The decoder's error.
+        reason: String,
+    },
 }
 
 /// One preprocessed image: 3x32x32 float32, channel-planar RGB in [0, 1].

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::Manifest;
+use tpsnet_zoo::Manifest;
 
 use crate::error::{Error, Result};
 pub use crate::models_dir::{ModelsDir, ModelsDirOrigin, locate_models_dir, models_dir};
@@ -38,7 +38,9 @@ fn names_a_file(arg: &str) -> bool {
 /// One published model: its manifest and where it is.
 #[derive(Clone, Debug)]
 pub struct ModelEntry {
+    /// The manifest `.json` (the ONNX file is named in it and sits beside it).
     pub manifest_path: PathBuf,
+    /// The parsed manifest.
     pub manifest: Manifest,
 }
 
@@ -52,6 +54,7 @@ impl ModelEntry {
 /// The manifests found in a models folder.
 #[derive(Clone, Debug)]
 pub struct Registry {
+    /// The models folder that was scanned.
     pub dir: PathBuf,
     /// Valid manifests, sorted by name then file.
     pub models: Vec<ModelEntry>,
@@ -169,11 +172,11 @@ pub fn resolve_model(model: Option<&str>, dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zoo::manifest::{Metrics, Precision, TrainingRecord};
-    use zoo::publish::write_atomic;
+    use tpsnet_zoo::manifest::{Metrics, Precision, TrainingRecord};
+    use tpsnet_zoo::publish::write_atomic;
 
     fn write_manifest(dir: &Path, name: &str, top1: f64, precision: Precision) {
-        let spec = zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2);
+        let spec = tpsnet_zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2);
         let mut m = Manifest::describe(
             name,
             &spec,

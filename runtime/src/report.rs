@@ -46,6 +46,7 @@ pub struct PredictionWriter<W: Write> {
 }
 
 impl<W: Write> PredictionWriter<W> {
+    /// A writer of predictions to `out` in `format`.
     pub fn new(out: W, format: OutputFormat) -> Self {
         PredictionWriter {
             out,
@@ -117,6 +118,7 @@ impl<W: Write> PredictionWriter<W> {
         }
     }
 
+    /// Flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }

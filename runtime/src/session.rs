@@ -4,7 +4,7 @@
 //!
 //! [`Backend::Ort`] (feature `ort`, on by default, and the default backend) runs models
 //! on ONNX Runtime; [`Backend::Tract`] (feature `tract`) runs them on tract, a pure-Rust
-//! ONNX engine, on the CPU, with no native library at all (see [`crate::tract_engine`]).
+//! ONNX engine, on the CPU, with no native library at all (see the `tract_engine` module).
 //! Both sit behind the same [`crate::Classifier`]. Asking for a backend this build does
 //! not have is an [`crate::Error::BackendNotBuilt`].
 //!
@@ -21,7 +21,7 @@
 //!   threads (0 = ONNX Runtime's default, one per physical core).
 //! * [`Device::Cuda`]: the CUDA provider on the given device index. If it cannot start
 //!   (an ONNX Runtime built without CUDA, no GPU, missing CUDA/cuDNN libraries) that is an
-//!   [`Error::CudaUnavailable`] — unless [`SessionOptions::allow_cpu_fallback`] is set, in
+//!   [`crate::Error::CudaUnavailable`] — unless [`SessionOptions::allow_cpu_fallback`] is set, in
 //!   which case the session runs on the CPU and the reason is recorded in
 //!   [`Execution::fallback`] for the caller to report (the commands print it). The
 //!   library itself never prints.
@@ -107,7 +107,10 @@ pub enum Device {
     #[default]
     Cpu,
     /// The CUDA execution provider on GPU `device`.
-    Cuda { device: i32 },
+    Cuda {
+        /// The CUDA device index (0 for the first GPU).
+        device: i32,
+    },
 }
 
 impl std::fmt::Display for Device {
@@ -146,7 +149,7 @@ impl std::str::FromStr for Device {
 /// How sessions are created. Build one with [`SessionOptions::builder`]:
 ///
 /// ```
-/// use runtime::{Device, SessionOptions};
+/// use tpsnet_runtime::{Device, SessionOptions};
 ///
 /// let options = SessionOptions::builder()
 ///     .device(Device::Cuda { device: 0 })

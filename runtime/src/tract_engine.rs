@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rayon::prelude::*;
+use tpsnet_zoo::Manifest;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
-use zoo::Manifest;
 
 use crate::error::{Error, Result};
 use crate::preprocess::{IMAGE_FLOATS, SIDE};

@@ -2,7 +2,7 @@
 //!
 //! Every accuracy the manifest states is re-measured the same way it was claimed:
 //! `metrics.top1` single-view, `metrics.top1_flip_tta` by averaging the logits of each
-//! image and its horizontal mirror, `metrics.top1_6view` over six views (`zoo::tta`).
+//! image and its horizontal mirror, `metrics.top1_6view` over six views (`tpsnet_zoo::tta`).
 //! Single view and the headline claim's mode (`metrics.claim`, see
 //! `Metrics::claimed_top1`) are always measured; the mode asked for with
 //! [`VerifyOptions::tta`] too. Every claim whose mode was measured is checked. A check
@@ -17,13 +17,13 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Serialize;
-use zoo::cifar::Cifar10;
+use tpsnet_zoo::cifar::Cifar10;
 
 use crate::classify::{Classifier, argmax};
 use crate::error::Result;
 use crate::preprocess::{IMAGE_FLOATS, InputImage, SIDE};
 use crate::session::Execution;
-use zoo::tta::{self, TTA_MODES, TtaMode, View};
+use tpsnet_zoo::tta::{self, TTA_MODES, TtaMode, View};
 
 /// Default allowed |measured − claimed| top-1 difference, in percentage points.
 pub const DEFAULT_TOLERANCE_PP: f64 = 0.1;
@@ -49,8 +49,11 @@ impl Default for VerifyOptions {
 /// Accuracy of one class.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassAccuracy {
+    /// The class name (CIFAR-10's `airplane`, ...).
     pub class: String,
+    /// Test images of this class predicted correctly.
     pub correct: u64,
+    /// Test images of this class.
     pub total: u64,
     /// Percent.
     pub accuracy: f64,
@@ -61,10 +64,13 @@ pub struct ClassAccuracy {
 pub struct Evaluation {
     /// `single`, `flip_tta` or `6view` (`TtaMode::claim_name`).
     pub mode: String,
+    /// Images evaluated.
     pub images: u64,
+    /// Images whose top-1 prediction is their label.
     pub correct: u64,
     /// Top-1 in percent.
     pub top1: f64,
+    /// Accuracy per class, in class-index order.
     pub per_class: Vec<ClassAccuracy>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
@@ -82,43 +88,64 @@ pub struct Check {
     pub metric: String,
     /// Whether this is the manifest's headline claim.
     pub headline: bool,
+    /// What the manifest claims, percent.
     pub claimed: f64,
+    /// What was measured, percent.
     pub measured: f64,
     /// measured − claimed, percentage points.
     pub difference_pp: f64,
+    /// How far below the claim the measurement may fall, percentage points.
     pub tolerance_pp: f64,
+    /// Whether `measured >= claimed - tolerance_pp`.
     pub passed: bool,
 }
 
 /// The verification of one model.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModelReport {
+    /// The model's name in its manifest.
     pub name: String,
+    /// Path of the ONNX file.
     pub model: String,
+    /// Path of the manifest.
     pub manifest: String,
+    /// sha256 (hex) of the ONNX file, as checked against the manifest.
     pub sha256: String,
+    /// Where inference ran (backend, provider, device).
     pub execution: Execution,
     /// The manifest's headline mode: `single`, `flip_tta` or `6view`.
     pub claim: String,
+    /// The single-view evaluation (always measured).
     pub single: Evaluation,
+    /// The flip-TTA evaluation, when measured.
     pub flip_tta: Option<Evaluation>,
+    /// The six-view TTA evaluation, when measured.
     #[serde(rename = "6view", skip_serializing_if = "Option::is_none")]
     pub six_view: Option<Evaluation>,
+    /// Every claim of the manifest checked against its measurement.
     pub checks: Vec<Check>,
+    /// Whether every check passed.
     pub passed: bool,
 }
 
 /// The whole run, as written to the JSON report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VerifyReport {
+    /// The dataset evaluated on (`cifar10-test`).
     pub dataset: String,
+    /// The folder the CIFAR-10 files were read from.
     pub data_dir: String,
+    /// Test images used per model (all 10,000 unless limited).
     pub images: u64,
+    /// The tolerance every check used, percentage points.
     pub tolerance_pp: f64,
     /// The mode `--tta` asked for, if any.
     pub tta_requested: Option<TtaMode>,
+    /// One report per model verified.
     pub models: Vec<ModelReport>,
+    /// Whether every model passed.
     pub passed: bool,
+    /// This crate's version.
     pub runtime_version: String,
 }
 

@@ -4,7 +4,9 @@ use tpsnet_test_support::fixtures as common;
 
 use std::sync::Arc;
 
-use runtime::{Classifier, Device, Error, InputImage, SessionOptions, SessionOptionsBuilder};
+use tpsnet_runtime::{
+    Classifier, Device, Error, InputImage, SessionOptions, SessionOptionsBuilder,
+};
 
 /// One thread per session; tests add what they vary.
 fn opts() -> SessionOptionsBuilder {
@@ -160,7 +162,7 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
     let onnx = common::model_of(&manifest);
     let sub = d.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    let mut m = zoo::Manifest::load(&manifest).unwrap();
+    let mut m = tpsnet_zoo::Manifest::load(&manifest).unwrap();
     for file in [format!("../{}", m.file), onnx.to_str().unwrap().to_string()] {
         m.file = file.clone();
         let bad = sub.join("escape.json");
@@ -169,7 +171,7 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
         assert!(
             matches!(
                 e,
-                Error::Manifest(zoo::manifest::ManifestError::FileNotPlain { .. })
+                Error::Manifest(tpsnet_zoo::manifest::ManifestError::FileNotPlain { .. })
             ),
             "{file}: {e}"
         );
@@ -179,7 +181,7 @@ fn a_manifest_naming_a_file_outside_its_folder_is_refused() {
             "{msg}"
         );
         // The registry skips it with the same reason instead of listing it.
-        let reg = runtime::registry::Registry::scan(&sub).unwrap_or_else(|e| panic!("{e}"));
+        let reg = tpsnet_runtime::registry::Registry::scan(&sub).unwrap_or_else(|e| panic!("{e}"));
         assert!(reg.models.is_empty());
         assert_eq!(reg.invalid.len(), 1, "{:?}", reg.invalid);
     }
@@ -225,8 +227,10 @@ fn graph_that_breaks_the_contract_is_refused() {
     // Same graph, input renamed by editing the protobuf by hand.
     use prost::Message;
     let spec = common::tiny_spec();
-    let w = zoo::Weights::random(&spec, 1);
-    let mut m = zoo::onnx::build_model(&spec, &w, &zoo::onnx::ExportOptions::default()).unwrap();
+    let w = tpsnet_zoo::Weights::random(&spec, 1);
+    let mut m =
+        tpsnet_zoo::onnx::build_model(&spec, &w, &tpsnet_zoo::onnx::ExportOptions::default())
+            .unwrap();
     let g = m.graph.as_mut().unwrap();
     g.input[0].name = "image".into();
     for n in &mut g.node {
@@ -247,7 +251,7 @@ fn graph_that_breaks_the_contract_is_refused() {
 fn cuda_request_errors_unless_fallback_is_allowed() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 1, 10.0);
-    let providers = runtime::session::available_providers().unwrap();
+    let providers = tpsnet_runtime::session::available_providers().unwrap();
     if providers.iter().any(|p| p == "CUDAExecutionProvider") {
         // A GPU build of ONNX Runtime: CUDA must start and report itself.
         let c = Classifier::open(
@@ -263,7 +267,7 @@ fn cuda_request_errors_unless_fallback_is_allowed() {
     assert!(matches!(e, Error::CudaUnavailable { device: 0, .. }), "{e}");
     let msg = e.to_string();
     assert!(msg.contains("without the CUDA execution provider"), "{msg}");
-    assert!(msg.contains("--allow-cpu-fallback"), "{msg}");
+    assert!(msg.contains("SessionOptions::allow_cpu_fallback"), "{msg}");
 
     let c = Classifier::open(&manifest, &cuda.allow_cpu_fallback(true).build()).unwrap();
     let e = c.execution();
@@ -340,11 +344,11 @@ print(" ".join(repr(float(v)) for v in s.run(["logits"], {"input": x})[0].ravel(
 }
 
 /// Test-time augmentation in one batched call equals classifying each view on its own and
-/// averaging the logits with the shared weights (`zoo::tta`), at any batch size.
+/// averaging the logits with the shared weights (`tpsnet_zoo::tta`), at any batch size.
 #[test]
 fn tta_averages_each_view_with_its_weight() {
-    use runtime::TtaMode;
-    use zoo::tta::{TTA_MODES, apply_view};
+    use tpsnet_runtime::TtaMode;
+    use tpsnet_zoo::tta::{TTA_MODES, apply_view};
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 4, 10.0);
     let x = images(7);

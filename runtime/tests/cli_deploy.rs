@@ -32,7 +32,7 @@ fn bare(exe: &Path, cwd: &Path) -> Command {
 fn real_ort_library() -> PathBuf {
     let configured = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
-        .unwrap_or_else(|| runtime::ort_library::checkout_venv_library(&checkout()));
+        .unwrap_or_else(|| tpsnet_runtime::ort_library::checkout_venv_library(&checkout()));
     std::fs::canonicalize(&configured)
         .unwrap_or_else(|e| panic!("ONNX Runtime at {}: {e}", configured.display()))
 }
@@ -51,7 +51,7 @@ fn version_names_the_library_and_models_folder_in_use() {
 
     // Nothing set, run from a folder without models/: the checkout's .venv and models/.
     let (stdout, _) = ok(&bare(exe, dir.path()).arg("--version").output().unwrap());
-    let venv_lib = runtime::ort_library::checkout_venv_library(&checkout());
+    let venv_lib = tpsnet_runtime::ort_library::checkout_venv_library(&checkout());
     assert!(stdout.starts_with("tpsnet-infer "), "{stdout}");
     assert!(
         stdout.contains(&format!("at {} (the checkout's .venv)", venv_lib.display())),
@@ -163,7 +163,8 @@ fn a_bad_library_beside_the_binary_is_skipped() {
     // A file with the library's name that is not a library: skipped, the search goes on
     // to the checkout's .venv.
     std::fs::write(
-        root.path().join(runtime::ort_library::library_file_name()),
+        root.path()
+            .join(tpsnet_runtime::ort_library::library_file_name()),
         b"not a library",
     )
     .unwrap();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use runtime::{Classifier, SessionOptions};
+use tpsnet_runtime::{Classifier, SessionOptions};
 
 fn infer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tpsnet-infer"));
@@ -307,7 +307,7 @@ fn onnx_runtime_location_problems() {
 
 #[test]
 fn cuda_without_cuda_is_an_error_and_fallback_is_announced() {
-    if runtime::session::available_providers()
+    if tpsnet_runtime::session::available_providers()
         .unwrap()
         .iter()
         .any(|p| p == "CUDAExecutionProvider")

@@ -7,8 +7,8 @@ use tpsnet_test_support::output::{assert_exit as status, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use runtime::verify;
-use runtime::{Classifier, SessionOptions, TtaMode, registry};
+use tpsnet_runtime::verify;
+use tpsnet_runtime::{Classifier, SessionOptions, TtaMode, registry};
 
 /// Test images the subset verification runs on (both views: 2 x 500 images through
 /// resnet20, about a second).
@@ -22,7 +22,7 @@ fn shipped(name: &str) -> PathBuf {
 /// The shipped model copied into `dir` with a manifest claiming `top1` / `flip` on the
 /// first [`SUBSET`] test images; returns the new manifest's path.
 fn with_claims(dir: &Path, manifest: &Path, top1: f64, flip: f64) -> PathBuf {
-    let mut m = zoo::Manifest::load(manifest).unwrap();
+    let mut m = tpsnet_zoo::Manifest::load(manifest).unwrap();
     std::fs::copy(m.model_path(manifest), dir.join(&m.file)).unwrap();
     m.metrics.images = SUBSET as u64;
     m.metrics.top1 = top1;

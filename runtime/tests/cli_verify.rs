@@ -9,8 +9,8 @@ use tpsnet_test_support::output::{assert_exit as status, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runtime::verify;
-use runtime::{Classifier, SessionOptions, TtaMode};
+use tpsnet_runtime::verify;
+use tpsnet_runtime::{Classifier, SessionOptions, TtaMode};
 
 fn verify_cmd(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_verify"));
@@ -333,7 +333,7 @@ fn six_view_claims_are_checked_in_six_view_mode() {
 #[test]
 fn shared_view_passes_predict_what_each_mode_predicts_alone() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let reg = runtime::registry::Registry::scan(&models).unwrap();
+    let reg = tpsnet_runtime::registry::Registry::scan(&models).unwrap();
     let entry = reg.find("resnet20").unwrap();
     let c = Classifier::open(&entry.manifest_path, &SessionOptions::default()).unwrap();
     let data = common::cifar_test().subset(0..2_000);

@@ -7,11 +7,11 @@
 //! Kept cheap: the copy gets this workspace's Cargo.lock (cargo keeps its versions and
 //! drops the rest), builds offline into this workspace's target folder with the same
 //! profile and the same cargo configuration (run from the checkout), so compiled
-//! dependencies are reused wherever their features match those of the workspace build
-//! (measured: about 5 s when all match, as after `cargo test -p tpsnet-runtime`). Under
-//! `cargo test --workspace` the other members unify more features into a few crates
-//! (serde_json, syn, memchr, smallvec, digest, bitflags), so the first run compiles those
-//! and the crates above them once more; later runs reuse them.
+//! dependencies are reused wherever their features match those of the workspace build.
+//! Under `cargo test --workspace` the other members unify more features into a few shared
+//! crates, so the copies that are built also ask for those features ([`WORKSPACE_FEATURES`]);
+//! without that, each flavour recompiled about 130 crates (tract included) and the file
+//! took 397 s of a CI run, against 79 s for the tract flavour with them on a loaded machine.
 
 use tpsnet_test_support::fixtures as common;
 use tpsnet_test_support::output::text;
@@ -19,7 +19,7 @@ use tpsnet_test_support::output::text;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use runtime::{Classifier, SessionOptions, registry};
+use tpsnet_runtime::{Classifier, SessionOptions, registry};
 
 fn checkout() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,17 +28,41 @@ fn checkout() -> PathBuf {
         .to_path_buf()
 }
 
+/// Features that `cargo test --workspace` turns on in dependencies the standalone program
+/// shares with the workspace (read off `cargo tree -f '{p} {f}'` for both), added to the
+/// copies that are built so that cargo compiles those crates, and everything above them,
+/// exactly as the workspace build did and reuses its artifacts. The features are additive
+/// and the program calls none of them: it is the same program. Should a dependency update
+/// change the sets, the builds get slower, never wrong.
+const WORKSPACE_FEATURES: &str = r#"
+digest = { version = "0.10", features = ["mac"] }
+memchr = { version = "2", features = ["default"] }
+rustix = { version = "1", features = ["default", "termios"] }
+serde_core = { version = "1", features = ["default"] }
+serde_json = { version = "1", features = ["raw_value"] }
+smallvec = { version = "1", features = ["const_generics", "const_new"] }
+
+[build-dependencies]
+cc = { version = "1", features = ["parallel"] }
+syn = { version = "2", features = ["visit-mut"] }
+syn3 = { package = "syn", version = "3", features = ["full", "visit-mut"] }
+"#;
+
 /// `examples/standalone/` copied into a fresh folder, depending on this checkout's
 /// runtime by absolute path, seeded with the workspace's Cargo.lock; returns the folder
-/// (kept alive by the guard) and its manifest path.
+/// (kept alive by the guard) and its manifest path. As the example is: for `cargo tree`.
 fn standalone_copy() -> (tempfile::TempDir, PathBuf) {
-    standalone_copy_named("tpsnet-standalone")
+    standalone_copy_named("tpsnet-standalone", "")
 }
 
-/// [`standalone_copy`] with the package (and so the executable) renamed, so that two
-/// flavours built into the same target folder by tests running at once do not overwrite
-/// each other's executable.
-fn standalone_copy_named(package: &str) -> (tempfile::TempDir, PathBuf) {
+/// [`standalone_copy`] to build: with [`WORKSPACE_FEATURES`], and the package (and so the
+/// executable) renamed, so that two flavours built into the same target folder by tests
+/// running at once do not overwrite each other's executable.
+fn standalone_copy_to_build(package: &str) -> (tempfile::TempDir, PathBuf) {
+    standalone_copy_named(package, WORKSPACE_FEATURES)
+}
+
+fn standalone_copy_named(package: &str, extra_dependencies: &str) -> (tempfile::TempDir, PathBuf) {
     let source = checkout().join("examples/standalone");
     let dir = tempfile::tempdir().unwrap();
     let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
@@ -53,6 +77,11 @@ fn standalone_copy_named(package: &str) -> (tempfile::TempDir, PathBuf) {
     let manifest = manifest.replace(
         relative,
         &format!("path = {:?}", runtime_dir.to_str().unwrap()),
+    );
+    let manifest = manifest.replacen(
+        "\n[features]",
+        &format!("{extra_dependencies}\n[features]"),
+        1,
     );
     std::fs::write(dir.path().join("Cargo.toml"), manifest).unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
@@ -101,7 +130,7 @@ fn runtime_without_default_features_has_no_cli_dependencies() {
 
 #[test]
 fn standalone_crate_builds_and_classifies_with_a_shipped_model() {
-    let (_crate_dir, manifest) = standalone_copy();
+    let (_crate_dir, manifest) = standalone_copy_to_build("tpsnet-standalone");
     let out = cargo()
         .args(["build", "--offline", "--manifest-path"])
         .arg(&manifest)
@@ -176,7 +205,7 @@ fn standalone_crate_builds_and_classifies_with_a_shipped_model() {
 #[cfg(feature = "tract")]
 #[test]
 fn standalone_crate_builds_and_classifies_on_tract_without_onnx_runtime() {
-    let (_crate_dir, manifest) = standalone_copy_named("tpsnet-standalone-tract");
+    let (_crate_dir, manifest) = standalone_copy_to_build("tpsnet-standalone-tract");
     let tract_only = ["--no-default-features", "--features", "tract"];
     let out = cargo()
         .args(["tree", "--offline", "-e", "normal", "--prefix", "none"])
@@ -236,7 +265,7 @@ fn standalone_crate_builds_and_classifies_on_tract_without_onnx_runtime() {
     let shipped = checkout().join("models");
     let model = registry::find_model(None, Some(&shipped)).unwrap();
     let options = SessionOptions::builder()
-        .backend(runtime::Backend::Tract)
+        .backend(tpsnet_runtime::Backend::Tract)
         .threads(1)
         .build();
     let classifier = Classifier::open(&model, &options).unwrap();

@@ -8,8 +8,8 @@ use tpsnet_test_support::fixtures as common;
 use std::path::PathBuf;
 
 use prost::Message;
-use runtime::classify::argmax;
-use runtime::{Backend, Classifier, Device, Error, SessionOptions, TtaMode, registry};
+use tpsnet_runtime::classify::argmax;
+use tpsnet_runtime::{Backend, Classifier, Device, Error, SessionOptions, TtaMode, registry};
 
 fn shipped(name: &str) -> PathBuf {
     let reg = registry::Registry::scan(&tpsnet_test_support::shipped::models_dir()).unwrap();
@@ -175,7 +175,7 @@ fn int8_models_are_refused_naming_the_operator_and_the_ort_backend() {
             path.to_str().unwrap(),
             node.as_str(),
             &format!("com.microsoft.{op}"),
-            "--backend ort",
+            "ONNX Runtime backend (Backend::Ort)",
         ] {
             assert!(msg.contains(part), "{part:?} not in {msg}");
         }
@@ -186,11 +186,13 @@ fn int8_models_are_refused_naming_the_operator_and_the_ort_backend() {
 fn publish_edited(
     dir: &std::path::Path,
     name: &str,
-    edit: impl FnOnce(&mut zoo::onnx::proto::GraphProto),
+    edit: impl FnOnce(&mut tpsnet_zoo::onnx::proto::GraphProto),
 ) -> PathBuf {
     let spec = common::tiny_spec();
-    let w = zoo::Weights::random(&spec, 1);
-    let mut m = zoo::onnx::build_model(&spec, &w, &zoo::onnx::ExportOptions::default()).unwrap();
+    let w = tpsnet_zoo::Weights::random(&spec, 1);
+    let mut m =
+        tpsnet_zoo::onnx::build_model(&spec, &w, &tpsnet_zoo::onnx::ExportOptions::default())
+            .unwrap();
     edit(m.graph.as_mut().unwrap());
     common::publish(dir, name, &spec, &m.encode_to_vec(), 10.0, None)
 }
@@ -210,7 +212,12 @@ fn hand_made_bad_graphs_are_clear_errors_not_panics() {
     let e = Classifier::open(&manifest, &tract).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::TractUnsupportedOp { .. }), "{msg}");
-    for part in ["unknown-op-", "`frob_1`", "Frobnicate", "--backend ort"] {
+    for part in [
+        "unknown-op-",
+        "`frob_1`",
+        "Frobnicate",
+        "ONNX Runtime backend (Backend::Ort)",
+    ] {
         assert!(msg.contains(part), "{part:?} not in {msg}");
     }
 
@@ -266,8 +273,17 @@ fn cuda_on_tract_is_refused_unless_cpu_fallback_is_allowed() {
         .backend(Backend::Tract)
         .device(Device::Cuda { device: 0 });
     let e = Classifier::open(&manifest, &cuda.clone().build()).unwrap_err();
-    assert!(matches!(e, Error::BackendDevice { .. }), "{e}");
-    assert!(e.to_string().contains("--device cpu"), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::BackendDevice {
+                backend: Backend::Tract,
+                device: Device::Cuda { device: 0 }
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("Device::Cpu"), "{e}");
     let c = Classifier::open(&manifest, &cuda.allow_cpu_fallback(true).build()).unwrap();
     assert_eq!(c.execution().device, Device::Cpu);
     assert!(c.execution().fallback.as_deref().unwrap().contains("tract"));

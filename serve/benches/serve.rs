@@ -24,8 +24,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{Payload, ServerProcess, http, models_dir, payload, start_server};
-use runtime::registry;
 use serde_json::json;
+use tpsnet_runtime::registry;
 
 struct Options {
     model: Option<String>,
@@ -177,11 +177,11 @@ fn run_step(
     (mode, round): (&'static str, usize),
     seconds: f64,
 ) -> Step {
-    let batches_before = server.metric("tpsnet_batch_size_count");
-    let images_before = server.metric("tpsnet_batch_size_sum");
+    let batches_before = server.metric_total("tpsnet_batch_size_count");
+    let images_before = server.metric_total("tpsnet_batch_size_sum");
     let (lat, errors, took) = load(server.addr, payload, clients, seconds);
-    let batches = server.metric("tpsnet_batch_size_count") - batches_before;
-    let images = server.metric("tpsnet_batch_size_sum") - images_before;
+    let batches = server.metric_total("tpsnet_batch_size_count") - batches_before;
+    let images = server.metric_total("tpsnet_batch_size_sum") - images_before;
     let step = Step {
         endpoint: endpoint.to_string(),
         clients,
@@ -274,7 +274,7 @@ fn main() {
     let o = parse_args();
     let manifest_path = registry::resolve_model(o.model.as_deref(), &models_dir())
         .expect("model resolves (run from the workspace)");
-    let manifest = zoo::Manifest::load(&manifest_path).unwrap();
+    let manifest = tpsnet_zoo::Manifest::load(&manifest_path).unwrap();
     let name = manifest.name.clone();
     let payloads: Vec<Arc<Payload>> = o
         .endpoints

@@ -70,7 +70,7 @@ fn reference(o: &Options, manifest: &std::path::Path, onnx: &std::path::Path) ->
             manifest.file_stem().unwrap().to_string_lossy()
         ));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let cifar = zoo::cifar::resolve_dir(None).expect("set CIFAR10_DIR");
+    let cifar = tpsnet_zoo::cifar::resolve_dir(None).expect("set CIFAR10_DIR");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/soak_reference.py");
     let status = std::process::Command::new(&o.python)
         .arg(script)
@@ -238,9 +238,9 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn main() {
     let o = parse_args();
-    let manifest_path = runtime::registry::resolve_model(Some(&o.model), &models_dir())
+    let manifest_path = tpsnet_runtime::registry::resolve_model(Some(&o.model), &models_dir())
         .expect("model resolves (run from the workspace)");
-    let manifest = zoo::Manifest::load(&manifest_path).unwrap();
+    let manifest = tpsnet_zoo::Manifest::load(&manifest_path).unwrap();
     let onnx = manifest_path.parent().unwrap().join(&manifest.file);
     let reference = Arc::new(reference(&o, &manifest_path, &onnx));
     let name = manifest.name.clone();

@@ -24,25 +24,41 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use runtime::{Classifier, InputImage};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinHandle;
+use tpsnet_runtime::{Classifier, InputImage};
 
 use crate::metrics::Metrics;
 
 /// Why a request got no logits.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BatchError {
+    /// Admitting the request would put more than `limit` images in the queue (`queued` are
+    /// waiting); answered `503` with `Retry-After`.
     #[error(
         "the server is busy: {queued} image(s) are waiting and the queue holds at most {limit}; retry shortly"
     )]
-    QueueFull { queued: usize, limit: usize },
+    QueueFull {
+        /// Images already waiting.
+        queued: usize,
+        /// The queue's limit in images ([`crate::ServerConfig::max_queue`]).
+        limit: usize,
+    },
+    /// One request holds more images (`images`) than the whole queue may (`limit`); answered `413`.
     #[error(
         "the request holds {images} images but the server queues at most {limit}; split it into smaller requests"
     )]
-    TooManyImages { images: usize, limit: usize },
+    TooManyImages {
+        /// Images in the request.
+        images: usize,
+        /// The queue's limit in images.
+        limit: usize,
+    },
+    /// The server is draining for shutdown and takes no new work; answered `503`.
     #[error("the server is shutting down; retry against another replica or after its restart")]
     ShuttingDown,
+    /// ONNX Runtime failed on the batch holding this request (the runtime's message); answered
+    /// `500`.
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -81,7 +97,8 @@ struct Queue {
 /// shared with other work (load average 11–14), `resnet20` cost 0.63 ms per image alone
 /// or in pairs but 1.5–2.4 ms per image in batches of 4 to 32, while `airnet-wide` was
 /// 1.2x cheaper per image at 32 (on the same CPU idle, `resnet20` too was cheaper per
-/// image at 32). Merging everything queued then cut throughput in half. So batches are capped at the largest size class whose cost per
+/// image at 32). Merging everything queued then cut throughput in half. So batches are capped
+/// at the largest size class whose cost per
 /// image is within 5 % of the cheapest class measured (no cap before any batch ran), and
 /// a few batches (about 1 % of the images) run uncapped, which measures the sizes the
 /// queue offers and keeps the costs current as the load changes.
@@ -270,6 +287,35 @@ impl Batcher {
         max_queue: usize,
         workers: usize,
     ) -> (Batcher, Workers) {
+        let permits = Arc::new(Semaphore::new(workers.max(1)));
+        let policy = crate::config::ServerConfig {
+            max_batch,
+            max_delay,
+            max_queue,
+            workers,
+            ..Default::default()
+        };
+        Batcher::start_with_permits(classifier, metrics, &policy, permits)
+    }
+
+    /// Starts [`ServerConfig::workers`](crate::ServerConfig::workers) batching tasks
+    /// batching as `config` says, whose batches run only while holding one of `permits`.
+    /// Batchers of several models that share one semaphore share its CPU budget: at
+    /// most as many batches run at once, across all of them, as it has permits. A
+    /// worker takes its permit once a request is queued and only then forms its batch,
+    /// so requests that arrive while it waits join that batch.
+    pub fn start_with_permits(
+        classifier: Arc<Classifier>,
+        metrics: Arc<Metrics>,
+        config: &crate::config::ServerConfig,
+        permits: Arc<Semaphore>,
+    ) -> (Batcher, Workers) {
+        let (max_batch, max_delay, max_queue, workers) = (
+            config.max_batch,
+            config.max_delay,
+            config.max_queue,
+            config.workers,
+        );
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             changed: Notify::new(),
@@ -281,8 +327,8 @@ impl Batcher {
                 tokio::spawn(work(
                     Arc::clone(&queue),
                     Arc::clone(&classifier),
-                    max_batch.max(1),
-                    max_delay,
+                    (max_batch.max(1), max_delay),
+                    Arc::clone(&permits),
                 ))
             })
             .collect();
@@ -370,8 +416,8 @@ impl Batcher {
 async fn work(
     queue: Arc<Queue>,
     classifier: Arc<Classifier>,
-    max_batch: usize,
-    max_delay: Duration,
+    (max_batch, max_delay): (usize, Duration),
+    permits: Arc<Semaphore>,
 ) {
     while let Some(first) = queue.first().await {
         // No delay (the default): the batch is what is queued right now.
@@ -380,18 +426,38 @@ async fn work(
         let (cap, explored) = lock(&queue.costs).cap(max_batch);
         let mut images = first.images.len();
         let mut batch = vec![first];
-        while images < cap {
-            match queue.next_fitting(cap - images, deadline).await {
-                Some(job) => {
-                    images += job.images.len();
-                    batch.push(job);
-                }
-                None => break,
-            }
-        }
+        fill(&queue, &mut batch, &mut images, cap, deadline).await;
+        // The right to use the CPU budget (shared with other models' batchers). The
+        // semaphore is never closed. It is taken after the opt-in wait, so a batch
+        // waiting for company does not hold up other models, and what was queued while
+        // it was awaited joins the batch.
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        fill(&queue, &mut batch, &mut images, cap, None).await;
         queue.release(&mut queue.lock(), images);
         let seconds = run_batch(&queue.metrics, &classifier, batch).await;
         lock(&queue.costs).record(images, seconds, explored);
+    }
+}
+
+/// Adds queued jobs to `batch` while they fit in `cap` images (`images` counts them),
+/// waiting for newcomers until `deadline` if there is one.
+async fn fill(
+    queue: &Queue,
+    batch: &mut Vec<Job>,
+    images: &mut usize,
+    cap: usize,
+    deadline: Option<tokio::time::Instant>,
+) {
+    while *images < cap {
+        match queue.next_fitting(cap - *images, deadline).await {
+            Some(job) => {
+                *images += job.images.len();
+                batch.push(job);
+            }
+            None => break,
+        }
     }
 }
 

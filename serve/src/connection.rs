@@ -58,7 +58,7 @@ impl Limits {
 
 /// Where a connection stands; see the module documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Idle,
     Headers,
     Body,

@@ -11,13 +11,16 @@ use axum::response::{IntoResponse, Response};
 /// error responses), plus `Retry-After` when the client should try again later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: StatusCode,
+    /// The human-readable reason, sent as `{"error": message}`.
     pub message: String,
     /// Seconds for a `Retry-After` header.
     pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
+    /// An error answer with any `status` (the helpers below cover the common ones).
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -90,28 +93,44 @@ impl IntoResponse for ApiError {
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A [`crate::ServerConfig`] value is out of range; the message names the field.
     #[error("invalid server configuration: {0}")]
     Config(String),
+    /// The HTTP listener could not bind `addr` (in use, or not permitted).
     #[error(
         "cannot listen on {addr}: {source}; pick another --port (0 lets the system choose) or stop the process using it"
     )]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The gRPC listener could not bind `addr`.
     #[error(
         "cannot listen on {addr} for gRPC: {source}; pick another --grpc-port (0 lets the system choose) or stop the process using it"
     )]
     GrpcBind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The gRPC server stopped with an error (its message).
     #[error("the gRPC server failed: {0}")]
     Grpc(String),
+    /// An I/O error of the HTTP accept loop.
     #[error("the HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Requests were still in flight when the shutdown timeout passed; the server
+    /// stopped without answering them.
     #[error(
         "{in_flight} request(s) still in flight {timeout:?} after the shutdown signal; stopped without them (raise --shutdown-timeout to wait longer)"
     )]
-    ShutdownTimeout { in_flight: u64, timeout: Duration },
+    ShutdownTimeout {
+        /// Requests still unanswered when the time ran out.
+        in_flight: u64,
+        /// The shutdown timeout that passed ([`crate::ServerConfig::shutdown_timeout`]).
+        timeout: Duration,
+    },
 }

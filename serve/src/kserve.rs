@@ -19,11 +19,11 @@
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use runtime::{Classifier, InputImage};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use tpsnet_runtime::{Classifier, InputImage};
 
 use crate::error::ApiError;
 
@@ -45,16 +45,22 @@ const MAX_DATA_DEPTH: usize = 8;
 /// What the protocol says about the served model.
 #[derive(Clone, Debug)]
 pub struct ModelInfo {
+    /// The model's name, as clients address it in `/v2/models/{name}`.
     pub name: String,
     /// The first 8 hex digits of the ONNX file's sha256 (as in its file name).
     pub version: String,
+    /// The name of the model's one input tensor.
     pub input_name: String,
+    /// The name of the model's one output tensor (logits).
     pub output_name: String,
+    /// The class names, in the order of the logits.
     pub classes: Vec<String>,
+    /// The ONNX Runtime execution provider the model runs on (e.g. `CPUExecutionProvider`).
     pub provider: String,
 }
 
 impl ModelInfo {
+    /// The protocol's view of `classifier`'s model (from its manifest).
     pub fn of(classifier: &Classifier) -> Self {
         let m = classifier.manifest();
         ModelInfo {
@@ -125,8 +131,11 @@ pub struct RequestedOutput {
 /// A checked inference request.
 #[derive(Debug)]
 pub struct InferRequest {
+    /// The request's `id`, repeated in the response.
     pub id: Option<String>,
+    /// The images of the one input tensor, in order.
     pub images: Vec<InputImage>,
+    /// How the response should carry the output.
     pub output: RequestedOutput,
 }
 
@@ -165,42 +174,76 @@ struct RawOutput {
 
 /// Parses and checks an inference request body. `header_length` is the value of the
 /// `Inference-Header-Content-Length` header, if any.
+///
+/// The steps: split the body into its JSON header and binary tail (`split_body`),
+/// decode the JSON into a typed request (`decode_request`), then check its one input
+/// against the model and read its images (`input_images`) and the output it asks for
+/// (`requested_output`).
 pub fn parse_infer(
     body: &[u8],
     header_length: Option<&str>,
     model: &ModelInfo,
 ) -> Result<InferRequest, ApiError> {
-    let (json_part, mut binary) = match header_length {
-        None => (body, &[][..]),
-        Some(v) => {
-            let len: usize = v.trim().parse().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "Inference-Header-Content-Length `{v}` is not a byte count"
-                ))
-            })?;
-            if len > body.len() {
-                return Err(ApiError::bad_request(format!(
-                    "Inference-Header-Content-Length is {len} but the body holds only {} bytes",
-                    body.len()
-                )));
-            }
-            body.split_at(len)
-        }
+    let (json_part, binary) = split_body(body, header_length)?;
+    let raw = decode_request(json_part)?;
+    let [input] = raw.inputs.as_slice() else {
+        return Err(input_count_error(model, raw.inputs.len()));
     };
+    let images = input_images(model, input, binary, header_length.is_some())?;
+    let output = requested_output(model, &raw)?;
+    Ok(InferRequest {
+        id: raw.id,
+        images,
+        output,
+    })
+}
+
+/// Splits a body into its JSON part and the binary tensor data after it, as the
+/// `Inference-Header-Content-Length` header (if any) says.
+fn split_body<'a>(
+    body: &'a [u8],
+    header_length: Option<&str>,
+) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(v) = header_length else {
+        return Ok((body, &[][..]));
+    };
+    let len: usize = v.trim().parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "Inference-Header-Content-Length `{v}` is not a byte count"
+        ))
+    })?;
+    if len > body.len() {
+        return Err(ApiError::bad_request(format!(
+            "Inference-Header-Content-Length is {len} but the body holds only {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(len))
+}
+
+/// Decodes the JSON part of a request into its typed form (no checks against the
+/// model yet).
+fn decode_request(json_part: &[u8]) -> Result<RawRequest<'_>, ApiError> {
     if json_part.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "empty request body; send a JSON inference request: {\"inputs\": [{\"name\", \"shape\", \"datatype\": \"FP32\", \"data\"}]}",
         ));
     }
-    let raw: RawRequest = serde_json::from_slice(json_part)
-        .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
+    serde_json::from_slice(json_part)
+        .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))
+}
 
-    let [input] = raw.inputs.as_slice() else {
-        return Err(input_count_error(model, raw.inputs.len()));
-    };
+/// Checks the request's one input against the model and reads its images, from its
+/// JSON `data` or from `binary` (which it must use up exactly). `has_header_length`:
+/// whether the request came with `Inference-Header-Content-Length`, which binary data
+/// needs.
+fn input_images(
+    model: &ModelInfo,
+    input: &RawInput<'_>,
+    binary: &[u8],
+    has_header_length: bool,
+) -> Result<Vec<InputImage>, ApiError> {
     let n = check_input(model, &input.name, &input.datatype, &input.shape)?;
-    let expected = n * IMAGE_FLOATS;
-
     let binary_size = input
         .parameters
         .as_ref()
@@ -211,7 +254,7 @@ pub fn parse_infer(
             })
         })
         .transpose()?;
-    let values = match (binary_size, input.data) {
+    let (values, unclaimed) = match (binary_size, input.data) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "input `{}` has both `data` and parameters.binary_data_size; send one",
@@ -224,48 +267,60 @@ pub fn parse_infer(
                 input.name
             )));
         }
-        (None, Some(data)) => parse_data(data.get(), &input.name)?,
+        (None, Some(data)) => (parse_data(data.get(), &input.name)?, binary),
         (Some(size), None) => {
-            if header_length.is_none() {
+            if !has_header_length {
                 return Err(ApiError::bad_request(
                     "parameters.binary_data_size needs the Inference-Header-Content-Length header",
                 ));
             }
-            let size = size as usize;
-            if size != expected * 4 {
-                return Err(ApiError::bad_request(format!(
-                    "input `{}` has binary_data_size {size}; shape {:?} in FP32 takes {} bytes",
-                    input.name,
-                    input.shape,
-                    expected * 4
-                )));
-            }
-            if size > binary.len() {
-                return Err(ApiError::bad_request(format!(
-                    "input `{}` announces {size} binary bytes but the body holds {} after the JSON header",
-                    input.name,
-                    binary.len()
-                )));
-            }
-            let (mine, rest) = binary.split_at(size);
-            binary = rest;
-            fp32_from_le_bytes(mine, &input.name)?
+            binary_values(input, n, size as usize, binary)?
         }
     };
-    if !binary.is_empty() {
+    if !unclaimed.is_empty() {
         return Err(ApiError::bad_request(format!(
             "{} bytes of binary data follow the JSON header but no input claims them",
+            unclaimed.len()
+        )));
+    }
+    images_from_values(&values, n, &input.name, &input.shape)
+}
+
+/// Reads an input's `size` bytes of binary tensor data (`n` images) from the front of
+/// `binary`; returns the values and the bytes left after them.
+fn binary_values<'a>(
+    input: &RawInput<'_>,
+    n: usize,
+    size: usize,
+    binary: &'a [u8],
+) -> Result<(Vec<f32>, &'a [u8]), ApiError> {
+    let expected_bytes = n * IMAGE_FLOATS * 4;
+    if size != expected_bytes {
+        return Err(ApiError::bad_request(format!(
+            "input `{}` has binary_data_size {size}; shape {:?} in FP32 takes {expected_bytes} bytes",
+            input.name, input.shape
+        )));
+    }
+    if size > binary.len() {
+        return Err(ApiError::bad_request(format!(
+            "input `{}` announces {size} binary bytes but the body holds {} after the JSON header",
+            input.name,
             binary.len()
         )));
     }
-    let images = images_from_values(&values, n, &input.name, &input.shape)?;
+    let (mine, rest) = binary.split_at(size);
+    Ok((fp32_from_le_bytes(mine, &input.name)?, rest))
+}
 
+/// The form of the output a request asks for: its `outputs` (none or the model's one)
+/// and the request-wide `binary_data_output` parameter.
+fn requested_output(model: &ModelInfo, raw: &RawRequest<'_>) -> Result<RequestedOutput, ApiError> {
     let binary_output_default = flag(raw.parameters.as_ref(), "binary_data_output")?;
-    let output = match raw.outputs.as_deref() {
-        None | Some([]) => RequestedOutput {
+    match raw.outputs.as_deref() {
+        None | Some([]) => Ok(RequestedOutput {
             classification: None,
             binary: binary_output_default,
-        },
+        }),
         Some([out]) => {
             check_output_name(model, &out.name)?;
             let p = out.parameters.as_ref();
@@ -273,18 +328,13 @@ pub fn parse_infer(
                 None => None,
                 Some(v) => Some(classification_count(model, v.as_u64())?),
             };
-            RequestedOutput {
+            Ok(RequestedOutput {
                 classification,
                 binary: flag(p, "binary_data")?,
-            }
+            })
         }
-        Some(many) => return Err(output_count_error(model, many.len())),
-    };
-    Ok(InferRequest {
-        id: raw.id,
-        images,
-        output,
-    })
+        Some(many) => Err(output_count_error(model, many.len())),
+    }
 }
 
 /// The error for a request with other than one input (the REST and gRPC protocols share

@@ -1,6 +1,7 @@
 //! HTTP inference server for the TPSNet zoo, the library behind `tpsnet-serve`.
 //!
-//! One shared [`runtime::Classifier`] answers:
+//! One or several [`tpsnet_runtime::Classifier`]s (the [`repository`]: each model its
+//! own queue and batcher, all sharing one CPU budget) answer:
 //!
 //! * the KServe v2 / Open Inference Protocol REST API ([`kserve`]): `GET /v2`,
 //!   `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
@@ -10,6 +11,8 @@
 //!   body or as `multipart/form-data` files, answered with classes and probabilities;
 //! * Prometheus metrics ([`metrics`]) at `GET /metrics`;
 //! * a page to try the served models in a browser ([`page`]) at `GET /`;
+//! * the KServe v2 model repository extension ([`repository`]):
+//!   `POST /v2/repository/index`, `.../models/{name}/load` and `.../unload`;
 //! * optionally, the KServe v2 gRPC API ([`grpc`], `inference.GRPCInferenceService`) on
 //!   a second port ([`Server::bind_grpc`]), through the same batcher.
 //!
@@ -24,8 +27,11 @@
 //! in flight. `docs/serving.md` documents the endpoints, options and metrics.
 //!
 //! The library knows nothing of the command line: `tpsnet-serve`'s `main` parses the
-//! options into a [`ServerConfig`] and a classifier and calls [`Server::bind`] and
-//! [`Server::run`].
+//! options into a [`ServerConfig`], a [`repository::Repository`] and classifiers and
+//! calls [`Server::bind_models`] and [`Server::run`] ([`Server::bind`] serves one
+//! classifier).
+
+#![warn(missing_docs)]
 
 pub mod batcher;
 pub mod config;
@@ -36,6 +42,7 @@ pub mod kserve;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod repository;
 pub mod routes;
 pub mod server;
 pub mod upload;

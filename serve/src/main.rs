@@ -1,5 +1,5 @@
 //! `tpsnet-serve`: an HTTP inference server (KServe v2 REST, image uploads, dynamic
-//! batching, Prometheus metrics) over one TPSNet zoo model.
+//! batching, Prometheus metrics) over one TPSNet zoo model, several, or all of them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use runtime::{Backend, Classifier, Device, SessionOptions, registry};
-use serve::{ServeError, Server, ServerConfig};
+use tpsnet_runtime::{Backend, Classifier, Device, SessionOptions, registry};
+use tpsnet_serve::repository::{CpuBudget, Repository};
+use tpsnet_serve::{ServeError, Server, ServerConfig};
 
 const EXAMPLES: &str = "\
 Endpoints (KServe v2 / Open Inference Protocol REST, plus uploads and metrics):
@@ -23,6 +24,10 @@ Endpoints (KServe v2 / Open Inference Protocol REST, plus uploads and metrics):
   POST /v2/models/NAME/classify[?top_k=K] an image as the body, or multipart/form-data
                                           files; answers classes and probabilities
   GET  /metrics                           Prometheus text format
+  POST /v2/repository/index               every model served or in the models folder, with
+                                          its state (READY, UNAVAILABLE)
+  POST /v2/repository/models/NAME/load    load a model; .../unload answers what is queued,
+                                          then frees it (later requests get 503)
 With --grpc-port P, also KServe v2 over gRPC (inference.GRPCInferenceService: ServerLive,
 ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer with fp32_contents or
 raw_input_contents) on port P, through the same batcher.
@@ -31,6 +36,8 @@ Examples:
   tpsnet-serve                                   best shipped model on 127.0.0.1:8000
   tpsnet-serve --model resnet20 --port 8080 --max-batch 32
   tpsnet-serve --model resnet20 --grpc-port 8001   REST on 8000, gRPC on 8001
+  tpsnet-serve --model resnet20 --model resnet20-int8   two models, one queue each
+  tpsnet-serve --all --threads 1 --cpu-threads 4   every model; 4 one-thread batches at once
   tpsnet-serve --max-connections 4096 --body-timeout-s 10 --keep-alive-timeout-s 30
   tpsnet-serve --host 0.0.0.0 --device cuda:0 --max-batch 256
   curl -s localhost:8000/v2/models/airnet-wide
@@ -42,6 +49,10 @@ at once as one ONNX Runtime call of up to --max-batch images, so batches grow wh
 previous one runs and a lone request never waits. --max-delay-ms (off by default) makes
 a batch that is not full wait for company. --max-batch 1 turns batching off. A full
 queue (--max-queue images) answers 503 with Retry-After.
+
+Several models (--model repeated, or --all) each get their own queue and batcher and
+share one CPU budget: with --threads 0 (ONNX Runtime's default, every core) only
+--workers batches run at once across all models; with --threads T, --cpu-threads / T.
 
 Connections: headers must arrive within --header-timeout-s, bodies within
 --body-timeout-s (else 408), idle keep-alive connections close after
@@ -68,9 +79,14 @@ struct Args {
     port: u16,
 
     /// Model: an .onnx file (with its manifest beside it), a manifest .json, or a model
-    /// name in the models folder [default: the shipped model with the best claimed top-1].
+    /// name in the models folder; repeat to serve several [default: the shipped model
+    /// with the best claimed top-1].
     #[arg(short, long, value_name = "NAME|FILE")]
-    model: Option<String>,
+    model: Vec<String>,
+
+    /// Serve every model in the models folder (fp32 and int8), each with its own queue.
+    #[arg(long, conflicts_with = "model")]
+    all: bool,
 
     /// Folder of published models [default: $TPSNET_MODELS, else the first of ./models,
     /// models/ beside the executable and the checkout's models/ that exists].
@@ -89,9 +105,16 @@ struct Args {
     #[arg(long)]
     allow_cpu_fallback: bool,
 
-    /// ONNX Runtime intra-op threads per batch (0: one per physical core).
+    /// ONNX Runtime intra-op threads per batch (0: one per physical core, and then only
+    /// --workers batches run at once across all models).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+
+    /// CPU threads shared by all models: with --threads T, at most CPU_THREADS / T
+    /// batches run at once across every model, so busy models take turns instead of
+    /// oversubscribing the cores [default: the logical cores].
+    #[arg(long, value_name = "CPU_THREADS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    cpu_threads: Option<u32>,
 
     /// Most images in one ONNX Runtime call; 1 turns dynamic batching off.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -200,8 +223,9 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
-    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
-    let args: Args = runtime::cli::parse();
+    tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
+        .install();
+    let args: Args = tpsnet_runtime::cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -254,9 +278,47 @@ fn config(args: &Args) -> ServerConfig {
     }
 }
 
+/// The manifests to serve: every model of the folder (`--all`), each `--model`, or the
+/// best shipped model.
+fn chosen_models(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
+    if args.all {
+        let dir = registry::locate_models_dir(args.models_dir.as_deref())?.path;
+        let found = registry::Registry::scan(&dir)?;
+        let mut names: Vec<&str> = found
+            .models
+            .iter()
+            .map(|m| m.manifest.name.as_str())
+            .collect();
+        names.dedup();
+        anyhow::ensure!(
+            !names.is_empty(),
+            "--all: the models folder {} holds no model; publish one or pass --models-dir",
+            dir.display()
+        );
+        return names
+            .into_iter()
+            .map(|name| Ok(found.find(name)?.manifest_path.clone()))
+            .collect();
+    }
+    if args.model.is_empty() {
+        return Ok(vec![registry::find_model(
+            None,
+            args.models_dir.as_deref(),
+        )?]);
+    }
+    args.model
+        .iter()
+        .map(|m| Ok(registry::find_model(Some(m), args.models_dir.as_deref())?))
+        .collect()
+}
+
 async fn start(args: &Args) -> anyhow::Result<Server> {
     let config = config(args);
-    let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
+    let cpu_threads = args.cpu_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
+    let budget = CpuBudget::new(cpu_threads, args.threads, config.workers);
     let options = SessionOptions::builder()
         .backend(args.backend)
         .device(args.device)
@@ -265,17 +327,36 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
         .sessions(config.workers)
         .batch_size(config.max_batch)
         .build();
-    let classifier = Classifier::open(&model, &options)
-        .with_context(|| format!("opening model {}", model.display()))?;
-    runtime::cli::announce_fallback(&classifier);
+    let mut classifiers = Vec::new();
+    for model in chosen_models(args)? {
+        let classifier = Classifier::open(&model, &options)
+            .with_context(|| format!("opening model {}", model.display()))?;
+        tpsnet_runtime::cli::announce_fallback(&classifier);
+        eprintln!(
+            "tpsnet-serve: model {} version {} ({}) on {}",
+            classifier.name(),
+            classifier.manifest().sha256.get(..8).unwrap_or(""),
+            classifier.model_path().display(),
+            classifier.execution().provider
+        );
+        classifiers.push(Arc::new(classifier));
+    }
+    // `load` finds models in the folder; with every model given as a file there may be none.
+    let models_dir = registry::locate_models_dir(args.models_dir.as_deref())
+        .ok()
+        .map(|d| d.path);
+    let repository = Repository::new(models_dir, options, &config, budget);
     let addr = SocketAddr::new(args.host, args.port);
-    let path = classifier.model_path().display().to_string();
-    let provider = classifier.execution().provider.clone();
-    let mut server = Server::bind(addr, Arc::new(classifier), config.clone()).await?;
+    let mut server = Server::bind_models(addr, repository, classifiers, config.clone()).await?;
     if let Some(port) = args.grpc_port {
         server = server.bind_grpc(SocketAddr::new(args.host, port)).await?;
     }
-    let m = server.model();
+    announce(args, &server, &config);
+    Ok(server)
+}
+
+/// Says how the server batches and where it listens.
+fn announce(args: &Args, server: &Server, config: &ServerConfig) {
     let batching = if config.max_batch > 1 && config.max_delay.is_zero() {
         format!(
             "batches of up to {} images, run as soon as a worker is free",
@@ -289,12 +370,19 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
     } else {
         "batching off".to_string()
     };
+    let budget = server.repository().budget();
+    let threads = match budget.threads {
+        0 => "ONNX Runtime's default threads".to_string(),
+        t => format!("{t} threads"),
+    };
     eprintln!(
-        "tpsnet-serve: model {} version {} ({path}) on {provider}; {batching}; queue {} images",
-        m.name, m.version, config.max_queue
+        "tpsnet-serve: {batching}; queue {} images per model; at most {} batch(es) at once across all models, {threads} each",
+        config.max_queue, budget.permits
     );
+    let m = server.model();
+    let served = server.repository().loaded().len();
     eprintln!(
-        "tpsnet-serve: listening on http://{} (POST /v2/models/{}/infer, /v2/models/{}/classify; GET /metrics)",
+        "tpsnet-serve: listening on http://{} ({served} model(s); POST /v2/models/{}/infer, /v2/models/{}/classify; POST /v2/repository/index; GET /metrics)",
         server.local_addr(),
         m.name,
         m.name
@@ -304,7 +392,6 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
             "tpsnet-serve: gRPC listening on {grpc} (KServe v2 inference.GRPCInferenceService; proto: serve/proto/grpc_predict_v2.proto)"
         );
     }
-    Ok(server)
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

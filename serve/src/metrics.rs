@@ -29,6 +29,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket upper bounds (ascending; `+Inf` is added).
     pub fn new(bounds: &'static [f64]) -> Self {
         Histogram {
             bounds,
@@ -38,6 +39,7 @@ impl Histogram {
         }
     }
 
+    /// Counts one observation in the first bucket whose bound is at least `value`.
     pub fn observe(&mut self, value: f64) {
         let i = self
             .bounds
@@ -49,10 +51,12 @@ impl Histogram {
         self.count += 1;
     }
 
+    /// The number of observations.
     pub fn count(&self) -> u64 {
         self.count
     }
 
+    /// The sum of the observed values.
     pub fn sum(&self) -> f64 {
         self.sum
     }
@@ -96,6 +100,8 @@ struct EndpointStats {
 #[derive(Debug)]
 pub struct Metrics {
     model_labels: String,
+    /// `model="NAME"`: the label of this model's batching families.
+    model_label: String,
     endpoints: Mutex<BTreeMap<&'static str, EndpointStats>>,
     batch_size: Mutex<Histogram>,
     queue_duration: Mutex<Histogram>,
@@ -119,6 +125,7 @@ impl Metrics {
                 escape(version),
                 escape(provider)
             ),
+            model_label: format!("model=\"{}\"", escape(model)),
             endpoints: Mutex::new(BTreeMap::new()),
             batch_size: Mutex::new(Histogram::new(BATCH_BUCKETS)),
             queue_duration: Mutex::new(Histogram::new(LATENCY_BUCKETS)),
@@ -195,17 +202,18 @@ impl Metrics {
         lock(&self.batch_size).clone()
     }
 
-    /// Everything in the Prometheus text format.
+    /// Everything in the Prometheus text format, this instance's batching families
+    /// labelled with its model.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(8192);
-        header(
-            &mut out,
-            "tpsnet_model_info",
-            "gauge",
-            "The model this server serves (always 1; the labels carry the facts).",
-        );
-        let _ = writeln!(out, "tpsnet_model_info{{{}}} 1", self.model_labels);
+        self.render_with_models(&[self])
+    }
 
+    /// The server-wide families (requests, connections) of this instance and the
+    /// per-model families of each of `models` (each model's own instance, its samples
+    /// labelled `model="NAME"`), in the Prometheus text format.
+    pub fn render_with_models(&self, models: &[&Metrics]) -> String {
+        let mut out = String::with_capacity(8192);
+        render_model_families(&mut out, models);
         let endpoints = lock(&self.endpoints);
         header(
             &mut out,
@@ -250,39 +258,6 @@ impl Metrics {
             }
         }
         drop(endpoints);
-
-        header(
-            &mut out,
-            "tpsnet_batch_size",
-            "histogram",
-            "Images per ONNX Runtime call (dynamic batching merges concurrent requests).",
-        );
-        lock(&self.batch_size).render(&mut out, "tpsnet_batch_size", "");
-        header(
-            &mut out,
-            "tpsnet_queue_duration_seconds",
-            "histogram",
-            "Time a request waited in the batching queue before its batch started.",
-        );
-        lock(&self.queue_duration).render(&mut out, "tpsnet_queue_duration_seconds", "");
-        header(
-            &mut out,
-            "tpsnet_inference_duration_seconds",
-            "histogram",
-            "Time of one ONNX Runtime call (one batch).",
-        );
-        lock(&self.inference_duration).render(&mut out, "tpsnet_inference_duration_seconds", "");
-        header(
-            &mut out,
-            "tpsnet_queue_images",
-            "gauge",
-            "Images admitted and waiting for their batch to start (--max-queue limits this).",
-        );
-        let _ = writeln!(
-            out,
-            "tpsnet_queue_images {}",
-            self.queue_images.load(Ordering::Relaxed)
-        );
         header(
             &mut out,
             "tpsnet_in_flight_requests",
@@ -325,6 +300,60 @@ impl Metrics {
                 "tpsnet_connection_timeouts_total{{phase=\"{phase}\"}} {n}"
             );
         }
+    }
+}
+
+/// Which of a model's histograms a family renders.
+type ModelHistogram = fn(&Metrics) -> &Mutex<Histogram>;
+
+/// The per-model families: `tpsnet_model_info`, the batching histograms and the queue
+/// gauge, one labelled set of samples per model.
+fn render_model_families(out: &mut String, models: &[&Metrics]) {
+    header(
+        out,
+        "tpsnet_model_info",
+        "gauge",
+        "The models this server serves (always 1; the labels carry the facts).",
+    );
+    for m in models {
+        let _ = writeln!(out, "tpsnet_model_info{{{}}} 1", m.model_labels);
+    }
+    let histograms: [(&str, &str, ModelHistogram); 3] = [
+        (
+            "tpsnet_batch_size",
+            "Images per ONNX Runtime call (dynamic batching merges concurrent requests), by model.",
+            |m| &m.batch_size,
+        ),
+        (
+            "tpsnet_queue_duration_seconds",
+            "Time a request waited in the batching queue before its batch started, by model.",
+            |m| &m.queue_duration,
+        ),
+        (
+            "tpsnet_inference_duration_seconds",
+            "Time of one ONNX Runtime call (one batch), by model.",
+            |m| &m.inference_duration,
+        ),
+    ];
+    for (name, help, histogram) in histograms {
+        header(out, name, "histogram", help);
+        for m in models {
+            lock(histogram(m)).render(out, name, &m.model_label);
+        }
+    }
+    header(
+        out,
+        "tpsnet_queue_images",
+        "gauge",
+        "Images admitted and waiting for their batch to start (--max-queue limits this), by model.",
+    );
+    for m in models {
+        let _ = writeln!(
+            out,
+            "tpsnet_queue_images{{{}}} {}",
+            m.model_label,
+            m.queue_images.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -377,12 +406,12 @@ mod tests {
             "tpsnet_requests_total{endpoint=\"infer\"} 2",
             "tpsnet_request_errors_total{endpoint=\"infer\",code=\"503\"} 1",
             "tpsnet_request_duration_seconds_count{endpoint=\"infer\"} 2",
-            "tpsnet_batch_size_bucket{le=\"4\"} 0",
-            "tpsnet_batch_size_bucket{le=\"8\"} 1",
-            "tpsnet_batch_size_sum 8",
-            "tpsnet_queue_duration_seconds_count 1",
-            "tpsnet_inference_duration_seconds_count 1",
-            "tpsnet_queue_images 0",
+            "tpsnet_batch_size_bucket{model=\"res\\\"net\",le=\"4\"} 0",
+            "tpsnet_batch_size_bucket{model=\"res\\\"net\",le=\"8\"} 1",
+            "tpsnet_batch_size_sum{model=\"res\\\"net\"} 8",
+            "tpsnet_queue_duration_seconds_count{model=\"res\\\"net\"} 1",
+            "tpsnet_inference_duration_seconds_count{model=\"res\\\"net\"} 1",
+            "tpsnet_queue_images{model=\"res\\\"net\"} 0",
             "tpsnet_in_flight_requests 0",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");

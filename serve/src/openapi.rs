@@ -20,8 +20,8 @@ pub const DOCUMENT: &str = include_str!("../openapi.json");
 /// Where the description is served.
 pub const PATH: &str = "/v2/openapi.json";
 
-/// The description's route, merged into [`crate::routes::router`].
-pub fn routes() -> Router<Arc<Shared>> {
+/// The description's route, merged into the server's router (`routes::router`).
+pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new().route(PATH, get(document))
 }
 
@@ -73,6 +73,7 @@ mod tests {
             include_str!("routes.rs"),
             include_str!("page.rs"),
             include_str!("openapi.rs"),
+            include_str!("repository.rs"),
         ] {
             // Only the code, not this test's own text.
             let code = source.split("#[cfg(test)]").next().unwrap();

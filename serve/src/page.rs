@@ -28,8 +28,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use runtime::{Classifier, InputImage};
 use serde_json::{Value, json};
+use tpsnet_runtime::{Classifier, InputImage};
 
 use crate::error::ApiError;
 use crate::routes::Shared;
@@ -43,8 +43,8 @@ const STYLE_CSS: &str = include_str!("../page/style.css");
 /// user's files and data: URLs of previews.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-/// The page's routes, merged into [`crate::routes::router`].
-pub fn routes() -> Router<Arc<Shared>> {
+/// The page's routes, merged into the server's router (`routes::router`).
+pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
@@ -86,11 +86,6 @@ async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
-/// The served classifiers. One today; the page lists whatever this returns.
-fn served(s: &Shared) -> Vec<&Classifier> {
-    vec![s.classifier.as_ref()]
-}
-
 /// A model as the page shows it: the manifest's facts the page needs, in the shape
 /// `scripts/site` writes for the static site.
 pub fn model_card(classifier: &Classifier) -> Value {
@@ -116,7 +111,13 @@ pub fn model_card(classifier: &Classifier) -> Value {
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {
-    let models: Vec<Value> = served(&s).into_iter().map(model_card).collect();
+    // Every loaded model, by name; the page lists whatever this holds.
+    let models: Vec<Value> = s
+        .repository
+        .loaded()
+        .iter()
+        .map(|m| model_card(&m.classifier))
+        .collect();
     axum::Json(json!({
         "mode": "server",
         "server": { "name": "tpsnet-serve", "version": env!("CARGO_PKG_VERSION") },
@@ -132,7 +133,7 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 /// The 32x32 RGB PNG of a preprocessed image. Its values are `k / 255` in f32, so
 /// `round(v * 255)` gives back the exact byte `k`.
 pub fn preview_png(image: &InputImage) -> Vec<u8> {
-    let side = runtime::preprocess::SIDE;
+    let side = tpsnet_runtime::preprocess::SIDE;
     let plane = side * side;
     let chw = image.as_slice();
     let rgb = image::RgbImage::from_fn(side as u32, side as u32, |x, y| {
@@ -197,12 +198,12 @@ mod tests {
 
     #[test]
     fn preview_holds_the_exact_bytes_the_model_sees() {
-        let planar: Vec<u8> = (0..runtime::preprocess::IMAGE_FLOATS)
+        let planar: Vec<u8> = (0..tpsnet_runtime::preprocess::IMAGE_FLOATS)
             .map(|i| (i * 7 % 256) as u8)
             .collect();
         let image = InputImage::from_planar_rgb8(&planar);
         let png = preview_png(&image);
-        let back = runtime::preprocess::load_bytes(&png, "preview.png").unwrap();
+        let back = tpsnet_runtime::preprocess::load_bytes(&png, "preview.png").unwrap();
         assert_eq!(back, image);
     }
 

@@ -8,33 +8,33 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{
-    DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Path, Query, Request, State,
-};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use runtime::{Classifier, InputImage};
 use serde::Deserialize;
 use serde_json::json;
+use tpsnet_runtime::InputImage;
 
-use crate::batcher::{BatchError, Batcher};
+use crate::batcher::BatchError;
 use crate::config::ServerConfig;
 use crate::connection::BodyTimeout;
 use crate::error::ApiError;
-use crate::kserve::{self, ModelInfo};
+use crate::kserve;
 use crate::metrics::Metrics;
+use crate::repository::{LoadedModel, Repository};
 use crate::upload::{self, UploadPrediction};
 
 /// What every handler shares.
 #[derive(Debug)]
 pub struct Shared {
-    pub model: ModelInfo,
-    pub classifier: Arc<Classifier>,
-    pub batcher: Batcher,
+    /// The served models, each with its own batcher.
+    pub repository: Repository,
+    /// The server-wide metrics (requests, connections); each model has its own too.
     pub metrics: Arc<Metrics>,
+    /// The server's settings (limits, time-outs, batching).
     pub config: ServerConfig,
     /// Set on the shutdown signal: `/v2/health/ready` answers 503 from then on.
     pub draining: AtomicBool,
@@ -43,7 +43,7 @@ pub struct Shared {
 type AppState = Arc<Shared>;
 
 /// The router: every route, the body limit and the metrics middleware.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.max_body_bytes;
     Router::new()
         .route("/v2", get(server_metadata))
@@ -66,6 +66,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::page::routes())
         .merge(crate::openapi::routes())
+        .merge(crate::repository::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(crate::page::server_timing))
@@ -89,6 +90,9 @@ fn endpoint_name(route: Option<&str>) -> &'static str {
             "classify"
         }
         Some("/metrics") => "metrics",
+        Some("/v2/repository/index") => "repository_index",
+        Some("/v2/repository/models/{model_name}/load") => "repository_load",
+        Some("/v2/repository/models/{model_name}/unload") => "repository_unload",
         _ => "unmatched",
     }
 }
@@ -175,13 +179,13 @@ struct ModelPath {
     version: Option<String>,
 }
 
+/// The loaded model a `/v2/models/{name}[/versions/{version}]/...` route names.
 fn model_path(
     s: &Shared,
     path: Result<Path<ModelPath>, PathRejection>,
-) -> Result<ModelPath, ApiError> {
+) -> Result<Arc<LoadedModel>, ApiError> {
     let Path(p) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    s.model.check(&p.name, p.version.as_deref())?;
-    Ok(p)
+    s.repository.get(&p.name, p.version.as_deref())
 }
 
 fn body_error(e: BytesRejection, limit: usize) -> ApiError {
@@ -235,16 +239,21 @@ async fn model_metadata(
     State(s): State<AppState>,
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    model_path(&s, path)?;
-    Ok(json_response(s.model.metadata()))
+    let model = model_path(&s, path)?;
+    Ok(json_response(model.info.metadata()))
 }
 
 async fn model_ready(
     State(s): State<AppState>,
     path: Result<Path<ModelPath>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let p = model_path(&s, path)?;
-    let ready = !s.draining.load(Ordering::Relaxed);
+    let Path(p) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // A model known but unloaded is not ready (503), as during shutdown.
+    let ready = match s.repository.get(&p.name, p.version.as_deref()) {
+        Ok(_) => !s.draining.load(Ordering::Relaxed),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => false,
+        Err(e) => return Err(e),
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -259,7 +268,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        s.metrics.render(),
+        {
+            let models = s.repository.metrics();
+            let models: Vec<&Metrics> = models.iter().map(Arc::as_ref).collect();
+            s.metrics.render_with_models(&models)
+        },
     )
         .into_response()
 }
@@ -279,7 +292,7 @@ async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    model_path(&s, path)?;
+    let model = model_path(&s, path)?;
     let body = body.map_err(|e| body_error(e, s.config.max_body_bytes))?;
     let header_length = match headers.get(kserve::HEADER_LENGTH) {
         None => None,
@@ -291,17 +304,17 @@ async fn infer(
                 .to_string(),
         ),
     };
-    let shared = Arc::clone(&s);
+    let parsing = Arc::clone(&model);
     let request =
-        blocking(move || kserve::parse_infer(&body, header_length.as_deref(), &shared.model))
+        blocking(move || kserve::parse_infer(&body, header_length.as_deref(), &parsing.info))
             .await?;
-    let logits = s
+    let logits = model
         .batcher
         .logits(request.images)
         .await
         .map_err(|e| batch_error(e, s.config.retry_after_s))?;
     Ok(kserve::infer_response(
-        &s.model,
+        &model.info,
         request.id,
         request.output,
         &logits,
@@ -320,14 +333,14 @@ async fn classify(
     query: Result<Query<ClassifyQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    model_path(&s, path)?;
+    let model = model_path(&s, path)?;
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!(
             "bad query ({}); the only parameter is top_k=K",
             e.body_text()
         ))
     })?;
-    let classes = s.model.classes.len();
+    let classes = model.info.classes.len();
     let top_k = match q.top_k {
         None => 1,
         Some(0) => return Err(ApiError::bad_request("top_k must be at least 1")),
@@ -343,14 +356,14 @@ async fn classify(
             .collect()
     })
     .await?;
-    let logits = s
+    let logits = model
         .batcher
         .logits(images)
         .await
         .map_err(|e| batch_error(e, s.config.retry_after_s))?;
     let predictions: Vec<UploadPrediction> = names
         .into_iter()
-        .zip(s.classifier.predictions(&logits, top_k))
+        .zip(model.classifier.predictions(&logits, top_k))
         .map(|(name, p)| UploadPrediction {
             name,
             index: p.index,
@@ -360,8 +373,8 @@ async fn classify(
         })
         .collect();
     Ok(json_response(json!({
-        "model_name": s.model.name,
-        "model_version": s.model.version,
+        "model_name": model.info.name,
+        "model_version": model.info.version,
         "predictions": predictions,
     })))
 }
@@ -385,32 +398,5 @@ async fn read_uploads(s: &AppState, request: Request) -> Result<Vec<(String, Byt
             .map_err(|e| body_error(e, limit))?;
         return Ok(vec![("image".to_string(), body)]);
     }
-    let mut form = Multipart::from_request(request, &())
-        .await
-        .map_err(|e| ApiError::bad_request(format!("bad multipart form: {}", e.body_text())))?;
-    let multipart_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "request body larger than {limit} bytes (--max-body-bytes); send fewer images per request"
-            ))
-        } else {
-            ApiError::new(e.status(), format!("bad multipart form: {}", e.body_text()))
-        }
-    };
-    let mut uploads = Vec::new();
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-        let name = field
-            .file_name()
-            .or(field.name())
-            .unwrap_or("image")
-            .to_string();
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        uploads.push((name, bytes));
-    }
-    if uploads.is_empty() {
-        return Err(ApiError::bad_request(
-            "the form holds no files; send images as multipart/form-data file parts, or the image itself as the body",
-        ));
-    }
-    Ok(uploads)
+    upload::form_files(request, limit).await
 }

@@ -6,17 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use runtime::Classifier;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tpsnet_runtime::Classifier;
 
-use crate::batcher::{Batcher, Workers};
 use crate::config::ServerConfig;
 use crate::connection::{self, ConnContext, Limits, Slot};
 use crate::error::ServeError;
 use crate::grpc::GrpcListener;
 use crate::kserve::ModelInfo;
 use crate::metrics::Metrics;
+use crate::repository::{CpuBudget, Repository};
 use crate::routes::{self, Shared};
 
 /// A bound server, ready to [`run`](Server::run).
@@ -24,8 +24,8 @@ use crate::routes::{self, Shared};
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
-/// use runtime::{Classifier, SessionOptions};
-/// use serve::{Server, ServerConfig};
+/// use tpsnet_runtime::{Classifier, SessionOptions};
+/// use tpsnet_serve::{Server, ServerConfig};
 ///
 /// let classifier = Classifier::open("models/resnet20-3dcf6d04.json", &SessionOptions::default())?;
 /// let server = Server::bind(
@@ -44,7 +44,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    workers: Workers,
+    /// The first model served (what [`Server::model`] describes).
+    first: ModelInfo,
     grpc: Option<GrpcListener>,
 }
 
@@ -57,33 +58,51 @@ impl Server {
         classifier: Arc<Classifier>,
         config: ServerConfig,
     ) -> Result<Server, ServeError> {
+        // One model: its workers run their batches freely, as many as it has sessions.
+        let budget = CpuBudget {
+            permits: config.workers.max(1),
+            threads: 0,
+        };
+        let repository = Repository::new(None, Default::default(), &config, budget);
+        Server::bind_models(addr, repository, vec![classifier], config).await
+    }
+
+    /// Checks `config`, binds `addr` and serves every one of `classifiers` (at least
+    /// one, each under its manifest's name, no name twice) from `repository`, which
+    /// sets the shared CPU budget and the models folder that
+    /// `POST /v2/repository/models/NAME/load` loads from. Each classifier should hold
+    /// [`ServerConfig::workers`] sessions and a batch size of at least
+    /// [`ServerConfig::max_batch`].
+    pub async fn bind_models(
+        addr: SocketAddr,
+        repository: Repository,
+        classifiers: Vec<Arc<Classifier>>,
+        config: ServerConfig,
+    ) -> Result<Server, ServeError> {
         config.validate().map_err(ServeError::Config)?;
+        let Some(first) = classifiers.first().map(|c| ModelInfo::of(c)) else {
+            return Err(ServeError::Config(
+                "no model to serve; give at least one".into(),
+            ));
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
-        let model = ModelInfo::of(&classifier);
-        let metrics = Arc::new(Metrics::new(&model.name, &model.version, &model.provider));
-        let (batcher, workers) = Batcher::start(
-            Arc::clone(&classifier),
-            Arc::clone(&metrics),
-            config.max_batch,
-            config.max_delay,
-            config.max_queue,
-            config.workers,
-        );
+        for classifier in classifiers {
+            repository.insert(classifier).map_err(ServeError::Config)?;
+        }
         Ok(Server {
             listener,
             local_addr,
             shared: Arc::new(Shared {
-                model,
-                classifier,
-                batcher,
-                metrics,
+                repository,
+                // Server-wide families only; no model labels (each model has its own).
+                metrics: Arc::new(Metrics::new("", "", "")),
                 config,
                 draining: AtomicBool::new(false),
             }),
-            workers,
+            first,
             grpc: None,
         })
     }
@@ -105,12 +124,19 @@ impl Server {
         self.local_addr
     }
 
-    /// The served model as the protocol describes it.
+    /// The first model served, as the protocol describes it.
     pub fn model(&self) -> &ModelInfo {
-        &self.shared.model
+        &self.first
     }
 
-    /// The server's metrics (also served at `GET /metrics`).
+    /// The served models.
+    pub fn repository(&self) -> &Repository {
+        &self.shared.repository
+    }
+
+    /// The server-wide metrics (requests, connections; each model's batching metrics
+    /// are its own, [`crate::repository::LoadedModel::metrics`]). All of them are
+    /// served at `GET /metrics`.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.shared.metrics)
     }
@@ -174,7 +200,7 @@ impl Server {
         }
         drop(self.listener);
         shared.draining.store(true, Ordering::Relaxed);
-        shared.batcher.flush();
+        shared.repository.flush();
         let _ = stop_tx.send(true);
         // Every connection holds a slot until it closes: all slots back means all closed.
         let all_closed = async {
@@ -189,14 +215,14 @@ impl Server {
         };
         let timeout = config.shutdown_timeout;
         let Ok(closed) = tokio::time::timeout(timeout, all_closed).await else {
-            shared.batcher.close();
+            shared.repository.close();
             return Err(ServeError::ShutdownTimeout {
                 in_flight: shared.metrics.in_flight().max(0) as u64,
                 timeout,
             });
         };
-        shared.batcher.close();
-        self.workers.join().await;
+        shared.repository.close();
+        shared.repository.join().await;
         closed
     }
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -26,13 +25,7 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("tpsnet-serve starts");
-    let (tx, rx) = mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::process::stderr_lines(&mut child);
     match listening_address(&rx, Duration::from_secs(60)) {
         Some(addr) => (child, addr, rx),
         None => {
@@ -98,7 +91,7 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
         })
         .collect();
     let t0 = Instant::now();
-    while metric(addr, "tpsnet_queue_images") != Some(3.0) {
+    while metric(addr, "tpsnet_queue_images{model=\"resnet20\"}") != Some(3.0) {
         assert!(
             t0.elapsed() < Duration::from_secs(15),
             "requests never queued"
@@ -189,6 +182,9 @@ fn help_teaches_endpoints_and_options() {
         "--max-connections",
         "SIGTERM",
         "Retry-After",
+        "--all",
+        "--cpu-threads",
+        "/v2/repository/index",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
@@ -227,7 +223,7 @@ fn sigterm_with_hundreds_of_stalled_connections_answers_what_was_received_and_ex
     let png = common::cifar_pngs(1).remove(0);
     let queued = std::thread::spawn(move || request(addr, "POST", route, &[], &png));
     let t0 = Instant::now();
-    while metric(addr, "tpsnet_queue_images") != Some(1.0)
+    while metric(addr, "tpsnet_queue_images{model=\"resnet20\"}") != Some(1.0)
         || metric(addr, "tpsnet_open_connections").unwrap_or(0.0) < 301.0
     {
         assert!(

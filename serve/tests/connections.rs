@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::http::{Conn, get, request};
-use serve::ServerConfig;
+use tpsnet_serve::ServerConfig;
 
 const MODEL: &str = "resnet20";
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::TestServer;
 use common::http::{self, Conn, get, infer_json, request};
-use runtime::{InputImage, preprocess};
 use serde_json::{Value, json};
-use serve::ServerConfig;
+use tpsnet_runtime::{InputImage, preprocess};
+use tpsnet_serve::ServerConfig;
 
 const MODEL: &str = "resnet20";
 
@@ -206,7 +206,7 @@ fn sixty_four_concurrent_clients_get_the_offline_answers() {
                     .fold(0f32, f32::max);
                 assert!(diff < 1e-4, "image {i}: logits differ by {diff}");
                 assert_eq!(
-                    runtime::classify::argmax(&got),
+                    tpsnet_runtime::classify::argmax(&got),
                     offline[i].index,
                     "image {i}"
                 );
@@ -217,8 +217,12 @@ fn sixty_four_concurrent_clients_get_the_offline_answers() {
     assert_eq!(answered, n);
 
     // Every image went through the batcher exactly once, in fewer calls than images.
-    let images_run = server.metric("tpsnet_batch_size_sum").unwrap();
-    let batches = server.metric("tpsnet_batch_size_count").unwrap();
+    let images_run = server
+        .metric("tpsnet_batch_size_sum{model=\"resnet20\"}")
+        .unwrap();
+    let batches = server
+        .metric("tpsnet_batch_size_count{model=\"resnet20\"}")
+        .unwrap();
     assert_eq!(images_run, n as f64);
     assert!(
         batches < n as f64,
@@ -366,7 +370,7 @@ fn a_flood_past_the_queue_limit_gets_503_and_the_queued_requests_still_finish() 
         })
         .collect();
     let t0 = Instant::now();
-    while server.metric("tpsnet_queue_images") != Some(4.0) {
+    while server.metric("tpsnet_queue_images{model=\"resnet20\"}") != Some(4.0) {
         assert!(
             t0.elapsed() < Duration::from_secs(3),
             "the 4 requests never filled the queue"
@@ -404,7 +408,10 @@ fn a_flood_past_the_queue_limit_gets_503_and_the_queued_requests_still_finish() 
         server.metric("tpsnet_request_errors_total{endpoint=\"classify\",code=\"503\"}"),
         Some(16.0)
     );
-    assert_eq!(server.metric("tpsnet_queue_images"), Some(0.0));
+    assert_eq!(
+        server.metric("tpsnet_queue_images{model=\"resnet20\"}"),
+        Some(0.0)
+    );
     server.stop().unwrap();
 }
 
@@ -452,9 +459,12 @@ fn by_default_a_lone_request_runs_at_once_without_waiting_for_company() {
         let r = conn.send("POST", &infer, &[], &body).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(server.metric("tpsnet_batch_size_count"), Some(LONE as f64));
+    assert_eq!(
+        server.metric("tpsnet_batch_size_count{model=\"resnet20\"}"),
+        Some(LONE as f64)
+    );
     let within_1ms = server
-        .metric("tpsnet_queue_duration_seconds_bucket{le=\"0.001\"}")
+        .metric("tpsnet_queue_duration_seconds_bucket{model=\"resnet20\",le=\"0.001\"}")
         .unwrap();
     // Scheduling noise on a busy machine may delay a few; most run at once.
     assert!(
@@ -505,7 +515,13 @@ fn an_opt_in_delay_merges_concurrent_requests_and_a_full_batch_does_not_wait() {
         t0.elapsed() < Duration::from_secs(15),
         "a full batch waited for the delay"
     );
-    assert_eq!(server.metric("tpsnet_batch_size_count"), Some(1.0));
-    assert_eq!(server.metric("tpsnet_batch_size_sum"), Some(N as f64));
+    assert_eq!(
+        server.metric("tpsnet_batch_size_count{model=\"resnet20\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("tpsnet_batch_size_sum{model=\"resnet20\"}"),
+        Some(N as f64)
+    );
     server.stop().unwrap();
 }

@@ -9,7 +9,6 @@ the first failed check.
 """
 
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -19,28 +18,12 @@ import onnxruntime as ort
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from client_checks import check, close, done, first_test_images
+
 URL, MODEL, ONNX, CIFAR = sys.argv[1:5]
 N = 8
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        print(f"{checks} passed, 1 failed")
-        sys.exit(1)
-    checks += 1
-
-
-def close(got, want, what):
-    diff = float(np.max(np.abs(np.asarray(got, dtype=np.float64) - want)))
-    check(got.shape == want.shape and diff < 1e-4, f"{what}: shape {got.shape} vs {want.shape}, max diff {diff}")
-
-
 # The first N real CIFAR-10 test images, float32 NCHW RGB in [0, 1].
-raw = np.fromfile(os.path.join(CIFAR, "test_batch.bin"), dtype=np.uint8).reshape(-1, 3073)
-x = (raw[:N, 1:].reshape(N, 3, 32, 32).astype(np.float32) / 255.0).copy()
+x = first_test_images(CIFAR, N)
 
 session = ort.InferenceSession(ONNX, providers=["CPUExecutionProvider"])
 in_name = session.get_inputs()[0].name
@@ -138,4 +121,4 @@ close(np.array(o["data"], dtype=np.float32).reshape(o["shape"]), ref[:2], "spec 
 status, body = post(f"/v2/models/{MODEL}/infer", {"inputs": [{"name": in_name}]})
 check(status == 400 and isinstance(body.get("error"), str), f"spec error shape: {status} {body}")
 
-print(f"{checks} passed, 0 failed")
+done()

@@ -25,26 +25,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from client_checks import check, close, done, first_test_images
+
 URL, MODEL, ONNX, CIFAR, BUSY_URL, BUSY_HTTP, BUSY_PID = sys.argv[1:8]
 N = 8
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        print(f"FAILED: {what}", file=sys.stderr)
-        print(f"{checks} passed, 1 failed")
-        sys.exit(1)
-    checks += 1
-
-
-def close(got, want, what):
-    got = np.asarray(got)
-    diff = float(np.max(np.abs(got.astype(np.float64) - want))) if got.shape == want.shape else float("inf")
-    check(diff < 1e-4, f"{what}: shape {got.shape} vs {want.shape}, max diff {diff}")
-
-
 def status_of(call):
     """The gRPC status code a stub call ends with (OK if it succeeds)."""
     try:
@@ -60,8 +44,7 @@ def expect(code, call, what, needle=""):
 
 
 # Real CIFAR-10 test images, float32 NCHW RGB in [0, 1].
-raw = np.fromfile(os.path.join(CIFAR, "test_batch.bin"), dtype=np.uint8).reshape(-1, 3073)
-x = (raw[:N, 1:].reshape(N, 3, 32, 32).astype(np.float32) / 255.0).copy()
+x = first_test_images(CIFAR, N)
 
 session = ort.InferenceSession(ONNX, providers=["CPUExecutionProvider"])
 in_name = session.get_inputs()[0].name
@@ -184,7 +167,7 @@ busy = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(BUSY_URL)
 def queued_images():
     with urllib.request.urlopen(f"http://{BUSY_HTTP}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("tpsnet_queue_images "):
+            if line.startswith(f'tpsnet_queue_images{{model="{MODEL}"}} '):
                 return float(line.split()[1])
     return None
 
@@ -209,6 +192,6 @@ t0 = time.monotonic()
 while status_of(lambda: busy.ModelInfer(typed_request(x[:1]), timeout=5))[0] != grpc.StatusCode.UNAVAILABLE:
     check(time.monotonic() - t0 < 10, "the busy server still answers 10 s after SIGTERM")
     time.sleep(0.05)
-checks += 1
+check(True, "the busy server answers UNAVAILABLE after SIGTERM")
 
-print(f"{checks} passed, 0 failed")
+done()

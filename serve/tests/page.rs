@@ -14,14 +14,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Cursor, Read};
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use runtime::{Classifier, InputImage, SessionOptions, TtaMode, preprocess};
 use serde_json::{Value, json};
+use tpsnet_runtime::{Classifier, InputImage, SessionOptions, TtaMode, preprocess};
 
 const MODELS: [&str; 2] = ["resnet20", "resnet20-int8"];
 /// 32x32 CIFAR-10 test images; two more are resized to other sizes.
@@ -130,13 +129,7 @@ impl ServeProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("tpsnet-serve starts");
-        let (tx, rx) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = common::process::stderr_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -280,7 +273,7 @@ fn judge_run(run: &Value, names: &[String], images: &[InputImage], expected: &[V
             })
             .collect();
         assert_eq!(rows.len(), 5, "{what}: top-5 shown");
-        let best = runtime::classify::argmax(probs);
+        let best = tpsnet_runtime::classify::argmax(probs);
         assert_eq!(
             rows[0].0, best,
             "{what}: top-1 {} vs the runtime's {best}",
@@ -399,7 +392,7 @@ fn the_page_shows_the_runtimes_answers_in_chromium_in_server_and_browser_mode() 
 fn the_page_and_its_endpoints_are_served() {
     let clf = common::classifier("resnet20", 8);
     let manifest = clf.manifest().clone();
-    let server = common::TestServer::start(clf, serve::ServerConfig::default());
+    let server = common::TestServer::start(clf, tpsnet_serve::ServerConfig::default());
     let addr = server.addr;
 
     let index = common::http::get(addr, "/");
@@ -428,7 +421,7 @@ fn the_page_and_its_endpoints_are_served() {
     assert_eq!(models["mode"], "server");
     assert_eq!(
         models["limits"]["max_body_bytes"],
-        serve::ServerConfig::default().max_body_bytes
+        tpsnet_serve::ServerConfig::default().max_body_bytes
     );
     let card = &models["models"][0];
     assert_eq!(card["name"], manifest.name.as_str());

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use zoo::cifar::{ENV_DIR, resolve_dir};
+use tpsnet_zoo::cifar::{ENV_DIR, resolve_dir};
 
 /// When `1`, a real-data test without usable data fails instead of skipping
 /// ([`cifar_dir_or_skip`]); CI (`.ci/run`) exports it.

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::manifest::{Manifest, Metrics, TrainingRecord};
-use zoo::publish::write_atomic;
-use zoo::{ResNetSpec, Weights};
+use tpsnet_zoo::manifest::{Manifest, Metrics, TrainingRecord};
+use tpsnet_zoo::publish::write_atomic;
+use tpsnet_zoo::{ResNetSpec, Weights};
 
 /// The small architecture the tests use ([1,1,1] blocks, C1 = 4).
 pub fn tiny_spec() -> ResNetSpec {
@@ -58,10 +58,10 @@ pub fn publish(
 /// ONNX bytes of the tiny spec with random weights.
 pub fn tiny_onnx(seed: u64) -> Vec<u8> {
     let spec = tiny_spec();
-    zoo::onnx::export(
+    tpsnet_zoo::onnx::export(
         &spec,
         &Weights::random(&spec, seed),
-        &zoo::onnx::ExportOptions::default(),
+        &tpsnet_zoo::onnx::ExportOptions::default(),
     )
     .unwrap()
 }
@@ -74,12 +74,13 @@ pub fn tiny_model(dir: &Path, name: &str, seed: u64, top1: f64) -> PathBuf {
 pub use crate::data::cifar_dir;
 
 /// Loads the real CIFAR-10 test set.
-pub fn cifar_test() -> zoo::cifar::Cifar10 {
-    zoo::cifar::load(&cifar_dir(), zoo::cifar::Split::Test).expect("CIFAR-10 test set loads")
+pub fn cifar_test() -> tpsnet_zoo::cifar::Cifar10 {
+    tpsnet_zoo::cifar::load(&cifar_dir(), tpsnet_zoo::cifar::Split::Test)
+        .expect("CIFAR-10 test set loads")
 }
 
 /// Decodes CIFAR-10 test image `i` into an RGB image.
-pub fn cifar_rgb(data: &zoo::cifar::Cifar10, i: usize) -> image::RgbImage {
+pub fn cifar_rgb(data: &tpsnet_zoo::cifar::Cifar10, i: usize) -> image::RgbImage {
     let planar = data.image(i);
     image::RgbImage::from_fn(32, 32, |x, y| {
         let p = (y * 32 + x) as usize;
@@ -149,7 +150,8 @@ pub fn onnx_64px() -> (ResNetSpec, Vec<u8>) {
     spec.input_size = 64;
     spec.pool = 16;
     let w = Weights::random(&spec, 5);
-    let bytes = zoo::onnx::export(&spec, &w, &zoo::onnx::ExportOptions::default()).unwrap();
+    let bytes =
+        tpsnet_zoo::onnx::export(&spec, &w, &tpsnet_zoo::onnx::ExportOptions::default()).unwrap();
     (spec, bytes)
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::Manifest;
+use tpsnet_zoo::Manifest;
 
 /// The checkout's `models/` folder.
 pub fn models_dir() -> PathBuf {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use zoo::manifest::CIFAR10_MEAN;
+use tpsnet_zoo::manifest::CIFAR10_MEAN;
 
 /// The training augmentations, applied to a whole batch on its device. Every switch is
 /// a recipe field (`augment.<name>`, settable with `--set`); all are off in
@@ -118,6 +118,7 @@ impl Augment {
     /// equal; `--set augment.<field>=...` may still set them.
     pub const OMITTED_WHEN_OFF: [&str; 3] = ["reflect_101", "translate", "cutout"];
 
+    /// No augmentation at all.
     pub fn none() -> Self {
         Augment {
             crop_pad: 0,
@@ -131,6 +132,7 @@ impl Augment {
         }
     }
 
+    /// The paper's: 4-pixel pad-and-crop, rotations up to ±5°, random horizontal flips.
     pub fn paper() -> Self {
         Augment {
             crop_pad: 4,
@@ -140,6 +142,7 @@ impl Augment {
         }
     }
 
+    /// Whether this augmentation leaves every image unchanged.
     pub fn is_identity(&self) -> bool {
         self.is_affine_identity() && self.cutout == 0
     }

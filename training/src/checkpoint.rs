@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
-use zoo::ResNetSpec;
+use tpsnet_zoo::ResNetSpec;
 
 use crate::ema::Ema;
 use crate::error::{TrainError, io_err};
@@ -70,19 +70,12 @@ pub(crate) fn save_checkpoint(
         );
     }
     named.push(("meta".into(), Tensor::from_slice(&meta_bytes)));
-    let tmp = path.with_extension(format!("ot.tmp-{}", std::process::id()));
-    let result = Tensor::save_multi(&named, &tmp)
-        .map_err(TrainError::from)
-        .and_then(|_| {
-            std::fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(io_err(path))
-        });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    // Serialised in memory, then written by std: libtorch's own file writer aborts the
+    // process (an exception thrown in a destructor) when the disk is full, where
+    // `write_atomic` returns the error and leaves the previous checkpoint.
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&named, &mut bytes).map_err(TrainError::from)?;
+    tpsnet_zoo::publish::write_atomic(path, &bytes).map_err(io_err(path))
 }
 
 fn load_checkpoint(

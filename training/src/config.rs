@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use tch::Device;
-use zoo::ResNetSpec;
+use tpsnet_zoo::ResNetSpec;
 
 use crate::recipe::Recipe;
 
@@ -14,9 +14,13 @@ use crate::recipe::Recipe;
 pub struct RunConfig {
     /// Model name (used for file names).
     pub name: String,
+    /// The architecture to train.
     pub spec: ResNetSpec,
+    /// How to train it (epochs, schedule, augmentation, tricks).
     pub recipe: Recipe,
+    /// Seeds the initial weights, the shuffles and the augmentation.
     pub seed: u64,
+    /// Where the model and data live (`cpu` or a CUDA device).
     pub device: Device,
     /// Folder holding the CIFAR-10 binary files.
     pub data_dir: PathBuf,

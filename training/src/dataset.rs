@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
-use zoo::cifar::{self, Cifar10, CifarError, Split};
+use tpsnet_zoo::cifar::{self, Cifar10, CifarError, Split};
 
 use crate::config::RunConfig;
 use crate::error::TrainError;
@@ -18,7 +18,9 @@ use crate::error::TrainError;
 /// Images (N×3×32×32 uint8) and labels (N int64), on one device.
 #[derive(Debug)]
 pub struct TensorDataset {
+    /// The images, N×3×32×32 uint8 (RGB, 0–255).
     pub images: Tensor,
+    /// The class indices, N int64.
     pub labels: Tensor,
 }
 
@@ -35,10 +37,12 @@ impl TensorDataset {
         TensorDataset { images, labels }
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.size()[0] as usize
     }
 
+    /// Whether there is no image.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -60,7 +64,7 @@ impl TensorDataset {
         let val = val.min(n);
         let mut order: Vec<i64> = (0..n as i64).collect();
         // Fisher–Yates with a SplitMix64 stream: independent of torch's RNG state.
-        let mut rng = zoo::rng::SplitMix64::new(seed ^ 0xD1B5_4A32_D192_ED03);
+        let mut rng = tpsnet_zoo::rng::SplitMix64::new(seed ^ 0xD1B5_4A32_D192_ED03);
         for i in (1..n).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
@@ -81,9 +85,11 @@ impl TensorDataset {
 /// digest for manifests.
 #[derive(Debug)]
 pub struct Cifar10Tensors {
+    /// The 50,000 training images.
     pub train: TensorDataset,
+    /// The 10,000 test images.
     pub test: TensorDataset,
-    /// [`zoo::cifar::dataset_digest`] of the training files.
+    /// [`tpsnet_zoo::cifar::dataset_digest`] of the training files.
     pub dataset_digest: String,
     /// The folder the files were read from.
     pub dir: PathBuf,
@@ -96,6 +102,7 @@ pub struct DataSelection {
     pub train_limit: Option<usize>,
     /// Training images held out (by a fixed permutation of `seed`) for validation.
     pub val_size: usize,
+    /// Seeds the permutation that picks the validation images.
     pub seed: u64,
     /// The first N test images only; `None` is all 10,000.
     pub test_limit: Option<usize>,
@@ -116,9 +123,13 @@ impl DataSelection {
 /// What one run trains and evaluates on.
 #[derive(Debug)]
 pub struct RunData {
+    /// The training images (validation images removed).
     pub train: TensorDataset,
+    /// The validation split, when the selection holds one out.
     pub val: Option<TensorDataset>,
+    /// The test images.
     pub test: TensorDataset,
+    /// [`tpsnet_zoo::cifar::dataset_digest`] of the training files.
     pub dataset_digest: String,
 }
 

@@ -28,7 +28,7 @@ pub fn load_cuda_backend() -> bool {
 /// a command line can be parsed without loading CUDA.
 ///
 /// ```
-/// use training::device::DeviceChoice;
+/// use tpsnet_training::device::DeviceChoice;
 /// assert_eq!("cuda:1".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(1));
 /// assert_eq!("cuda".parse::<DeviceChoice>().unwrap().to_string(), "cuda:0");
 /// assert!("gpu".parse::<DeviceChoice>().unwrap_err().to_string().contains("auto, cpu, cuda"));
@@ -37,19 +37,29 @@ pub fn load_cuda_backend() -> bool {
 pub enum DeviceChoice {
     /// CUDA device 0 when libtorch sees one, else the CPU.
     Auto,
+    /// The CPU.
     Cpu,
+    /// CUDA device N.
     Cuda(usize),
 }
 
 /// Why a device cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceError {
+    /// The name is not a device (the name given).
     #[error("unknown device `{0}`; use auto, cpu, cuda or cuda:N")]
     Unknown(String),
+    /// `cuda:` is followed by something other than a number (the name given).
     #[error("device `{0}`: expected cuda:N with N a number")]
     BadIndex(String),
+    /// The CUDA device asked for does not exist (or libtorch has no CUDA).
     #[error("device `cuda:{index}` was asked for, but libtorch sees {available} CUDA device(s)")]
-    Unavailable { index: usize, available: usize },
+    Unavailable {
+        /// The index asked for.
+        index: usize,
+        /// CUDA devices libtorch sees.
+        available: usize,
+    },
 }
 
 impl std::str::FromStr for DeviceChoice {

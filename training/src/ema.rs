@@ -10,12 +10,14 @@ use crate::recipe::Recipe;
 /// Exponential moving average of all float variables (weights and BN statistics).
 #[derive(Debug)]
 pub struct Ema {
+    /// Weight of the old average at each update (0 copies the live weights).
     pub decay: f64,
     /// (name, live variable, averaged copy)
     pairs: Vec<(String, Tensor, Tensor)>,
 }
 
 impl Ema {
+    /// An average of `vs`'s float variables, starting as a copy of them.
     pub fn new(vs: &VarStore, decay: f64) -> Self {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -30,6 +32,7 @@ impl Ema {
         Ema { decay, pairs }
     }
 
+    /// Moves each average `1 - decay` of the way to its live variable.
     pub fn update(&mut self) {
         let _guard = tch::no_grad_guard();
         for (_, live, avg) in &mut self.pairs {
@@ -108,6 +111,7 @@ pub(crate) struct StepAt {
 }
 
 impl WeightAverages {
+    /// The averages `recipe` asks for (EMA, lookahead's slow copy), over `vs`.
     pub fn new(vs: &VarStore, recipe: &Recipe) -> Self {
         WeightAverages {
             ema: recipe.ema.as_ref().map(|e| Ema::new(vs, e.decay)),
@@ -175,7 +179,7 @@ mod tests {
     /// it, BatchNorm statistics included.
     #[test]
     fn lookahead_interpolates_weights_and_statistics() {
-        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        let spec = tpsnet_zoo::ResNetSpec::paper(&[1], 2, 2);
         let vs = VarStore::new(Device::Cpu);
         let _net = crate::model::ResNet::new(&vs.root(), &spec);
         let mut la = Ema::new(&vs, 0.0);

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-use zoo::tta::{TtaMode, View};
+use tpsnet_zoo::tta::{TtaMode, View};
 
 use crate::dataset::TensorDataset;
 use crate::model::ResNet;
@@ -12,12 +12,16 @@ use crate::predict::{combine_views, predict_batches, predict_views};
 /// Final test-set numbers of a finished run (fp32, eval mode, final epoch's weights).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinalMetrics {
+    /// Test images evaluated.
     pub test_images: usize,
+    /// Single-view top-1 accuracy (%).
     pub top1: f64,
+    /// Top-1 accuracy (%) averaging each image's logits with its mirror's.
     pub top1_flip_tta: f64,
     /// Six-view TTA top-1, measured when the recipe claims it (`six_view_tta`).
     #[serde(default)]
     pub top1_6view: Option<f64>,
+    /// Mean cross-entropy (no label smoothing) of the single view.
     pub loss: f64,
 }
 
@@ -25,8 +29,11 @@ pub struct FinalMetrics {
 /// activations channels-last when `channels_last` (as in training).
 #[derive(Clone, Copy, Debug)]
 pub struct EvalSettings {
+    /// The device the model and data are on.
     pub device: Device,
+    /// Images per forward pass.
     pub batch: usize,
+    /// NHWC activations (the recipe's `channels_last`).
     pub channels_last: bool,
 }
 

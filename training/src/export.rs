@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use tch::nn::VarStore;
 use tch::{Device, Kind};
-use zoo::manifest::{Manifest, Metrics, TrainingRecord};
-use zoo::onnx::{self, ExportOptions};
-use zoo::{ResNetSpec, WeightTensor, Weights};
+use tpsnet_zoo::manifest::{Manifest, Metrics, TrainingRecord};
+use tpsnet_zoo::onnx::{self, ExportOptions};
+use tpsnet_zoo::{ResNetSpec, WeightTensor, Weights};
 
-pub use zoo::provenance::{source_commit, utc_now};
+pub use tpsnet_zoo::provenance::{source_commit, utc_now};
 
 /// Copies every variable of `vs` (parameters and BN statistics) to plain f32 tensors.
 pub fn weights_from_varstore(vs: &VarStore) -> Weights {
@@ -29,28 +29,37 @@ pub fn weights_from_varstore(vs: &VarStore) -> Weights {
 /// Facts of the run that go into the manifest.
 #[derive(Debug)]
 pub struct ExportFacts {
+    /// The model's name (file names and the manifest).
     pub name: String,
+    /// Its measured accuracies.
     pub metrics: Metrics,
+    /// How it was trained (recipe, seed, data, time, commit).
     pub training: TrainingRecord,
 }
 
 /// Why a model could not be exported.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The weights could not be written as an ONNX graph.
     #[error("export of {name}: {source}")]
     Onnx {
+        /// The model's name.
         name: String,
-        source: zoo::onnx::ExportError,
+        /// The ONNX writer's reason.
+        source: tpsnet_zoo::onnx::ExportError,
     },
+    /// A file could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
 }
 
 /// Exports the ONNX file and publishes it with its manifest into `out_dir`
-/// ([`zoo::publish::publish`]: atomically, manifest last, earlier versions of the same
+/// ([`tpsnet_zoo::publish::publish`]: atomically, manifest last, earlier versions of the same
 /// name removed); returns `(onnx_path, manifest_path)`.
 pub fn export_model(
     spec: &ResNetSpec,
@@ -67,9 +76,10 @@ pub fn export_model(
         source,
     })?;
     let m = Manifest::describe(&facts.name, spec, &bytes, facts.metrics, facts.training);
-    let published = zoo::publish::publish(out_dir, &m, &bytes).map_err(|e| ExportError::Io {
-        path: e.path,
-        source: e.source,
-    })?;
+    let published =
+        tpsnet_zoo::publish::publish(out_dir, &m, &bytes).map_err(|e| ExportError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
     Ok((published.model, published.manifest))
 }

@@ -3,8 +3,8 @@
 
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
-use zoo::ResNetSpec;
-use zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
 
 /// Small ridge added to every eigenvalue before scaling, so near-constant directions do
 /// not blow up (airbench's 5e-4).
@@ -16,16 +16,24 @@ pub enum InitError {
     #[error(
         "whiten_stem needs an even number of stem channels (each component and its negative); the spec has {0}. Use an even stem_channels or switch whiten_stem off"
     )]
+    /// The stem has an odd number of channels (the spec's `stem_channels`).
     OddStem(usize),
     #[error(
         "whiten_stem: {channels} stem channels need {half} components, but a {k}x{k}x{c} patch has only {dims}; use at most {max} stem channels or switch whiten_stem off"
     )]
+    /// The stem has more channels than twice the patch's dimensions.
     TooManyChannels {
+        /// The stem's channels.
         channels: usize,
+        /// Components needed (half the channels).
         half: usize,
+        /// The stem kernel's side.
         k: usize,
+        /// Input channels (3).
         c: usize,
+        /// Dimensions of a `k`×`k`×`c` patch.
         dims: usize,
+        /// The most stem channels the patch allows (`2 · dims`).
         max: usize,
     },
 }
@@ -37,11 +45,11 @@ pub enum InitError {
 ///
 /// ```
 /// use tch::{Device, Kind, Tensor, nn::VarStore};
-/// let spec = zoo::ResNetSpec::preset("plainnet").unwrap();
+/// let spec = tpsnet_zoo::ResNetSpec::preset("plainnet").unwrap();
 /// let vs = VarStore::new(Device::Cpu);
-/// let _net = training::model::ResNet::new(&vs.root(), &spec);
+/// let _net = tpsnet_training::model::ResNet::new(&vs.root(), &spec);
 /// let images = Tensor::randint(256, [64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
-/// training::init::whiten_stem(&vs, &spec, &images).unwrap();
+/// tpsnet_training::init::whiten_stem(&vs, &spec, &images).unwrap();
 /// let w = &vs.variables()["stem.conv.weight"];
 /// let (a, b) = (w.narrow(0, 0, 12), w.narrow(0, 12, 12));
 /// assert!((a + b).abs().max().double_value(&[]) == 0.0);
@@ -105,10 +113,10 @@ pub fn whiten_stem(vs: &VarStore, spec: &ResNetSpec, images: &Tensor) -> Result<
 ///
 /// ```
 /// use tch::{Device, nn::VarStore};
-/// let spec = zoo::ResNetSpec::preset("plainnet").unwrap();
+/// let spec = tpsnet_zoo::ResNetSpec::preset("plainnet").unwrap();
 /// let vs = VarStore::new(Device::Cpu);
-/// let _net = training::model::ResNet::new(&vs.root(), &spec);
-/// training::init::dirac_init(&vs, &spec);
+/// let _net = tpsnet_training::model::ResNet::new(&vs.root(), &spec);
+/// tpsnet_training::init::dirac_init(&vs, &spec);
 /// let w = &vs.variables()["layer1.block0.conv2.weight"]; // 256 → 256, 3x3
 /// assert_eq!(w.double_value(&[5, 5, 1, 1]), 1.0);
 /// assert_eq!(w.double_value(&[5, 6, 1, 1]), 0.0);

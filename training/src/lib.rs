@@ -1,7 +1,7 @@
 //! Trains the zoo's ResNets with libtorch (through `tch`) and exports them to ONNX.
 //! docs/architecture.md shows how the crates and these modules fit together.
 //!
-//! * [`model`]: the network of a [`zoo::ResNetSpec`], variable names shared with the ONNX writer.
+//! * [`model`]: the network of a [`tpsnet_zoo::ResNetSpec`], variable names shared with the ONNX writer.
 //! * [`spec_file`]: a run's architecture from a preset name or a spec JSON file.
 //! * [`dataset`]: the data phase: CIFAR-10 as device tensors, loaded once, each run's selection of it.
 //! * [`augment`]: batched on-device augmentation.
@@ -24,9 +24,12 @@
 //! * [`search`]: random architecture search under a parameter budget, trial runner for Ray Tune.
 //! * [`zoo_models`]: which models `train-zoo --all` publishes.
 
+#![warn(missing_docs)]
+
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod conv_precision;
 pub mod cpu_memory;
 pub mod dataset;
 pub mod device;

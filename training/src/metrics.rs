@@ -14,15 +14,21 @@ pub struct EpochMetrics {
     pub epoch: u32,
     /// Learning rate at the end of the epoch.
     pub lr: f64,
+    /// Mean training loss (label-smoothed cross-entropy) over the epoch's steps.
     pub train_loss: f64,
     /// Accuracy (%) on the augmented training batches, in training mode.
     pub train_acc: f64,
+    /// Validation loss, when the run has a validation split.
     pub val_loss: Option<f64>,
+    /// Validation top-1 (%), when the run has a validation split.
     pub val_acc: Option<f64>,
+    /// Test loss, on the epochs the test set is evaluated.
     pub test_loss: Option<f64>,
+    /// Test top-1 (%), on the epochs the test set is evaluated.
     pub test_acc: Option<f64>,
     /// Seconds spent training this epoch (evaluation excluded).
     pub train_time_s: f64,
+    /// Training throughput of the epoch, in images per second.
     pub images_per_s: f64,
 }
 
@@ -53,8 +59,8 @@ pub fn write_logs(dir: &Path, history: &[EpochMetrics]) -> std::io::Result<()> {
             m.images_per_s
         ));
     }
-    zoo::publish::write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
-    zoo::publish::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
+    tpsnet_zoo::publish::write_atomic(&dir.join("metrics.jsonl"), jsonl.as_bytes())?;
+    tpsnet_zoo::publish::write_atomic(&dir.join("metrics.csv"), csv.as_bytes())
 }
 
 /// Finds a TrueType font for the plot labels; plots are still drawn without one.
@@ -84,11 +90,20 @@ pub(crate) fn register_font() -> bool {
 /// Why a chart could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
+    /// The plotting library failed.
     #[error("cannot draw {path}: {reason}")]
-    Draw { path: PathBuf, reason: String },
+    Draw {
+        /// The chart's file.
+        path: PathBuf,
+        /// The library's message.
+        reason: String,
+    },
+    /// The chart could not be written.
     #[error("cannot write {path}: {source}")]
     Io {
+        /// The chart's file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
 }

@@ -6,12 +6,16 @@
 
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
-use zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
-use zoo::{Activation, BlockKind, HeadPool, ResNetSpec};
+use tpsnet_zoo::manifest::{CIFAR10_MEAN, CIFAR10_STD};
+use tpsnet_zoo::{Activation, BlockKind, HeadPool, ResNetSpec};
 
 struct ConvBn {
     conv: nn::Conv2D,
     bn: nn::BatchNorm,
+    /// The convolution's stride and padding (tch keeps its own copy private), for the
+    /// bf16 path of [`ConvBn::convolve`].
+    stride: i64,
+    padding: i64,
 }
 
 impl ConvBn {
@@ -39,26 +43,44 @@ impl ConvBn {
             // tch draws BN scales from U(0, 1); PyTorch (and airbench) start them at 1.
             bn_cfg.ws_init = nn::Init::Const(1.0);
         }
+        let (stride, padding) = (cfg.stride, cfg.padding);
         ConvBn {
             conv: nn::conv2d(&vs / conv, c_in as i64, c_out as i64, k as i64, cfg),
             bn: nn::batch_norm2d(&vs / bn, c_out as i64, bn_cfg),
+            stride,
+            padding,
         }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool, seen: ConvObserver) -> Tensor {
-        conv_seen(&self.conv, x, seen).apply_t(&self.bn, train)
+        self.convolve(x, seen).apply_t(&self.bn, train)
+    }
+
+    /// The convolution alone, in bf16 inside [`crate::conv_precision::with_bf16_convs`]
+    /// on the CPU, else as tch runs it.
+    fn convolve(&self, x: &Tensor, seen: ConvObserver) -> Tensor {
+        let conv = &self.conv;
+        let y = if crate::conv_precision::bf16_convs() && x.device() == tch::Device::Cpu {
+            let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
+            x.to_kind(Kind::BFloat16).conv2d(
+                &bf16(&conv.ws),
+                conv.bs.as_ref().map(bf16).as_ref(),
+                [self.stride, self.stride],
+                [self.padding, self.padding],
+                [1, 1],
+                1,
+            )
+        } else {
+            x.apply(conv)
+        };
+        seen(conv, &y);
+        y
     }
 }
 
 /// Called with every convolution and its output as a forward pass runs (MAC counting,
 /// [`ResNet::measured_macs`]); a no-op in training and inference.
 type ConvObserver<'a> = &'a mut dyn FnMut(&nn::Conv2D, &Tensor);
-
-fn conv_seen(conv: &nn::Conv2D, x: &Tensor, seen: ConvObserver) -> Tensor {
-    let y = x.apply(conv);
-    seen(conv, &y);
-    y
-}
 
 fn activate(x: Tensor, act: Activation) -> Tensor {
     match act {
@@ -97,7 +119,7 @@ impl BasicBlock {
                 self.pool,
             ),
             BlockKind::PlainPoolFirst | BlockKind::PoolResidual => {
-                let c = max_pool(conv_seen(&self.first.conv, x, seen), self.pool);
+                let c = max_pool(self.first.convolve(x, seen), self.pool);
                 activate(c.apply_t(&self.first.bn, train), act)
             }
             BlockKind::Residual => activate(self.first.forward_t(x, train, seen), act),
@@ -327,7 +349,8 @@ impl ResNet {
         } else {
             x.avg_pool2d(p, p, [0, 0], false, true, None)
         };
-        let logits = x.flatten(1, -1).apply(&self.fc);
+        // The head runs in fp32 whatever precision the convolutions ran in.
+        let logits = x.flatten(1, -1).to_kind(Kind::Float).apply(&self.fc);
         if self.logit_scale == 1.0 {
             logits
         } else {
@@ -376,9 +399,43 @@ mod tests {
     use super::*;
     use tch::Device;
 
+    /// bf16 convolutions give the fp32 network's logits to bf16 precision, fp32 logits,
+    /// and fp32 gradients on every weight.
+    #[test]
+    fn bf16_convolutions_track_fp32_and_train_fp32_weights() {
+        tch::manual_seed(0);
+        let spec = ResNetSpec::preset("airnet").unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let m = ResNet::new(&vs.root(), &spec);
+        let x = Tensor::rand([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let fp32 = m.forward_t(&x, false);
+        let bf16 = crate::conv_precision::with_bf16_convs(true, || m.forward_t(&x, false));
+        assert_eq!(bf16.kind(), Kind::Float);
+        let scale = fp32.abs().max().double_value(&[]);
+        let diff = (&fp32 - &bf16).abs().max().double_value(&[]);
+        // bf16 keeps 8 bits of mantissa: a few parts in a hundred after 7 layers.
+        assert!(
+            diff > 0.0 && diff < 0.1 * scale,
+            "diff {diff}, scale {scale}"
+        );
+        assert!(
+            !crate::conv_precision::bf16_convs(),
+            "the switch is restored"
+        );
+
+        let loss =
+            crate::conv_precision::with_bf16_convs(true, || m.forward_t(&x, true)).sum(Kind::Float);
+        loss.backward();
+        for (name, w) in vs.trainable_variables().iter().enumerate() {
+            let g = w.grad();
+            assert!(g.defined(), "variable {name} got no gradient");
+            assert_eq!(g.kind(), Kind::Float);
+        }
+    }
+
     #[test]
     fn param_count_matches_spec_for_presets() {
-        for p in zoo::arch::PRESETS {
+        for p in tpsnet_zoo::arch::PRESETS {
             let spec = p.spec();
             let vs = nn::VarStore::new(Device::Cpu);
             let m = ResNet::new(&vs.root(), &spec);
@@ -440,7 +497,7 @@ mod tests {
                     .into_iter()
                     .map(
                         |(blocks, channels, conv_kernel, skip_kernel, stride, kind)| {
-                            zoo::LayerSpec {
+                            tpsnet_zoo::LayerSpec {
                                 blocks,
                                 channels,
                                 conv_kernel,
@@ -502,7 +559,7 @@ mod tests {
             let get = |what: &str| Some(v[&format!("{p}.{what}")].shallow_clone());
             let (w, b) = (get("weight"), get("bias"));
             let (mean, var) = (get("running_mean"), get("running_var"));
-            t.batch_norm(w, b, mean, var, false, 0.1, zoo::arch::BN_EPS, false)
+            t.batch_norm(w, b, mean, var, false, 0.1, tpsnet_zoo::arch::BN_EPS, false)
                 .gelu("none")
         };
         let stat = |s: [f32; 3]| Tensor::from_slice(&s).view([1, 3, 1, 1]);
@@ -531,7 +588,7 @@ mod tests {
                 get("running_var"),
                 false,
                 0.1,
-                zoo::arch::BN_EPS,
+                tpsnet_zoo::arch::BN_EPS,
                 false,
             );
             y = (c3 + h).gelu("none");

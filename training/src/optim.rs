@@ -13,10 +13,22 @@ use crate::recipe::{Recipe, SgdConfig};
 /// Saved optimizer or averaging state that does not fit the model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StateError {
+    /// The saved momentum buffer's shape differs from the model's flat buffer.
     #[error("optimizer state has {saved:?} elements, the model needs {model:?}")]
-    MomentumSize { saved: Vec<i64>, model: Vec<i64> },
+    MomentumSize {
+        /// The saved buffer's shape.
+        saved: Vec<i64>,
+        /// The shape the model needs.
+        model: Vec<i64>,
+    },
+    /// A weight average (EMA or lookahead) has no saved copy of a variable.
     #[error("checkpoint lacks the {copy} copy of `{name}`")]
-    Missing { copy: String, name: String },
+    Missing {
+        /// Which copy (`ema`, `slow`).
+        copy: String,
+        /// The variable's name.
+        name: String,
+    },
 }
 
 /// The trainable tensors a recipe keeps fixed: the whitened stem, and BN scales when
@@ -29,6 +41,8 @@ pub(crate) fn frozen_params(recipe: &Recipe) -> impl Fn(&str) -> bool {
     }
 }
 
+/// SGD with momentum (PyTorch semantics) over one flat buffer that every trainable
+/// variable views, with per-element weight decay and learning-rate multipliers.
 #[derive(Debug)]
 pub struct FlatSgd {
     params: Vec<Tensor>,
@@ -45,7 +59,9 @@ pub struct FlatSgd {
 /// What the optimizer does with one named trainable tensor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ParamRule {
+    /// Multiplier of the learning rate (0: frozen).
     pub lr_scale: f64,
+    /// L2 weight decay of this tensor.
     pub weight_decay: f64,
 }
 
@@ -57,8 +73,8 @@ impl ParamRule {
     /// decay divided by the same factor (airbench's "bias_scaler": lr × decay is kept).
     ///
     /// ```
-    /// use training::optim::ParamRule;
-    /// let mut cfg = training::recipe::Recipe::cpu().optimizer;
+    /// use tpsnet_training::optim::ParamRule;
+    /// let mut cfg = tpsnet_training::recipe::Recipe::cpu().optimizer;
     /// cfg.bias_lr_scale = 64.0;
     /// assert_eq!(ParamRule::for_param("layer0.block0.bn1.bias", &cfg, false).lr_scale, 64.0);
     /// assert_eq!(ParamRule::for_param("fc.bias", &cfg, false).lr_scale, 1.0);
@@ -94,7 +110,7 @@ impl ParamRule {
 }
 
 /// Trainable variables in the spec's canonical order, with their names.
-pub fn named_trainables(vs: &VarStore, spec: &zoo::ResNetSpec) -> Vec<(String, Tensor)> {
+pub fn named_trainables(vs: &VarStore, spec: &tpsnet_zoo::ResNetSpec) -> Vec<(String, Tensor)> {
     let vars = vs.variables();
     spec.tensor_shapes()
         .into_iter()
@@ -108,7 +124,7 @@ pub fn named_trainables(vs: &VarStore, spec: &zoo::ResNetSpec) -> Vec<(String, T
 
 impl FlatSgd {
     /// Moves the trainables of `vs` into one buffer and sets up the optimizer state.
-    pub fn new(vs: &VarStore, spec: &zoo::ResNetSpec, cfg: SgdConfig) -> Self {
+    pub fn new(vs: &VarStore, spec: &tpsnet_zoo::ResNetSpec, cfg: SgdConfig) -> Self {
         Self::with_frozen(vs, spec, cfg, &|_| false)
     }
 
@@ -116,7 +132,7 @@ impl FlatSgd {
     /// rate and decay 0; they still get gradients, which costs little next to a conv).
     pub fn with_frozen(
         vs: &VarStore,
-        spec: &zoo::ResNetSpec,
+        spec: &tpsnet_zoo::ResNetSpec,
         cfg: SgdConfig,
         frozen: &dyn Fn(&str) -> bool,
     ) -> Self {
@@ -151,6 +167,7 @@ impl FlatSgd {
         }
     }
 
+    /// Clears the gradients of every trainable variable.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.zero_grad();
@@ -214,7 +231,7 @@ mod tests {
     fn step_once(
         vs: &VarStore,
         net: &crate::model::ResNet,
-        spec: &zoo::ResNetSpec,
+        spec: &tpsnet_zoo::ResNetSpec,
         cfg: SgdConfig,
         frozen: &dyn Fn(&str) -> bool,
     ) -> (Named, Named, Named) {
@@ -248,7 +265,7 @@ mod tests {
     /// Frozen tensors never change and BN shifts take the scaled rate.
     #[test]
     fn frozen_tensors_stay_and_bn_shifts_move_faster() {
-        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        let spec = tpsnet_zoo::ResNetSpec::paper(&[1], 2, 2);
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let net = crate::model::ResNet::new(&vs.root(), &spec);
@@ -282,7 +299,7 @@ mod tests {
     /// the base rate decays as a weight does, and frozen tensors do not decay at all.
     #[test]
     fn scaled_bn_shifts_decay_at_the_base_strength() {
-        let spec = zoo::ResNetSpec::paper(&[1], 2, 2);
+        let spec = tpsnet_zoo::ResNetSpec::paper(&[1], 2, 2);
         tch::manual_seed(0);
         let vs = VarStore::new(Device::Cpu);
         let net = crate::model::ResNet::new(&vs.root(), &spec);
@@ -325,7 +342,7 @@ mod tests {
     /// Our flat SGD must follow exactly the trajectory of tch's (= PyTorch's) SGD.
     #[test]
     fn flat_sgd_matches_torch_sgd() {
-        let spec = zoo::ResNetSpec::paper(&[1, 1, 1], 2, 2);
+        let spec = tpsnet_zoo::ResNetSpec::paper(&[1, 1, 1], 2, 2);
         for nesterov in [false, true] {
             tch::manual_seed(0);
             let vs_a = VarStore::new(Device::Cpu);

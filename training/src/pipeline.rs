@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use zoo::manifest::{Metrics, TrainingRecord};
+use tpsnet_zoo::manifest::{Metrics, TrainingRecord};
 
 use crate::checkpoint::checkpoint_path;
 use crate::config::RunConfig;
@@ -25,6 +25,7 @@ use crate::trainer::{RunResult, TrainEvent, fit};
 /// One model to train and export.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
+    /// The run to train.
     pub run: RunConfig,
     /// Discard an existing checkpoint and start over.
     pub restart: bool,
@@ -35,15 +36,21 @@ pub struct TrainJob {
 /// Why a model was not exported.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// Training failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// Writing the ONNX file or its manifest failed.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// Reading or publishing a manifest failed.
     #[error(transparent)]
-    Manifest(#[from] zoo::manifest::ManifestError),
+    Manifest(#[from] tpsnet_zoo::manifest::ManifestError),
+    /// Copying a file (publishing) failed.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
 }
@@ -59,7 +66,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
 #[derive(Debug)]
 pub enum Outcome {
     /// `stop_after` ended the run early; its checkpoint waits for a resume.
-    Stopped { epochs_done: u32, epochs: u32 },
+    Stopped {
+        /// Epochs trained so far.
+        epochs_done: u32,
+        /// Epochs in the run.
+        epochs: u32,
+    },
     /// Trained to the end and exported.
     Exported(Box<ExportedModel>),
 }
@@ -67,18 +79,28 @@ pub enum Outcome {
 /// A trained and exported model (what `train-zoo --json` prints per model).
 #[derive(Clone, Debug, Serialize)]
 pub struct ExportedModel {
+    /// The model's name.
     pub name: String,
+    /// Single-view top-1 accuracy (%) on the test images.
     pub top1: f64,
+    /// Top-1 accuracy (%) with flip TTA (each image and its mirror).
     pub top1_flip_tta: f64,
     /// Six-view TTA top-1, when the recipe claims it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top1_6view: Option<f64>,
+    /// Test images the accuracies were measured on.
     pub test_images: usize,
+    /// Epochs trained.
     pub epochs: u32,
+    /// Wall-clock seconds of training steps.
     pub train_time_s: f64,
+    /// Training throughput, in images per second.
     pub images_per_s: f64,
+    /// The exported ONNX file in the run folder.
     pub onnx: PathBuf,
+    /// Its manifest (JSON) beside it.
     pub manifest: PathBuf,
+    /// The ONNX file's sha256 (hex).
     pub sha256: String,
     /// The published ONNX file, with `publish_to`.
     pub published: Option<PathBuf>,
@@ -117,7 +139,7 @@ pub fn run(
         Some(out) => Some(publish(&cfg.name, &cfg.run_dir, &onnx, &manifest, out)?),
         None => None,
     };
-    let sha256 = zoo::Manifest::load(&manifest)?.sha256;
+    let sha256 = tpsnet_zoo::Manifest::load(&manifest)?.sha256;
     Ok(Outcome::Exported(Box::new(ExportedModel {
         name: cfg.name.clone(),
         top1: fm.top1,
@@ -190,9 +212,9 @@ pub fn publish(
     manifest: &Path,
     out: &Path,
 ) -> Result<PathBuf, PipelineError> {
-    let m = zoo::Manifest::load(manifest)?;
+    let m = tpsnet_zoo::Manifest::load(manifest)?;
     let bytes = std::fs::read(onnx).map_err(io_err(onnx))?;
-    let published_model = zoo::publish::publish(out, &m, &bytes)
+    let published_model = tpsnet_zoo::publish::publish(out, &m, &bytes)
         .map_err(|e| io_err(&e.path)(e.source))?
         .model;
     for (src, dst) in [
@@ -205,7 +227,7 @@ pub fn publish(
         if s.exists() {
             let b = std::fs::read(&s).map_err(io_err(&s))?;
             let d = out.join(dst);
-            zoo::publish::write_atomic(&d, &b).map_err(io_err(&d))?;
+            tpsnet_zoo::publish::write_atomic(&d, &b).map_err(io_err(&d))?;
         }
     }
     Ok(published_model)

@@ -1,10 +1,10 @@
-//! Inference with test-time augmentation ([`zoo::tta`]): every view of a set of images
+//! Inference with test-time augmentation ([`tpsnet_zoo::tta`]): every view of a set of images
 //! through a trained model in batches, and the views' logits combined as the shared
 //! definition weighs them.
 
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
-use zoo::tta::{TtaMode, View};
+use tpsnet_zoo::tta::{TtaMode, View};
 
 use crate::model::to_channels_last;
 
@@ -40,7 +40,7 @@ pub fn predict_views(
         .collect()
 }
 
-/// The weighted mean of per-view logits, as [`zoo::tta`] defines it.
+/// The weighted mean of per-view logits, as [`tpsnet_zoo::tta`] defines it.
 pub fn combine_views(tta: TtaMode, view_logits: &[Tensor]) -> Tensor {
     tta.views()
         .iter()
@@ -50,7 +50,7 @@ pub fn combine_views(tta: TtaMode, view_logits: &[Tensor]) -> Tensor {
         .expect("every mode has a view")
 }
 
-/// One view of a batch of float images in [0, 1] ([`zoo::tta::View`]): shifted with
+/// One view of a batch of float images in [0, 1] ([`tpsnet_zoo::tta::View`]): shifted with
 /// reflect padding, then mirrored.
 pub fn view_of(x: &Tensor, v: View) -> Tensor {
     let mut x = if (v.dy, v.dx) == (0, 0) {
@@ -106,19 +106,19 @@ pub(crate) fn predict_batches(
 mod tests {
     use super::*;
 
-    /// The trainer's tensor views are the shared definition's (`zoo::tta::apply_view`),
+    /// The trainer's tensor views are the shared definition's (`tpsnet_zoo::tta::apply_view`),
     /// which the runtime uses: the claims and the runtime measure the same thing.
     #[test]
     fn tensor_views_equal_the_shared_definition() {
         tch::manual_seed(3);
         let x = Tensor::rand([2, 3, 5, 6], (Kind::Float, Device::Cpu));
-        for mode in zoo::tta::TTA_MODES {
+        for mode in tpsnet_zoo::tta::TTA_MODES {
             for v in mode.views() {
                 let got = Vec::<f32>::try_from(view_of(&x, *v).contiguous().view(-1)).unwrap();
                 for i in 0..2 {
                     let img = Vec::<f32>::try_from(x.get(i).contiguous().view(-1)).unwrap();
                     let mut want = vec![0.0; img.len()];
-                    zoo::tta::apply_view(&img, 3, 5, 6, *v, &mut want);
+                    tpsnet_zoo::tta::apply_view(&img, 3, 5, 6, *v, &mut want);
                     assert_eq!(
                         &got[i as usize * 90..(i as usize + 1) * 90],
                         &want[..],

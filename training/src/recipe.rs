@@ -7,7 +7,7 @@
 //! `--set optimizer.lr=0.2`).
 //!
 //! ```
-//! let r = training::recipe::Recipe::by_name("paper").unwrap();
+//! let r = tpsnet_training::recipe::Recipe::by_name("paper").unwrap();
 //! assert_eq!((r.batch_size, r.optimizer.lr, r.epochs), (128, 0.01, 300));
 //! ```
 
@@ -23,6 +23,7 @@ use crate::augment::Augment;
 pub struct SgdConfig {
     /// Peak learning rate (after warm-up).
     pub lr: f64,
+    /// Momentum factor (PyTorch's `momentum`; 0.9 in the paper).
     pub momentum: f64,
     /// Trick "nesterov": Nesterov momentum.
     pub nesterov: bool,
@@ -52,7 +53,9 @@ fn default_bn_momentum() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookaheadConfig {
+    /// The final `decay_t`, reached at the end of the run (in (0, 1)).
     pub decay: f64,
+    /// Steps between two lookahead updates.
     pub every_steps: u32,
 }
 
@@ -85,6 +88,7 @@ pub struct Schedule {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmaConfig {
+    /// Weight of the old average at each update (in (0, 1); closer to 1 averages longer).
     pub decay: f64,
     /// Update the average every this many steps.
     pub every_steps: u32,
@@ -94,27 +98,39 @@ pub struct EmaConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The recipe's name (`paper`, `fast`, ... or a file's own).
     pub name: String,
+    /// Passes over the training set.
     pub epochs: u32,
+    /// Training images per optimisation step.
     pub batch_size: usize,
+    /// The optimizer and its hyper-parameters.
     pub optimizer: SgdConfig,
+    /// The learning-rate schedule.
     pub schedule: Schedule,
+    /// The on-device data augmentation.
     pub augment: Augment,
     /// Trick "label_smoothing": cross-entropy against smoothed targets (0 disables it).
     pub label_smoothing: f64,
+    /// Trick "ema": evaluate and export an average of the weights (`None`: the raw ones).
     pub ema: Option<EmaConfig>,
     /// Trick "flip_tta": the headline accuracy averages the logits of each test image
     /// and its mirror image (both numbers are always recorded).
     pub flip_tta: bool,
     /// Trick "six_view_tta" (airbench94's `tta_level=2`): the headline accuracy averages
     /// six views, mirror × {no shift, 1 px down-right, 1 px up-left}, weighted as
-    /// `zoo::tta` says; the single-view and flip numbers are recorded too. Overrides
+    /// `tpsnet_zoo::tta` says; the single-view and flip numbers are recorded too. Overrides
     /// `flip_tta`. (Absent from recipes written before it, which read it as off.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub six_view_tta: bool,
     /// Trick "bf16_autocast": bfloat16 mixed precision (CUDA only; ignored on CPU,
     /// where it was measured slower, docs/design-notes.md#cpu-peer-figures).
     pub bf16_autocast: bool,
+    /// Trick "cpu_bf16": on a CPU with AMX-BF16, the training step's convolutions in
+    /// bfloat16 ([`crate::conv_precision`]); ignored on other CPUs and on CUDA. (Absent
+    /// from recipes written before it, which read it as off.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu_bf16: bool,
     /// Trick "channels_last": NHWC activations. On CUDA for tensor cores; on the CPU
     /// it spares oneDNN its NCHW reorders (training step +22 % for `plainnet`, +40 % for
     /// `resnet20` on the 2-core EPYC, docs/lab/training-log.md).
@@ -143,6 +159,7 @@ pub struct Recipe {
     /// linear layer, so the exported network is unchanged in shape. 1 disables it.
     #[serde(default = "one")]
     pub logit_scale: f64,
+    /// Trick "lookahead" (`None` disables it).
     #[serde(default)]
     pub lookahead: Option<LookaheadConfig>,
     /// Trick "pytorch_init": conv and linear weights uniform in ±1/√fan_in, as PyTorch
@@ -207,6 +224,7 @@ impl Recipe {
             flip_tta: false,
             six_view_tta: false,
             bf16_autocast: false,
+            cpu_bf16: false,
             channels_last: false,
             eval_batch_size: 500,
             whiten_stem: false,
@@ -278,7 +296,7 @@ impl Recipe {
     ///   and reached 94.37 % flip TTA; seeds 0-3 on a GPU 94.2-94.7 % (docs/lab/training-log.md).
     ///
     /// ```
-    /// let r = training::recipe::Recipe::cpu();
+    /// let r = tpsnet_training::recipe::Recipe::cpu();
     /// assert_eq!((r.batch_size, r.epochs, r.augment.crop_pad), (256, 15, 2));
     /// assert!(r.whiten_stem && r.augment.alternate_flip && r.lookahead.is_some());
     /// ```
@@ -334,7 +352,7 @@ impl Recipe {
     /// an H200: 94.93 % flip TTA at 15 epochs, 95.14 % at 25, 95.2-95.5 % at 40-60).
     ///
     /// ```
-    /// let r = training::recipe::Recipe::wide();
+    /// let r = tpsnet_training::recipe::Recipe::wide();
     /// assert_eq!((r.epochs, r.schedule.warmup_epochs), (25, 5.75));
     /// ```
     pub fn wide() -> Self {
@@ -352,7 +370,7 @@ impl Recipe {
     /// epochs and 94.11 % at 12 (docs/lab/training-log.md).
     ///
     /// ```
-    /// let r = training::recipe::Recipe::cpu_short();
+    /// let r = tpsnet_training::recipe::Recipe::cpu_short();
     /// assert_eq!((r.epochs, r.six_view_tta), (10, true));
     /// ```
     pub fn cpu_short() -> Self {
@@ -365,11 +383,11 @@ impl Recipe {
     }
 
     /// The test-time augmentation of the recipe's headline claim.
-    pub fn tta_mode(&self) -> zoo::TtaMode {
+    pub fn tta_mode(&self) -> tpsnet_zoo::TtaMode {
         match (self.six_view_tta, self.flip_tta) {
-            (true, _) => zoo::TtaMode::SixView,
-            (false, true) => zoo::TtaMode::Flip,
-            (false, false) => zoo::TtaMode::None,
+            (true, _) => tpsnet_zoo::TtaMode::SixView,
+            (false, true) => tpsnet_zoo::TtaMode::Flip,
+            (false, false) => tpsnet_zoo::TtaMode::None,
         }
     }
 
@@ -417,13 +435,13 @@ impl Recipe {
     /// trained fine (docs/lab/training-log.md, 2026-11-26).
     ///
     /// ```
-    /// use training::recipe::Recipe;
-    /// let (r, why) = Recipe::fast().fit_to_spec(&zoo::ResNetSpec::preset("model2").unwrap());
+    /// use tpsnet_training::recipe::Recipe;
+    /// let (r, why) = Recipe::fast().fit_to_spec(&tpsnet_zoo::ResNetSpec::preset("model2").unwrap());
     /// assert!(!r.channels_last && why.is_some());
-    /// let (r, why) = Recipe::fast().fit_to_spec(&zoo::ResNetSpec::preset("tpsnet").unwrap());
+    /// let (r, why) = Recipe::fast().fit_to_spec(&tpsnet_zoo::ResNetSpec::preset("tpsnet").unwrap());
     /// assert!(r.channels_last && why.is_none());
     /// ```
-    pub fn fit_to_spec(mut self, spec: &zoo::ResNetSpec) -> (Self, Option<String>) {
+    pub fn fit_to_spec(mut self, spec: &tpsnet_zoo::ResNetSpec) -> (Self, Option<String>) {
         let odd: Vec<usize> = std::iter::once(spec.stem_channels)
             .chain(spec.layers.iter().map(|l| l.channels))
             .filter(|c| c % 8 != 0)
@@ -469,6 +487,10 @@ impl Recipe {
         peak * (sch.final_fraction + (1.0 - sch.final_fraction) * shape)
     }
 
+    /// The switches left out of a recipe's JSON while off (so that recipes written
+    /// before them read the same); `--set` may still turn them on.
+    pub const OMITTED_WHEN_OFF: [&str; 2] = ["six_view_tta", "cpu_bf16"];
+
     /// Applies `path=value` overrides (`value` is JSON; bare words are strings).
     pub fn with_overrides(&self, sets: &[String]) -> Result<Self, RecipeError> {
         let mut v = serde_json::to_value(self).expect("recipe serialises");
@@ -487,6 +509,11 @@ impl Recipe {
             if let (Some(field), Some(augment)) = (omitted, augment) {
                 augment.entry(field).or_insert(serde_json::Value::Null);
             }
+            if let (true, Some(recipe)) =
+                (Self::OMITTED_WHEN_OFF.contains(&path), v.as_object_mut())
+            {
+                recipe.entry(path).or_insert(serde_json::Value::Null);
+            }
             let slot = v
                 .pointer_mut(&pointer)
                 .ok_or_else(|| RecipeError::NoField {
@@ -502,22 +529,45 @@ impl Recipe {
 /// Why a recipe cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
+    /// The name is neither a built-in recipe nor a `.json` file.
     #[error("unknown recipe `{name}`; use one of {known} or a recipe .json file")]
-    Unknown { name: String, known: String },
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The built-in recipes' names, comma-separated.
+        known: String,
+    },
+    /// A recipe file could not be read.
     #[error("cannot read recipe file {path}: {source}")]
     Io {
+        /// The recipe file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// A recipe file is not valid JSON of a [`Recipe`].
     #[error("{path} is not a valid recipe ({source})")]
     Invalid {
+        /// The recipe file.
         path: PathBuf,
+        /// The parser's reason.
         source: serde_json::Error,
     },
+    /// A change is not of the form `path=value`.
     #[error("recipe change `{set}`: expected path=value, e.g. label_smoothing=0.1")]
-    SetSyntax { set: String },
+    SetSyntax {
+        /// The change as given.
+        set: String,
+    },
+    /// A change names a field the recipe does not have.
     #[error("recipe change `{set}`: the recipe has no field `{path}`")]
-    NoField { set: String, path: String },
+    NoField {
+        /// The change as given.
+        set: String,
+        /// The dotted field path it names.
+        path: String,
+    },
+    /// The recipe with the changes applied is not a valid [`Recipe`] (e.g. a value of the wrong type).
     #[error("the changed recipe is invalid: {0}")]
     InvalidOverride(serde_json::Error),
 }
@@ -762,5 +812,17 @@ mod tests {
                 .with_overrides(&["epochs=abc".into()])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn overrides_turn_on_switches_left_out_while_off() {
+        let r = Recipe::cpu()
+            .with_overrides(&["cpu_bf16=true".into(), "six_view_tta=true".into()])
+            .unwrap();
+        assert!(r.cpu_bf16 && r.six_view_tta);
+        for field in Recipe::OMITTED_WHEN_OFF {
+            let json = serde_json::to_value(Recipe::cpu()).unwrap();
+            assert!(json.get(field).is_none(), "{field} is written while off");
+        }
     }
 }

@@ -7,28 +7,43 @@
 
 use std::path::{Path, PathBuf};
 
-use zoo::ResNetSpec;
-use zoo::arch::PRESETS;
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::arch::PRESETS;
 
 /// Why no spec could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecFileError {
+    /// The name is neither a preset nor a `.json` file.
     #[error("unknown model `{model}`; use one of {known} or a spec .json file")]
-    UnknownModel { model: String, known: String },
+    UnknownModel {
+        /// The name given.
+        model: String,
+        /// The presets' names, comma-separated.
+        known: String,
+    },
+    /// A spec file could not be read.
     #[error("cannot read spec file {path}: {source}")]
     Io {
+        /// The spec file.
         path: PathBuf,
+        /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The JSON is not a [`ResNetSpec`].
     #[error("{origin} is not a valid ResNetSpec JSON ({source})")]
     Invalid {
+        /// Where the JSON came from (a file).
         origin: String,
+        /// The parser's reason.
         source: serde_json::Error,
     },
+    /// The spec is well-formed but not a valid network.
     #[error("spec {origin}: {source}")]
     Spec {
+        /// Where the spec came from.
         origin: String,
-        source: zoo::SpecError,
+        /// What is wrong with it.
+        source: tpsnet_zoo::SpecError,
     },
 }
 

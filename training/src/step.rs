@@ -55,8 +55,11 @@ pub fn timed_train_step(
         x
     };
     mark(0);
-    let logits = tch::autocast(recipe.bf16_autocast && cuda, || model.forward_t(&x, true))
-        .to_kind(Kind::Float);
+    let bf16_convs = recipe.cpu_bf16 && !cuda && crate::conv_precision::cpu_has_amx_bf16();
+    let logits = tch::autocast(recipe.bf16_autocast && cuda, || {
+        crate::conv_precision::with_bf16_convs(bf16_convs, || model.forward_t(&x, true))
+    })
+    .to_kind(Kind::Float);
     let loss = logits.cross_entropy_loss::<Tensor>(
         batch.labels,
         None,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use zoo::ResNetSpec;
+use tpsnet_zoo::ResNetSpec;
 
 use crate::device;
 use crate::model::{BuildOptions, ResNet};
@@ -20,7 +20,9 @@ use crate::step::{Batch, STEP_PHASES, timed_train_step, train_step};
 /// Training-step throughput of `spec` under `recipe` on synthetic images.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepBenchmark {
+    /// Images per step.
     pub batch_size: usize,
+    /// Steps timed (after the warm-up).
     pub steps: usize,
     /// Seconds of each timed step (after the warm-up steps).
     pub step_seconds: Vec<f64>,

@@ -44,33 +44,52 @@ const LOG_EVERY: u64 = 10;
 pub enum TrainEvent<'a> {
     /// Epoch `epoch` (1-based) of `epochs` begins; it is `steps` optimisation steps long.
     EpochStart {
+        /// The run's name.
         name: &'a str,
+        /// The epoch beginning (1-based).
         epoch: u32,
+        /// Epochs in the run.
         epochs: u32,
+        /// Optimisation steps in this epoch.
         steps: u64,
     },
     /// Running means of the epoch so far, every few steps and after its last step.
     Steps {
+        /// The run's name.
         name: &'a str,
+        /// The epoch (1-based).
         epoch: u32,
+        /// Epochs in the run.
         epochs: u32,
         /// Steps done in this epoch (1-based).
         step: u64,
+        /// Steps in this epoch.
         steps: u64,
+        /// Mean training loss (label-smoothed cross-entropy) so far.
         loss: f64,
         /// Accuracy (%) on the augmented batches so far.
         acc: f64,
+        /// Training throughput so far, in images per second.
         images_per_s: f64,
+        /// Learning rate of the last step.
         lr: f64,
     },
     /// An epoch was trained, evaluated and checkpointed ([`Trainer::epoch`]).
     Epoch {
+        /// The run's name.
         name: &'a str,
+        /// Epochs in the run.
         epochs: u32,
+        /// The epoch's metrics.
         metrics: &'a EpochMetrics,
     },
     /// Something that does not stop the run (the curves could not be drawn).
-    Warning { name: &'a str, message: String },
+    Warning {
+        /// The run's name.
+        name: &'a str,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The training steps of one epoch ([`Trainer::run_epoch`]).
@@ -80,15 +99,20 @@ pub struct EpochTraining {
     pub epoch: u32,
     /// Learning rate of the last step.
     pub lr: f64,
+    /// Mean training loss over the epoch's steps.
     pub train_loss: f64,
+    /// Accuracy (%) on the epoch's augmented training batches.
     pub train_acc: f64,
+    /// Wall-clock seconds of the epoch's training steps.
     pub train_time_s: f64,
 }
 
 /// Validation and test `(loss, top-1 %)` of one epoch ([`Trainer::evaluate_epoch`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpochEvaluation {
+    /// On the validation split; `None` when the run has none.
     pub val: Option<(f64, f64)>,
+    /// On the test set; `None` when the run does not evaluate it per epoch.
     pub test: Option<(f64, f64)>,
 }
 
@@ -97,14 +121,21 @@ pub struct EpochEvaluation {
 pub struct RunResult {
     /// The trained variables (EMA weights if the recipe averages).
     pub vs: VarStore,
+    /// The network whose variables `vs` holds.
     pub model: ResNet,
+    /// Metrics of every epoch, resumed ones included.
     pub history: Vec<EpochMetrics>,
     /// `None` when the run stopped early on `stop_after`.
     pub final_metrics: Option<FinalMetrics>,
+    /// Epochs trained so far (all of them unless stopped early).
     pub epochs_done: u32,
+    /// Wall-clock seconds of training steps over all epochs.
     pub train_time_s: f64,
+    /// Training throughput over all epochs, in images per second.
     pub images_per_s: f64,
+    /// Images in the run's training selection.
     pub train_images: usize,
+    /// [`tpsnet_zoo::cifar::dataset_digest`] of the CIFAR-10 training files.
     pub dataset_digest: String,
 }
 
@@ -208,18 +239,22 @@ impl Trainer {
         }
     }
 
+    /// The run's configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
     }
 
+    /// Epochs the run trains in all (the recipe's).
     pub fn epochs(&self) -> u32 {
         self.cfg.recipe.epochs
     }
 
+    /// Epochs trained so far, resumed ones included.
     pub fn epochs_done(&self) -> u32 {
         self.meta.epochs_done
     }
 
+    /// Whether every epoch has been trained.
     pub fn is_done(&self) -> bool {
         self.meta.epochs_done >= self.epochs()
     }

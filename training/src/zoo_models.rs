@@ -18,7 +18,7 @@ mod tests {
     use super::*;
     use crate::recipe::Recipe;
     use tpsnet_test_support::shipped::models_dir;
-    use zoo::{Manifest, ResNetSpec};
+    use tpsnet_zoo::{Manifest, ResNetSpec};
 
     /// Every manifest shipped in `models/`.
     fn shipped() -> Vec<Manifest> {

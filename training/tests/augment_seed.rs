@@ -3,7 +3,7 @@
 //! draw from it in parallel threads, so exact replays can only be checked here.
 
 use tch::{Device, Kind, Tensor};
-use training::augment::Augment;
+use tpsnet_training::augment::Augment;
 
 /// Images whose pixels are all ≥ 2, so a mean-coloured cutout pixel (< 1) stands out.
 fn bright(n: i64) -> Tensor {

@@ -285,8 +285,8 @@ fn stop_and_resume_is_exact_and_artifacts_are_complete() {
     assert_eq!(&png[1..4], b"PNG");
     let sha = got["sha256"].as_str().unwrap();
     let onnx = out_dir.join(format!("tiny-{}.onnx", &sha[..8]));
-    let m = zoo::Manifest::load(&zoo::Manifest::path_for_model(&onnx)).unwrap();
-    assert_eq!(zoo::hashing::sha256_file(&onnx).unwrap().0, m.sha256);
+    let m = tpsnet_zoo::Manifest::load(&tpsnet_zoo::Manifest::path_for_model(&onnx)).unwrap();
+    assert_eq!(tpsnet_zoo::hashing::sha256_file(&onnx).unwrap().0, m.sha256);
     assert_eq!(m.metrics.dataset, "cifar10-test[:500]");
     assert_eq!(m.training.epochs, 2);
     assert!(m.training.device.starts_with("cpu"));

@@ -31,7 +31,7 @@ fn step() -> f64 {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn main() {
-    assert!(training::cpu_memory::reuse_freed_memory());
+    assert!(tpsnet_training::cpu_memory::reuse_freed_memory());
     for _ in 0..5 {
         assert_eq!(step(), 4.0 * (16 << 20) as f64);
     }

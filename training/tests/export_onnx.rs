@@ -12,11 +12,11 @@ use std::process::Command;
 
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
-use training::export::{ExportFacts, export_model, weights_from_varstore};
-use training::model::ResNet;
-use training::predict::predict_logits;
-use zoo::ResNetSpec;
-use zoo::cifar::{self, Split};
+use tpsnet_training::export::{ExportFacts, export_model, weights_from_varstore};
+use tpsnet_training::model::ResNet;
+use tpsnet_training::predict::predict_logits;
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::cifar::{self, Split};
 
 fn python() -> String {
     std::env::var("TPSNET_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -51,7 +51,7 @@ fn randomize_batchnorm(
         .filter(|b| {
             matches!(
                 b.kind,
-                zoo::BlockKind::PlainPoolFirst | zoo::BlockKind::PoolResidual
+                tpsnet_zoo::BlockKind::PlainPoolFirst | tpsnet_zoo::BlockKind::PoolResidual
             )
         })
         .map(|b| format!("{}.bn1.weight", b.prefix()))
@@ -133,12 +133,12 @@ fn check_spec(name: &str, spec: &ResNetSpec, dir: &Path, n: usize) {
     let images = test_images(dir, n);
     randomize_batchnorm(&vs, &model, &images, 12, spec);
     let weights = weights_from_varstore(&vs);
-    let bytes = zoo::onnx::export(spec, &weights, &Default::default()).unwrap();
+    let bytes = tpsnet_zoo::onnx::export(spec, &weights, &Default::default()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let onnx_path = tmp.path().join(format!("{name}.onnx"));
     std::fs::write(&onnx_path, bytes).unwrap();
 
-    let want = predict_logits(&model, &images, Device::Cpu, 16, zoo::TtaMode::None);
+    let want = predict_logits(&model, &images, Device::Cpu, 16, tpsnet_zoo::TtaMode::None);
     let want = Vec::<f32>::try_from(&want.view([-1])).unwrap();
     let (batch, single) = ort_logits(&onnx_path, &images, tmp.path());
     let d = max_abs_diff(&want, &batch);
@@ -156,7 +156,7 @@ fn check_spec(name: &str, spec: &ResNetSpec, dir: &Path, n: usize) {
 #[test]
 fn presets_match_tch_in_onnxruntime() {
     let Some(dir) = cifar_dir() else { return };
-    for p in zoo::arch::PRESETS {
+    for p in tpsnet_zoo::arch::PRESETS {
         check_spec(p.name, &p.spec(), &dir, 8);
     }
 }
@@ -182,12 +182,12 @@ fn mixed_plain_and_residual_specs_match_tch_in_onnxruntime() {
     let mut spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
     spec.stem_kernel = 5;
     spec.stem_padding = Some(0);
-    spec.layers[1].kind = zoo::BlockKind::Plain;
+    spec.layers[1].kind = tpsnet_zoo::BlockKind::Plain;
     spec.layers[1].blocks = 2;
-    spec.layers[2].kind = zoo::BlockKind::Plain;
+    spec.layers[2].kind = tpsnet_zoo::BlockKind::Plain;
     spec.layers[2].stride = 3;
     spec.pool = 2;
-    spec.head_pool = zoo::HeadPool::Max;
+    spec.head_pool = tpsnet_zoo::HeadPool::Max;
     spec.validate().unwrap();
     assert_eq!(spec.final_size(), 4);
     check_spec("mixed", &spec, &dir, 8);
@@ -200,15 +200,15 @@ fn gelu_and_pool_first_specs_match_tch_in_onnxruntime() {
     // two-block pool-first layer pooling by 3 (31 -> 10), a plain layer (10 -> 5); the
     // randomised BN scales include negative ones, which pool-first export must survive.
     let mut spec = ResNetSpec::paper(&[1, 2, 1], 4, 2);
-    spec.activation = zoo::Activation::Gelu;
+    spec.activation = tpsnet_zoo::Activation::Gelu;
     spec.stem_kernel = 4;
     spec.stem_padding = Some(1);
     spec.layers[0].stride = 1;
-    spec.layers[1].kind = zoo::BlockKind::PlainPoolFirst;
+    spec.layers[1].kind = tpsnet_zoo::BlockKind::PlainPoolFirst;
     spec.layers[1].stride = 3;
-    spec.layers[2].kind = zoo::BlockKind::Plain;
+    spec.layers[2].kind = tpsnet_zoo::BlockKind::Plain;
     spec.pool = 5;
-    spec.head_pool = zoo::HeadPool::Max;
+    spec.head_pool = tpsnet_zoo::HeadPool::Max;
     spec.validate().unwrap();
     assert_eq!(spec.final_size(), 5);
     check_spec("gelu-pool-first", &spec, &dir, 8);
@@ -223,11 +223,11 @@ fn pool_residual_specs_match_tch_in_onnxruntime() {
     // residual and a plain_pool_first layer, an average-pool head, dropout (identity at
     // eval); the BN scales behind the max-pools include negative ones.
     let mut spec = ResNetSpec::paper(&[1, 2, 1, 1], 4, 2);
-    spec.layers[1].kind = zoo::BlockKind::PoolResidual;
+    spec.layers[1].kind = tpsnet_zoo::BlockKind::PoolResidual;
     spec.layers[1].conv_kernel = 5;
-    spec.layers[2].kind = zoo::BlockKind::PoolResidual;
+    spec.layers[2].kind = tpsnet_zoo::BlockKind::PoolResidual;
     spec.layers[2].stride = 3;
-    spec.layers[3].kind = zoo::BlockKind::PlainPoolFirst;
+    spec.layers[3].kind = tpsnet_zoo::BlockKind::PlainPoolFirst;
     spec.layers[3].stride = 1;
     spec.pool = 5;
     spec.dropout = 0.2;
@@ -248,7 +248,7 @@ fn export_model_writes_hashed_file_and_manifest() {
     std::fs::write(tmp.path().join("tinier-00000000.onnx"), b"other").unwrap();
     let facts = ExportFacts {
         name: "tiny".into(),
-        metrics: zoo::manifest::Metrics {
+        metrics: tpsnet_zoo::manifest::Metrics {
             dataset: "cifar10-test".into(),
             images: 10_000,
             top1: 10.0,
@@ -257,7 +257,7 @@ fn export_model_writes_hashed_file_and_manifest() {
             claim: "single".into(),
             how: "test".into(),
         },
-        training: zoo::manifest::TrainingRecord {
+        training: tpsnet_zoo::manifest::TrainingRecord {
             recipe: "fast".into(),
             recipe_config: serde_json::json!({}),
             seed: 0,
@@ -267,14 +267,14 @@ fn export_model_writes_hashed_file_and_manifest() {
             images_per_s: 0.0,
             device: "cpu".into(),
             dataset_digest: "none".into(),
-            source_commit: training::export::source_commit(),
-            finished_at: training::export::utc_now(),
+            source_commit: tpsnet_training::export::source_commit(),
+            finished_at: tpsnet_training::export::utc_now(),
         },
     };
     let (onnx, manifest) =
         export_model(&spec, &weights_from_varstore(&vs), facts, tmp.path()).unwrap();
-    let m = zoo::Manifest::load(&manifest).unwrap();
-    let (sha, size) = zoo::hashing::sha256_file(&onnx).unwrap();
+    let m = tpsnet_zoo::Manifest::load(&manifest).unwrap();
+    let (sha, size) = tpsnet_zoo::hashing::sha256_file(&onnx).unwrap();
     assert_eq!((m.sha256.as_str(), m.bytes), (sha.as_str(), size));
     assert_eq!(
         onnx.file_name().unwrap().to_str().unwrap(),

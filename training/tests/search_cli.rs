@@ -51,7 +51,7 @@ fn emitted_trials_respect_the_exact_budget_and_are_reproducible() {
     for (i, job) in a.iter().enumerate() {
         let plan = &job["plan"];
         assert_eq!(plan["trial_id"], format!("t{i:04}"));
-        let spec: zoo::ResNetSpec = serde_json::from_value(plan["spec"].clone()).unwrap();
+        let spec: tpsnet_zoo::ResNetSpec = serde_json::from_value(plan["spec"].clone()).unwrap();
         spec.validate().unwrap();
         assert_eq!(plan["params"].as_u64().unwrap(), spec.params());
         assert!(spec.params() < 1_000_000, "{}", plan["summary"]);
@@ -201,7 +201,7 @@ fn an_impossible_budget_fails_before_training() {
 fn trial_streams_one_json_line_per_epoch_then_done() {
     let Some(data) = cifar_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let spec = serde_json::to_string(&zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2)).unwrap();
+    let spec = serde_json::to_string(&tpsnet_zoo::ResNetSpec::paper(&[1, 1, 1], 4, 2)).unwrap();
     let run = |extra: &[&str]| {
         Command::new(BIN)
             .args(["trial", "--spec-json", &spec, "--trial-id", "probe"])

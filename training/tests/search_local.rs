@@ -133,7 +133,7 @@ fn tiny_search_writes_ledger_table_plot_and_retrains_the_best() {
         .collect();
     assert_eq!(ids, ["t0000", "t0001", "t0002"], "{log}");
     for r in &rows {
-        let spec: zoo::ResNetSpec = serde_json::from_value(r["spec"].clone()).unwrap();
+        let spec: tpsnet_zoo::ResNetSpec = serde_json::from_value(r["spec"].clone()).unwrap();
         assert_eq!(r["params"].as_u64().unwrap(), spec.params());
         assert_eq!(r["macs"].as_u64().unwrap(), spec.macs());
         assert!(spec.params() < 40_000);

@@ -1,13 +1,13 @@
 //! Declarative ResNet architecture specs, exact parameter and MAC counting, and presets.
 //!
 //! The network (docs/design-notes.md#models): a 3x3 stem (conv, BN, ReLU) followed by `N` residual
-//! layers of post-activation basic blocks (conv → BN → ReLU → [dropout] → conv → BN, add
+//! layers of post-activation basic blocks (conv → BN → ReLU → (dropout) → conv → BN, add
 //! the shortcut, ReLU). The first block of a layer carries a projection shortcut (conv +
 //! BN) whenever it changes the stride or the channel count. The head is an average pool
 //! of kernel `P` (stride `P`), flatten and one linear layer.
 //!
 //! ```
-//! use zoo::ResNetSpec;
+//! use tpsnet_zoo::ResNetSpec;
 //!
 //! let tpsnet = ResNetSpec::preset("tpsnet").unwrap();
 //! assert_eq!(tpsnet.params(), 4_959_770);
@@ -23,7 +23,7 @@ pub const BN_EPS: f64 = 1e-5;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockKind {
-    /// The paper's post-activation basic block: conv → BN → ReLU → [dropout] → conv → BN,
+    /// The paper's post-activation basic block: conv → BN → ReLU → (dropout) → conv → BN,
     /// add the shortcut (projection when the shape changes), ReLU. `stride` strides the
     /// first conv.
     #[default]
@@ -40,7 +40,7 @@ pub enum BlockKind {
     /// airbench96's three-conv block (Jordan 2024, `ConvGroup` in `legacy/airbench96.py`
     /// of github.com/KellerJordan/cifar10-airbench): a `plain_pool_first` head, conv →
     /// max-pool(`stride`) → BN → act, whose output `h` then feeds a residual pair, conv →
-    /// BN → act → [dropout] → conv → BN, added to `h` before the last act:
+    /// BN → act → (dropout) → conv → BN, added to `h` before the last act:
     /// `act(h + BN(conv(act(BN(conv(h))))))`. Both convs of the pair keep the width, so
     /// the shortcut is always the identity and `skip_kernel` is unused. Tensors:
     /// `conv1`/`bn1` (the head), `conv2`/`bn2`, `conv3`/`bn3` (the pair).
@@ -154,33 +154,67 @@ pub struct ResNetSpec {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
     #[error("the spec has no residual layers; give at least one layer")]
+    /// The spec has no residual layer.
     NoLayers,
     #[error("layer {layer} has 0 {what}; every layer needs at least 1")]
-    Zero { layer: usize, what: &'static str },
+    /// A layer has 0 blocks or 0 channels (`what`).
+    Zero {
+        /// Layer index (0-based).
+        layer: usize,
+        /// `blocks` or `channels`.
+        what: &'static str,
+    },
     #[error(
         "{what} kernel size {kernel} is even; use an odd size (1, 3, 5, 7) so 'same' padding keeps the map centred"
     )]
-    EvenKernel { what: String, kernel: usize },
+    /// A kernel size (of `what`) is even, so 'same' padding cannot centre it.
+    EvenKernel {
+        /// Which kernel (the stem's, a layer's, a shortcut's).
+        what: String,
+        /// The even size.
+        kernel: usize,
+    },
     #[error(
         "layer {layer}: stride {stride} does not divide the {size}x{size} feature map; use a stride that divides it or fewer downsampling layers"
     )]
+    /// A layer's stride does not divide the feature map it gets.
     StrideDoesNotFit {
+        /// Layer index (0-based).
         layer: usize,
+        /// The layer's stride.
         stride: usize,
+        /// Side of the feature map entering the layer, pixels.
         size: usize,
     },
     #[error(
         "average-pool size {pool} does not fit the final {size}x{size} feature map; use a pool size that divides {size} (e.g. {size} for a global pool)"
     )]
-    PoolDoesNotFit { pool: usize, size: usize },
+    /// The head's average-pool size does not divide the final feature map.
+    PoolDoesNotFit {
+        /// The pool size.
+        pool: usize,
+        /// Side of the final feature map, pixels.
+        size: usize,
+    },
     #[error("dropout {0} is outside [0, 1); use a probability such as 0.0 or 0.3")]
+    /// The dropout probability is outside `[0, 1)`.
     BadDropout(f64),
     #[error("{what} must be at least 1")]
-    ZeroField { what: &'static str },
+    /// A size field (`what`) is 0.
+    ZeroField {
+        /// The field's name.
+        what: &'static str,
+    },
     #[error(
         "the {kernel}x{kernel} stem with this padding leaves nothing of a {size}x{size} input; use a smaller kernel or more padding"
     )]
-    StemTooLarge { kernel: usize, size: usize },
+    /// The stem's kernel and padding leave no output pixel.
+    StemTooLarge {
+        /// The stem's kernel size.
+        kernel: usize,
+        /// Side of the input image, pixels.
+        size: usize,
+    },
 }
 
 /// One basic block, resolved to concrete shapes. Produced by [`ResNetSpec::blocks`].
@@ -190,13 +224,18 @@ pub struct BlockPlan {
     pub layer: usize,
     /// Block index inside the layer (0-based).
     pub index: usize,
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Kernel size of the block's convolutions.
     pub kernel: usize,
+    /// Stride of the block's first convolution (1 or the layer's stride).
     pub stride: usize,
     /// Kernel of the projection shortcut, or `None` for an identity shortcut (and for
     /// `plain` blocks, which have none).
     pub skip_kernel: Option<usize>,
+    /// The block's structure (see [`BlockKind`]).
     pub kind: BlockKind,
     /// Side of the block's input feature map.
     pub in_size: usize,
@@ -214,7 +253,9 @@ impl BlockPlan {
 /// A named preset of the zoo.
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {
+    /// The preset's name, as `train-zoo` and manifests use it.
     pub name: &'static str,
+    /// One line about what the preset is.
     pub description: &'static str,
     /// Builds the preset's spec.
     pub build: fn() -> ResNetSpec,
@@ -287,7 +328,7 @@ impl ResNetSpec {
     /// convs, 1x1 skips, stride 2 from the second layer on, global average pool, no dropout.
     ///
     /// ```
-    /// let spec = zoo::ResNetSpec::paper(&[3, 3, 3], 34, 2);
+    /// let spec = tpsnet_zoo::ResNetSpec::paper(&[3, 3, 3], 34, 2);
     /// assert_eq!(spec.params(), 4_865_580);
     /// ```
     pub fn paper(blocks: &[usize], c1: usize, width_factor: usize) -> Self {
@@ -328,7 +369,7 @@ impl ResNetSpec {
     /// train, which is what a 2-core CPU needs.
     ///
     /// ```
-    /// let s = zoo::ResNetSpec::plainnet();
+    /// let s = tpsnet_zoo::ResNetSpec::plainnet();
     /// assert_eq!((s.final_size(), s.params(), s.macs()), (3, 1_973_186, 117_610_528));
     /// ```
     pub fn plainnet() -> Self {
@@ -363,7 +404,7 @@ impl ResNetSpec {
     /// acts as the bias airbench gives that conv) and the head has a bias.
     ///
     /// ```
-    /// let s = zoo::ResNetSpec::airnet();
+    /// let s = tpsnet_zoo::ResNetSpec::airnet();
     /// assert_eq!((s.params(), s.macs()), (1_972_826, 118_147_360));
     /// assert_eq!(s.final_size(), 3);
     /// ```
@@ -396,7 +437,7 @@ impl ResNetSpec {
     /// paper's 5M budget.
     ///
     /// ```
-    /// let s = zoo::ResNetSpec::airnet_wide();
+    /// let s = tpsnet_zoo::ResNetSpec::airnet_wide();
     /// assert_eq!((s.params(), s.macs()), (4_606_554, 301_560_864));
     /// ```
     pub fn airnet_wide() -> Self {
@@ -416,7 +457,7 @@ impl ResNetSpec {
     /// MACs.
     ///
     /// ```
-    /// let s = zoo::ResNetSpec::airnet_res();
+    /// let s = tpsnet_zoo::ResNetSpec::airnet_res();
     /// assert_eq!((s.params(), s.macs()), (4_752_730, 361_278_624));
     /// assert_eq!(s.depth(), 11);
     /// ```
@@ -702,7 +743,7 @@ impl ResNetSpec {
 /// Formats a count with thousands separators, as the paper's tables do.
 ///
 /// ```
-/// assert_eq!(zoo::arch::group_thousands(4_959_770), "4,959,770");
+/// assert_eq!(tpsnet_zoo::arch::group_thousands(4_959_770), "4,959,770");
 /// ```
 pub fn group_thousands(n: u64) -> String {
     let s = n.to_string();

@@ -1,6 +1,6 @@
 //! The cache folder the downloader fills and [`crate::cifar::resolve_dir`] looks in.
 //!
-//! Kept apart from `zoo::download` so that finding a cached copy of CIFAR-10 works in
+//! Kept apart from `tpsnet_zoo::download` so that finding a cached copy of CIFAR-10 works in
 //! builds without the `download` feature (no HTTP client, no progress bar).
 
 use std::path::PathBuf;

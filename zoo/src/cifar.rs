@@ -10,7 +10,7 @@
 //! All errors name the file and say how to fix it.
 //!
 //! ```no_run
-//! use zoo::cifar::{self, Split};
+//! use tpsnet_zoo::cifar::{self, Split};
 //! let dir = cifar::resolve_dir(None)?;
 //! let test = cifar::load(&dir, Split::Test)?;
 //! assert_eq!(test.len(), 10_000);
@@ -184,11 +184,16 @@ pub fn official_md5(name: &str) -> Option<&'static str> {
 pub enum CifarError {
     /// A required file does not exist.
     #[error("CIFAR-10 file {} is missing; {FIX}", path.display())]
-    Missing { path: PathBuf },
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file exists but could not be read.
     #[error("cannot read CIFAR-10 file {}: {source}; check its permissions, or {FIX}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
@@ -199,15 +204,21 @@ pub enum CifarError {
         if actual < expected { " (truncated)" } else { "" }
     )]
     WrongSize {
+        /// The file.
         path: PathBuf,
+        /// Its size in bytes.
         actual: u64,
+        /// The size it must have.
         expected: u64,
     },
     /// The file's md5 differs from the expected one (corrupted or a different release).
     #[error("CIFAR-10 file {} is corrupted: md5 {actual}, expected {expected}; {FIX}", path.display())]
     Md5Mismatch {
+        /// The file.
         path: PathBuf,
+        /// Its md5 (hex).
         actual: String,
+        /// The official md5 (hex).
         expected: String,
     },
     /// A record's label byte is not a class index.
@@ -216,8 +227,11 @@ pub enum CifarError {
         path.display()
     )]
     BadLabel {
+        /// The file.
         path: PathBuf,
+        /// Record index in the file (0-based).
         record: usize,
+        /// The label byte found.
         label: u8,
     },
     /// A folder given by the caller or by CIFAR10_DIR is unusable.
@@ -227,8 +241,11 @@ pub enum CifarError {
         path.display()
     )]
     BadDir {
+        /// The folder.
         path: PathBuf,
+        /// Who named it.
         origin: DirOrigin,
+        /// What is wrong with it (missing, not a folder, lacks the files).
         problem: &'static str,
     },
     /// No folder was given and none was found in the cache.
@@ -238,7 +255,10 @@ pub enum CifarError {
          CIFAR-10 into that cache",
         cached.display()
     )]
-    NotFound { cached: PathBuf },
+    NotFound {
+        /// The cache folder that was looked in.
+        cached: PathBuf,
+    },
 }
 
 /// Where a dataset folder came from, for [`CifarError::BadDir`].

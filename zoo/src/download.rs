@@ -7,9 +7,9 @@
 //! dataset folder in the cache is always a complete, verified one.
 //!
 //! ```no_run
-//! use zoo::download::{download_cifar10, DownloadOptions};
+//! use tpsnet_zoo::download::{download_cifar10, DownloadOptions};
 //! let dir = download_cifar10(&DownloadOptions::default())?;
-//! let test = zoo::cifar::load(&dir, zoo::cifar::Split::Test)?;
+//! let test = tpsnet_zoo::cifar::load(&dir, tpsnet_zoo::cifar::Split::Test)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -72,7 +72,9 @@ pub enum DownloadError {
         path.display()
     )]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: io::Error,
     },
@@ -82,21 +84,31 @@ pub enum DownloadError {
          need one), {MANUAL}"
     )]
     Http {
+        /// The URL downloaded.
         url: String,
+        /// The HTTP client's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The server answered with a non-success status.
     #[error("download of {url} failed with HTTP status {status}; check the URL, {MANUAL}")]
-    Status { url: String, status: u16 },
+    Status {
+        /// The URL requested.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
     /// The body ended before the announced Content-Length.
     #[error(
         "download of {url} was cut off after {received} of {expected} bytes; run the download \
          again, {MANUAL}"
     )]
     Truncated {
+        /// The URL downloaded.
         url: String,
+        /// Bytes received.
         received: u64,
+        /// Bytes announced (Content-Length).
         expected: u64,
     },
     /// The archive's md5 differs from the expected one.
@@ -105,8 +117,11 @@ pub enum DownloadError {
          or not the CIFAR-10 binary release; run the download again or check the URL"
     )]
     Md5Mismatch {
+        /// The URL downloaded.
         url: String,
+        /// The archive's md5 (hex).
         actual: String,
+        /// The official md5 (hex).
         expected: String,
     },
     /// The archive is not a readable tar.gz.
@@ -116,7 +131,9 @@ pub enum DownloadError {
         printable(&source.to_string())
     )]
     BadArchive {
+        /// The URL downloaded.
         url: String,
+        /// The extractor's error.
         #[source]
         source: io::Error,
     },
@@ -125,7 +142,12 @@ pub enum DownloadError {
         "archive downloaded from {url} lacks {name}: it is not the CIFAR-10 binary release; \
          check the URL"
     )]
-    MissingFile { url: String, name: String },
+    MissingFile {
+        /// The URL downloaded.
+        url: String,
+        /// The file missing from the archive.
+        name: String,
+    },
     /// An extracted file failed its size or md5 check.
     #[error(
         "file {name} in the archive downloaded from {url} is bad ({}); run the download \
@@ -133,8 +155,11 @@ pub enum DownloadError {
         describe(source)
     )]
     BadFile {
+        /// The URL downloaded.
         url: String,
+        /// The file's name in the archive.
         name: String,
+        /// What the check found.
         #[source]
         source: CifarError,
     },

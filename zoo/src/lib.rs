@@ -16,6 +16,8 @@
 //! Neither libtorch nor ONNX Runtime is linked here, so both the trainer and the
 //! inference runtime can depend on this crate.
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod cache;
 pub mod cifar;

@@ -5,7 +5,7 @@
 //! they were measured, and how the model was trained.
 //!
 //! ```
-//! use zoo::manifest::{Manifest, InputContract};
+//! use tpsnet_zoo::manifest::{Manifest, InputContract};
 //! let json = serde_json::to_string(&InputContract::cifar10()).unwrap();
 //! assert!(json.contains("\"value_range\":[0.0,1.0]"));
 //! ```
@@ -24,6 +24,9 @@ use crate::tta::TtaMode;
 
 /// Version of the manifest layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Largest manifest file [`Manifest::load`] reads: the zoo's are under 6 KB, so 1 MiB
+/// leaves room while a multi-gigabyte `.json` in a models folder costs nothing.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// CIFAR-10 class names in label order.
 pub const CIFAR10_CLASSES: [&str; 10] = [
@@ -48,6 +51,7 @@ pub const CIFAR10_STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Manifest format version ([`SCHEMA_VERSION`]); readers refuse others.
     pub schema_version: u32,
     /// Short model name, e.g. `tpsnet`.
     pub name: String,
@@ -58,16 +62,23 @@ pub struct Manifest {
     pub sha256: String,
     /// Size of the ONNX file in bytes.
     pub bytes: u64,
+    /// The architecture, enough to rebuild the network.
     pub spec: ResNetSpec,
     /// Exact trainable parameters.
     pub params: u64,
     /// Multiply-accumulates per image.
     pub macs: u64,
+    /// What the graph takes as input.
     pub input: InputContract,
+    /// What the graph returns.
     pub output: OutputContract,
+    /// Class names in logit order.
     pub classes: Vec<String>,
+    /// Claimed accuracies and how they were measured.
     pub metrics: Metrics,
+    /// How the weights were trained.
     pub training: TrainingRecord,
+    /// Facts of the ONNX encoding.
     pub onnx: OnnxInfo,
     /// Numeric format: `fp32` (left out of the JSON) or `int8` for a quantized variant.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
@@ -89,6 +100,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Whether this is [`Precision::Fp32`] (serde leaves the default out of the JSON).
     pub fn is_fp32(&self) -> bool {
         *self == Precision::Fp32
     }
@@ -137,8 +149,11 @@ pub struct QuantizationRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceModel {
+    /// The fp32 model's name.
     pub name: String,
+    /// Its ONNX file name.
     pub file: String,
+    /// Its sha256 (hex).
     pub sha256: String,
 }
 
@@ -171,8 +186,11 @@ pub struct InputContract {
     pub name: String,
     /// `[batch, channels, height, width]`; `-1` marks the dynamic batch dimension.
     pub shape: [i64; 4],
+    /// Tensor layout, `NCHW`.
     pub layout: String,
+    /// Element type, `float32`.
     pub dtype: String,
+    /// Channel order, `RGB`.
     pub color: String,
     /// Pixel values the graph expects: RGB scaled to this range (`[0, 1]`).
     pub value_range: [f32; 2],
@@ -180,11 +198,15 @@ pub struct InputContract {
     pub normalization: Normalization,
 }
 
+/// Per-channel normalisation `(x - mean) / std`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalization {
+    /// Per-channel mean, RGB.
     pub mean: [f32; 3],
+    /// Per-channel standard deviation, RGB.
     pub std: [f32; 3],
+    /// Whether the graph applies it itself (always true for zoo models).
     pub in_graph: bool,
 }
 
@@ -221,6 +243,7 @@ pub struct OutputContract {
 }
 
 impl OutputContract {
+    /// The contract of a classifier with `classes` logits and a dynamic batch.
     pub fn logits(classes: usize) -> Self {
         OutputContract {
             name: "logits".into(),
@@ -284,7 +307,9 @@ pub struct TrainingRecord {
     pub recipe: String,
     /// The recipe's full settings.
     pub recipe_config: serde_json::Value,
+    /// Seed of the training run.
     pub seed: u64,
+    /// Epochs trained.
     pub epochs: u32,
     /// Images the model trained on (train split size).
     pub train_images: u64,
@@ -307,7 +332,7 @@ impl TrainingRecord {
     /// every field says so.
     ///
     /// ```
-    /// let r = zoo::manifest::TrainingRecord::untrained(7);
+    /// let r = tpsnet_zoo::manifest::TrainingRecord::untrained(7);
     /// assert_eq!((r.recipe.as_str(), r.seed, r.epochs), ("none", 7, 0));
     /// ```
     pub fn untrained(seed: u64) -> Self {
@@ -331,35 +356,55 @@ impl TrainingRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnnxInfo {
+    /// ONNX default-domain operator set version.
     pub opset: i64,
+    /// ONNX IR version.
     pub ir_version: i64,
     /// Whether BatchNorm was folded into the preceding convolutions.
     pub bn_folded: bool,
+    /// Producer name and version recorded in the ONNX file.
     pub producer: String,
 }
 
 /// Errors reading or checking a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    /// The manifest cannot be read.
     #[error("cannot read manifest {path}: {source}")]
     Io {
+        /// The manifest file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// Also covers unknown keys: serde's message names the key (`unknown field `x``).
     #[error("manifest {path} is not valid JSON for schema {SCHEMA_VERSION}: {source}")]
     Parse {
+        /// The manifest file.
         path: PathBuf,
+        /// serde's error (it names the line and key).
         source: serde_json::Error,
     },
+    /// The manifest's `schema_version` is not [`SCHEMA_VERSION`].
     #[error(
         "manifest {path} has schema version {found}, this build reads {SCHEMA_VERSION}; update tpsnet-zoo or re-export the model"
     )]
-    Schema { path: PathBuf, found: u32 },
+    Schema {
+        /// The manifest file.
+        path: PathBuf,
+        /// The version it declares.
+        found: u32,
+    },
+    /// `file` is not a plain file name (it has folders, `..` or is absolute).
     #[error(
         "manifest {path} names the model file {file:?}, which is not a plain file name; `file` must name a file in the manifest's own folder (like `tpsnet-1a2b3c4d.onnx`), without folders, `..` or an absolute path: re-export the model or fix the manifest"
     )]
-    FileNotPlain { path: PathBuf, file: String },
+    FileNotPlain {
+        /// The manifest file.
+        path: PathBuf,
+        /// The `file` value.
+        file: String,
+    },
 }
 
 impl Manifest {
@@ -402,11 +447,30 @@ impl Manifest {
     }
 
     /// Reads and parses a manifest, checking its schema version.
+    /// Only regular files of at most [`MAX_MANIFEST_BYTES`] are read (a FIFO named
+    /// `x.json` would block a models-folder scan forever).
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        let io = |source| ManifestError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )));
+        }
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "it is {} bytes, over the {MAX_MANIFEST_BYTES} a manifest may have; it is not a zoo manifest",
+                    meta.len()
+                ),
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| ManifestError::Parse {
                 path: path.to_path_buf(),

@@ -14,7 +14,7 @@
 //! written with Erf. The batch dimension is dynamic.
 //!
 //! ```
-//! use zoo::{ResNetSpec, Weights, onnx};
+//! use tpsnet_zoo::{ResNetSpec, Weights, onnx};
 //! let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
 //! let bytes = onnx::export(&spec, &Weights::random(&spec, 1), &onnx::ExportOptions::default()).unwrap();
 //! assert!(bytes.len() > 1000);
@@ -35,185 +35,262 @@ pub const IR_VERSION: i64 = 8;
 /// of zoo-style graphs needs too (`tpsnet-quantize` decodes models with them). Fields
 /// not declared here are skipped when decoding.
 pub mod proto {
+    /// An ONNX model: the file's top-level message.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelProto {
+        /// ONNX IR version ([`super::IR_VERSION`] when written here).
         #[prost(int64, tag = "1")]
         pub ir_version: i64,
+        /// Operator sets the graph uses.
         #[prost(message, repeated, tag = "8")]
         pub opset_import: Vec<OperatorSetIdProto>,
+        /// Name of the tool that wrote the model.
         #[prost(string, tag = "2")]
         pub producer_name: String,
+        /// Version of that tool.
         #[prost(string, tag = "3")]
         pub producer_version: String,
+        /// Reverse-DNS namespace of the model.
         #[prost(string, tag = "4")]
         pub domain: String,
+        /// Version of the model.
         #[prost(int64, tag = "5")]
         pub model_version: i64,
+        /// Free-text description.
         #[prost(string, tag = "6")]
         pub doc_string: String,
+        /// The graph.
         #[prost(message, optional, tag = "7")]
         pub graph: Option<GraphProto>,
+        /// Key/value metadata (e.g. the model name).
         #[prost(message, repeated, tag = "14")]
         pub metadata_props: Vec<StringStringEntryProto>,
     }
 
+    /// One operator set the model imports.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct OperatorSetIdProto {
+        /// Operator domain; empty for the default ONNX domain.
         #[prost(string, tag = "1")]
         pub domain: String,
+        /// Operator set version.
         #[prost(int64, tag = "2")]
         pub version: i64,
     }
 
+    /// A key/value pair (metadata, external-data locations).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct StringStringEntryProto {
+        /// The key.
         #[prost(string, tag = "1")]
         pub key: String,
+        /// The value.
         #[prost(string, tag = "2")]
         pub value: String,
     }
 
+    /// The computation graph.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct GraphProto {
+        /// Nodes in topological order.
         #[prost(message, repeated, tag = "1")]
         pub node: Vec<NodeProto>,
+        /// Graph name.
         #[prost(string, tag = "2")]
         pub name: String,
+        /// Constant tensors (weights), referenced by name.
         #[prost(message, repeated, tag = "5")]
         pub initializer: Vec<TensorProto>,
+        /// Free-text description.
         #[prost(string, tag = "10")]
         pub doc_string: String,
+        /// Graph inputs.
         #[prost(message, repeated, tag = "11")]
         pub input: Vec<ValueInfoProto>,
+        /// Graph outputs.
         #[prost(message, repeated, tag = "12")]
         pub output: Vec<ValueInfoProto>,
+        /// Types of intermediate values, where known.
         #[prost(message, repeated, tag = "13")]
         pub value_info: Vec<ValueInfoProto>,
     }
 
+    /// One operator application.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct NodeProto {
+        /// Names of the values the node reads (empty string: an omitted optional input).
         #[prost(string, repeated, tag = "1")]
         pub input: Vec<String>,
+        /// Names of the values the node writes.
         #[prost(string, repeated, tag = "2")]
         pub output: Vec<String>,
+        /// Node name (unique in the graph, may be empty).
         #[prost(string, tag = "3")]
         pub name: String,
+        /// Operator type, e.g. `Conv`.
         #[prost(string, tag = "4")]
         pub op_type: String,
+        /// Operator domain; empty for the default ONNX domain.
         #[prost(string, tag = "7")]
         pub domain: String,
+        /// The node's attributes.
         #[prost(message, repeated, tag = "5")]
         pub attribute: Vec<AttributeProto>,
+        /// Free-text description.
         #[prost(string, tag = "6")]
         pub doc_string: String,
     }
 
     /// `AttributeProto.AttributeType` values.
     pub mod attribute_type {
+        /// `f` holds the value.
         pub const FLOAT: i32 = 1;
+        /// `i` holds the value.
         pub const INT: i32 = 2;
+        /// `s` holds the value.
         pub const STRING: i32 = 3;
+        /// `t` holds the value.
         pub const TENSOR: i32 = 4;
+        /// `floats` holds the values.
         pub const FLOATS: i32 = 6;
+        /// `ints` holds the values.
         pub const INTS: i32 = 7;
     }
 
+    /// A named attribute of a node.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct AttributeProto {
+        /// Attribute name, e.g. `strides`.
         #[prost(string, tag = "1")]
         pub name: String,
+        /// Which of the value fields holds the value ([`attribute_type`]).
         #[prost(int32, tag = "20")]
         pub r#type: i32,
+        /// Value of a FLOAT attribute.
         #[prost(float, tag = "2")]
         pub f: f32,
+        /// Value of an INT attribute.
         #[prost(int64, tag = "3")]
         pub i: i64,
+        /// Value of a STRING attribute (bytes).
         #[prost(bytes = "vec", tag = "4")]
         pub s: Vec<u8>,
+        /// Value of a TENSOR attribute.
         #[prost(message, optional, tag = "5")]
         pub t: Option<TensorProto>,
+        /// Values of a FLOATS attribute.
         #[prost(float, repeated, tag = "7")]
         pub floats: Vec<f32>,
+        /// Values of an INTS attribute.
         #[prost(int64, repeated, tag = "8")]
         pub ints: Vec<i64>,
     }
 
     /// `TensorProto.DataType` values.
     pub mod data_type {
+        /// 32-bit float.
         pub const FLOAT: i32 = 1;
+        /// Unsigned 8-bit integer.
         pub const UINT8: i32 = 2;
+        /// Signed 8-bit integer.
         pub const INT8: i32 = 3;
+        /// Signed 32-bit integer.
         pub const INT32: i32 = 6;
+        /// Signed 64-bit integer.
         pub const INT64: i32 = 7;
     }
 
     /// `TensorProto.DataLocation.EXTERNAL`: the data lives in another file.
     pub const DATA_LOCATION_EXTERNAL: i32 = 1;
 
+    /// A constant tensor (weights, attribute values).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TensorProto {
+        /// Shape.
         #[prost(int64, repeated, tag = "1")]
         pub dims: Vec<i64>,
+        /// Element type ([`data_type`]).
         #[prost(int32, tag = "2")]
         pub data_type: i32,
+        /// Name the graph refers to it by.
         #[prost(string, tag = "8")]
         pub name: String,
+        /// Values as little-endian bytes (the usual encoding).
         #[prost(bytes = "vec", tag = "9")]
         pub raw_data: Vec<u8>,
+        /// FLOAT values, when not in `raw_data`.
         #[prost(float, repeated, tag = "4")]
         pub float_data: Vec<f32>,
         /// Also holds INT8/UINT8/INT16/... values, one per element.
         #[prost(int32, repeated, tag = "5")]
         pub int32_data: Vec<i32>,
+        /// INT64 values, when not in `raw_data`.
         #[prost(int64, repeated, tag = "7")]
         pub int64_data: Vec<i64>,
+        /// Where external data lives (`location`, `offset`, ...).
         #[prost(message, repeated, tag = "13")]
         pub external_data: Vec<StringStringEntryProto>,
+        /// [`DATA_LOCATION_EXTERNAL`] when the data is in another file.
         #[prost(int32, tag = "14")]
         pub data_location: i32,
     }
 
+    /// A named graph input, output or intermediate value with its type.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ValueInfoProto {
+        /// The value's name.
         #[prost(string, tag = "1")]
         pub name: String,
+        /// Its type.
         #[prost(message, optional, tag = "2")]
         pub r#type: Option<TypeProto>,
+        /// Free-text description.
         #[prost(string, tag = "3")]
         pub doc_string: String,
     }
 
+    /// A value's type (only tensor types are declared).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TypeProto {
+        /// The tensor type.
         #[prost(message, optional, tag = "1")]
         pub tensor_type: Option<TypeProtoTensor>,
     }
 
+    /// `TypeProto.Tensor`: element type and shape.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TypeProtoTensor {
+        /// Element type ([`data_type`]).
         #[prost(int32, tag = "1")]
         pub elem_type: i32,
+        /// Shape, when known.
         #[prost(message, optional, tag = "2")]
         pub shape: Option<TensorShapeProto>,
     }
 
+    /// A tensor shape.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct TensorShapeProto {
+        /// One entry per dimension.
         #[prost(message, repeated, tag = "1")]
         pub dim: Vec<Dimension>,
     }
 
+    /// `TensorShapeProto.Dimension`: a fixed size or a named (dynamic) one.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Dimension {
+        /// Fixed size or symbolic name.
         #[prost(oneof = "DimensionValue", tags = "1, 2")]
         pub value: Option<DimensionValue>,
     }
 
+    /// The value of a [`Dimension`].
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum DimensionValue {
+        /// A fixed size.
         #[prost(int64, tag = "1")]
         DimValue(i64),
+        /// A symbolic (dynamic) size, e.g. `N`.
         #[prost(string, tag = "2")]
         DimParam(String),
     }
@@ -254,8 +331,10 @@ impl Default for ExportOptions {
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The spec is not a valid network.
     #[error("invalid spec: {0}")]
     Spec(#[from] crate::arch::SpecError),
+    /// A weight tensor is missing, misshapen or not finite.
     #[error(transparent)]
     Weights(#[from] WeightsError),
 }

@@ -79,7 +79,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let prefix = format!(".{file_name}.tmp-");
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -88,12 +89,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else {
+        remove_stale_temp_files(dir, &prefix);
     }
     result
 }
 
+/// Deletes the temp files `<dir>/<prefix><pid>` that killed processes left behind (an
+/// atomic write interrupted before its rename). A temp file whose process still runs is
+/// kept: it may be a concurrent write. Only where `/proc` tells which processes run
+/// (Linux); elsewhere nothing is deleted.
+pub fn remove_stale_temp_files(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.strip_prefix(prefix).is_some_and(writer_is_gone) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Whether `pid` (a temp file's suffix) names a process that no longer runs; `false`
+/// where that cannot be known (no `/proc`) or it is not a PID.
+fn writer_is_gone(pid: &str) -> bool {
+    let proc_dir = Path::new("/proc");
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && pid != std::process::id().to_string()
+        && proc_dir.join("self").exists()
+        && !proc_dir.join(pid).exists()
+}
+
 /// Deletes `<name>-<8 hex>.onnx` / `.json` files in `dir` other than `keep` (and its
-/// manifest), so a folder holds one current version per model. Only exact
+/// manifest), so a folder holds one current version per model, and the temp files of
+/// publications of `name` whose process was killed. Only exact
 /// `<name>-<8 hex>` files go: `tpsnet`'s cleanup leaves `tpsnet-int8-*` alone.
 pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
     let keep_json = Manifest::path_for_model(Path::new(keep));
@@ -102,18 +133,30 @@ pub fn remove_older_versions(dir: &Path, name: &str, keep: &str) {
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
-            continue;
-        };
-        let Some((hash, ext)) = rest.split_once('.') else {
-            continue;
-        };
-        let versioned = hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit());
-        if versioned && (ext == "onnx" || ext == "json") && n != keep && Path::new(&n) != keep_json
-        {
+        // `.<name>-<8 hex>.onnx.tmp-<pid>`: a publication of any version that a killed
+        // process left behind.
+        let stale_temp = n
+            .strip_prefix('.')
+            .and_then(|t| t.split_once(".tmp-"))
+            .is_some_and(|(file, pid)| is_version_of(file, name) && writer_is_gone(pid));
+        let older = is_version_of(&n, name) && n != keep && Path::new(&n) != keep_json;
+        if stale_temp || older {
             let _ = std::fs::remove_file(e.path());
         }
     }
+}
+
+/// Whether `file` is `<name>-<8 hex>.onnx` or `.json`.
+fn is_version_of(file: &str, name: &str) -> bool {
+    let Some(rest) = file.strip_prefix(name).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let Some((hash, ext)) = rest.split_once('.') else {
+        return false;
+    };
+    hash.len() == 8
+        && hash.chars().all(|c| c.is_ascii_hexdigit())
+        && (ext == "onnx" || ext == "json")
 }
 
 #[cfg(test)]
@@ -175,6 +218,23 @@ mod tests {
     }
 
     #[test]
+    fn a_write_removes_the_temp_files_of_killed_writers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has a PID this large (the kernel's limit is 2^22).
+        let dead = dir.path().join(".m.onnx.tmp-4999999999");
+        // PID 1 always runs: its write may still be under way.
+        let alive = dir.path().join(".m.onnx.tmp-1");
+        let other = dir.path().join(".n.onnx.tmp-4999999999");
+        for p in [&dead, &alive, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        write_atomic(&dir.path().join("m.onnx"), b"whole").unwrap();
+        assert!(!dead.exists() || !Path::new("/proc/self").exists());
+        assert!(alive.exists(), "a running writer's temp file stays");
+        assert!(other.exists(), "another file's temp file stays");
+    }
+
+    #[test]
     fn older_versions_of_the_int8_model_only_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         for f in [
@@ -185,17 +245,21 @@ mod tests {
             "tpsnet-int8-11111111.onnx",
             "tpsnet-int8-11111111.json",
             "tpsnet-int8-notes.txt",
+            ".tpsnet-int8-22222222.onnx.tmp-4999999999",
+            ".tpsnet-33333333.onnx.tmp-4999999999",
         ] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         remove_older_versions(dir.path(), "tpsnet-int8", "tpsnet-int8-11111111.onnx");
         let after_int8 = left(dir.path());
-        // The fp32 model's own cleanup keeps every int8 file.
+        // The fp32 model's own cleanup keeps every int8 file (and removes its own
+        // killed publication's temp file).
         remove_older_versions(dir.path(), "tpsnet", "tpsnet-2d1cc128.onnx");
-        assert_eq!(left(dir.path()), after_int8);
+        assert_eq!(left(dir.path()), after_int8[1..]);
         assert_eq!(
             after_int8,
             [
+                ".tpsnet-33333333.onnx.tmp-4999999999",
                 "tpsnet-2d1cc128.json",
                 "tpsnet-2d1cc128.onnx",
                 "tpsnet-int8-11111111.json",

@@ -8,7 +8,7 @@
 /// A SplitMix64 stream. Cloning a generator forks an identical stream.
 ///
 /// ```
-/// let mut a = zoo::rng::SplitMix64::new(7);
+/// let mut a = tpsnet_zoo::rng::SplitMix64::new(7);
 /// let mut b = a.clone();
 /// assert_eq!(a.next_u64(), b.next_u64());
 /// assert!((0.0..1.0).contains(&a.unit()));
@@ -18,10 +18,12 @@
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator whose sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -37,9 +37,13 @@ pub enum TtaMode {
 /// right) with reflect padding, then an optional horizontal mirror; and its weight.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct View {
+    /// Whether the view is mirrored left-right (after the shift).
     pub mirror: bool,
+    /// Vertical shift, pixels (positive: the picture moves down).
     pub dy: i32,
+    /// Horizontal shift, pixels (positive: the picture moves right).
     pub dx: i32,
+    /// Weight of this view's softmax in the average (a mode's weights sum to 1).
     pub weight: f32,
 }
 

@@ -8,7 +8,9 @@ use crate::rng::SplitMix64;
 /// One dense, row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightTensor {
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// Values, row-major; `data.len()` is the product of `shape`.
     pub data: Vec<f32>,
 }
 
@@ -28,35 +30,44 @@ impl WeightTensor {
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error("weight `{0}` is missing; was the model built from the same spec?")]
+    /// No tensor of this name.
     Missing(String),
     #[error("weight `{name}` has shape {got:?}, the spec needs {want:?}")]
+    /// A tensor's shape differs from the one the spec needs.
     Shape {
+        /// The tensor's name.
         name: String,
+        /// Its shape.
         got: Vec<usize>,
+        /// The shape the spec needs.
         want: Vec<usize>,
     },
     #[error("weight `{0}` holds a NaN or infinite value; the model diverged")]
+    /// The named tensor holds a NaN or infinity.
     NotFinite(String),
 }
 
 /// All tensors of a model, keyed by the names [`ResNetSpec::tensor_shapes`] gives.
 ///
 /// ```
-/// use zoo::{ResNetSpec, Weights};
+/// use tpsnet_zoo::{ResNetSpec, Weights};
 /// let spec = ResNetSpec::paper(&[1, 1, 1], 4, 2);
 /// let w = Weights::random(&spec, 7);
 /// w.check(&spec).unwrap();
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
+    /// Tensors by name.
     pub tensors: BTreeMap<String, WeightTensor>,
 }
 
 impl Weights {
+    /// Adds (or replaces) the tensor `name`.
     pub fn insert(&mut self, name: impl Into<String>, t: WeightTensor) {
         self.tensors.insert(name.into(), t);
     }
 
+    /// The tensor `name`, or [`WeightsError::Missing`].
     pub fn get(&self, name: &str) -> Result<&WeightTensor, WeightsError> {
         self.tensors
             .get(name)

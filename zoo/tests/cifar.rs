@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use zoo::cifar::{
+use tpsnet_zoo::cifar::{
     self, Cifar10, CifarError, ExpectedFile, FILE_BYTES, IMAGE_BYTES, RECORD_BYTES,
     RECORDS_PER_FILE, Split, TEST_FILE, TRAIN_FILES,
 };

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use md5::{Digest as _, Md5};
-use zoo::cifar::{self, DIR_NAME, ExpectedFile};
-use zoo::download::{DownloadError, DownloadOptions, download_cifar10};
+use tpsnet_zoo::cifar::{self, DIR_NAME, ExpectedFile};
+use tpsnet_zoo::download::{DownloadError, DownloadOptions, download_cifar10};
 
 /// How the server answers every request.
 #[derive(Clone)]
@@ -107,7 +107,9 @@ fn fixture_files() -> Vec<(String, Vec<u8>)> {
     files.push((cifar::TEST_FILE.into(), batch(99)));
     files.push((
         cifar::META_FILE.into(),
-        zoo::manifest::CIFAR10_CLASSES.join("\n").into_bytes(),
+        tpsnet_zoo::manifest::CIFAR10_CLASSES
+            .join("\n")
+            .into_bytes(),
     ));
     files
 }
@@ -358,7 +360,7 @@ fn defaults_are_the_official_release() {
     );
     assert_eq!(opts.md5, "c32a1d4ab5d03f1284b67883e8d87530");
     assert_eq!(opts.expected_files, cifar::official_files());
-    assert_eq!(opts.cache_dir, zoo::download::default_cache_dir());
+    assert_eq!(opts.cache_dir, tpsnet_zoo::download::default_cache_dir());
     if std::env::var_os("TPSNET_CACHE").is_none() {
         assert!(opts.cache_dir.ends_with("tpsnet-zoo"));
     }

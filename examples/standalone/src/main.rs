@@ -15,13 +15,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use runtime::{Classifier, SessionOptions, registry};
+use tpsnet_runtime::{Classifier, SessionOptions, registry};
 
 fn main() -> ExitCode {
     // Where to look for models and ONNX Runtime besides the current folder and the
     // executable's: a checkout named when this program was built, if any.
     if let Some(checkout) = option_env!("TPSNET_CHECKOUT") {
-        runtime::models_dir::SearchPlaces {
+        tpsnet_runtime::models_dir::SearchPlaces {
             checkout: Some(checkout.into()),
         }
         .install();
@@ -67,7 +67,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let decoded: Vec<_> = images
         .iter()
-        .map(|p| runtime::preprocess::load_file(p))
+        .map(|p| tpsnet_runtime::preprocess::load_file(p))
         .collect::<Result<_, _>>()?;
     let predictions = classifier.classify(&decoded, 1)?;
     for (path, p) in images.iter().zip(predictions) {
@@ -84,11 +84,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[cfg(feature = "ort")]
-fn engine() -> Result<String, runtime::Error> {
-    Ok(runtime::session::ort_library()?.to_string())
+fn engine() -> Result<String, tpsnet_runtime::Error> {
+    Ok(tpsnet_runtime::session::ort_library()?.to_string())
 }
 
 #[cfg(not(feature = "ort"))]
-fn engine() -> Result<String, runtime::Error> {
+fn engine() -> Result<String, tpsnet_runtime::Error> {
     Ok("the tract backend (pure Rust, no native library)".into())
 }

@@ -9,21 +9,21 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use quantize::params::WeightClip;
-use quantize::pipeline::Candidate;
-use quantize::pipeline::{
-    DEFAULT_CALIBRATION_IMAGES, DEFAULT_VALIDATION_IMAGES, FirstConv, default_methods, prepare,
-};
-use quantize::publish::{ClaimOptions, Published, int8_manifest, publish};
-use quantize::{
-    QuantizeOptions, Quantized, RangeMethod, Selection, Stage, TrainingImages, quantize,
-};
-use runtime::classify::{model_and_manifest_paths, read_verified};
-use runtime::{SessionOptions, registry};
 use serde::Serialize;
 use serde_json::json;
-use zoo::cifar::{self, Split};
-use zoo::manifest::Manifest;
+use tpsnet_quantize::params::WeightClip;
+use tpsnet_quantize::pipeline::Candidate;
+use tpsnet_quantize::pipeline::{
+    DEFAULT_CALIBRATION_IMAGES, DEFAULT_VALIDATION_IMAGES, FirstConv, default_methods, prepare,
+};
+use tpsnet_quantize::publish::{ClaimOptions, Published, int8_manifest, publish};
+use tpsnet_quantize::{
+    QuantizeOptions, Quantized, RangeMethod, Selection, Stage, TrainingImages, quantize,
+};
+use tpsnet_runtime::classify::{model_and_manifest_paths, read_verified};
+use tpsnet_runtime::{SessionOptions, registry};
+use tpsnet_zoo::cifar::{self, Split};
+use tpsnet_zoo::manifest::Manifest;
 
 const ABOUT: &str = "Quantize zoo models to int8: static quantization calibrated on CIFAR-10 \
 training images, in the layout ONNX Runtime runs on integer kernels (QLinearConv/QLinearAdd, \
@@ -177,7 +177,8 @@ const DATA_HINT: &str = "`train-zoo download` fetches CIFAR-10 into the cache an
 
 fn main() -> ExitCode {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
-    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
+    tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
+        .install();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,21 +197,51 @@ fn advice(e: &anyhow::Error) -> Option<&'static str> {
     if e.chain().any(|cause| cause.is::<cifar::CifarError>()) {
         return Some(DATA_HINT);
     }
+    if let Some(fix) = runtime_advice(e) {
+        return Some(fix);
+    }
     let q = e
         .chain()
-        .find_map(|c| c.downcast_ref::<quantize::Error>())?;
+        .find_map(|c| c.downcast_ref::<tpsnet_quantize::Error>())?;
     match q {
-        quantize::Error::UnknownNode { .. } => {
+        tpsnet_quantize::Error::UnknownNode { .. } => {
             Some("--fp32 names nodes to keep in fp32 (--list-nodes prints them)")
         }
-        quantize::Error::NotEnoughImages { .. } => {
+        tpsnet_quantize::Error::NotEnoughImages { .. } => {
             Some("lower --calibration-images / --validation-images")
         }
-        quantize::Error::Decode { .. } => {
+        tpsnet_quantize::Error::Decode { .. } => {
             Some("pass a zoo model (.onnx with its manifest, or the manifest .json)")
         }
-        quantize::Error::MethodsNeedValidation { .. } => {
+        tpsnet_quantize::Error::MethodsNeedValidation { .. } => {
             Some("pass --validation-images > 0, or give exactly one --method")
+        }
+        _ => None,
+    }
+}
+
+/// Which flags or setup fix an error of the runtime (finding ONNX Runtime and models),
+/// whether it came directly or inside the quantizer's error.
+fn runtime_advice(e: &anyhow::Error) -> Option<&'static str> {
+    use tpsnet_runtime::Error as R;
+    let r = e.chain().find_map(|c| {
+        c.downcast_ref::<R>()
+            .or_else(|| match c.downcast_ref::<tpsnet_quantize::Error>() {
+                Some(tpsnet_quantize::Error::Runtime(r)) => Some(r),
+                _ => None,
+            })
+    })?;
+    match r {
+        R::OrtNotFound { .. } | R::OrtLoad { .. } => Some(
+            "`scripts/setup --runtime` installs ONNX Runtime into the checkout's .venv; or set \
+             ORT_DYLIB_PATH to the libonnxruntime.so.1.x.y that `pip install onnxruntime` puts \
+             in site-packages/onnxruntime/capi/",
+        ),
+        R::ModelMissing { .. } => {
+            Some("name an existing .onnx or .json file, or a model in the models folder")
+        }
+        R::NoModels { .. } | R::ModelsDirNotFound { .. } => {
+            Some("pass --models-dir DIR (or set TPSNET_MODELS), or name model files")
         }
         _ => None,
     }
@@ -288,7 +319,7 @@ fn print_calibration_set(args: &Args) -> anyhow::Result<()> {
             "seed": s.seed,
             "selection": s.describe(total_train),
             "calibration": s.calibration,
-            "calibration_sha256": quantize::images::indices_sha256(&s.calibration),
+            "calibration_sha256": tpsnet_quantize::images::indices_sha256(&s.calibration),
             "validation": s.validation,
         })
     );
@@ -317,7 +348,7 @@ fn check_models(args: &Args, sources: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>
         let prepared = prepare(&model, &bytes, &args.keep_fp32)?;
         if args.list_nodes {
             println!("{}:", manifest.name);
-            for n in quantize::plan::quantizable_nodes(&prepared.graph) {
+            for n in tpsnet_quantize::plan::quantizable_nodes(&prepared.graph) {
                 println!("  {n}");
             }
         }
@@ -346,7 +377,7 @@ fn sources(args: &Args, models_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .map(|m| m.manifest_path.clone())
         .collect();
     if fp32.is_empty() {
-        return Err(runtime::Error::NoModels {
+        return Err(tpsnet_runtime::Error::NoModels {
             dir: models_dir.to_path_buf(),
         }
         .into());
@@ -632,7 +663,7 @@ impl ModelReport {
                 split: "train",
                 images: q.selection.calibration.len(),
                 seed: q.selection.seed,
-                indices_sha256: quantize::images::indices_sha256(&q.selection.calibration),
+                indices_sha256: tpsnet_quantize::images::indices_sha256(&q.selection.calibration),
                 validation_images: q.selection.validation.len(),
             },
             integer_nodes: q.integer_nodes,

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::cli::ExecutionArgs;
-use runtime::report::{OutputFormat, PredictionWriter};
-use runtime::{Classifier, TtaMode, infer, registry};
+use tpsnet_runtime::cli::ExecutionArgs;
+use tpsnet_runtime::report::{OutputFormat, PredictionWriter};
+use tpsnet_runtime::{Classifier, TtaMode, infer, registry};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -80,8 +80,9 @@ struct Args {
 
 fn main() -> ExitCode {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
-    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
-    let args: Args = runtime::cli::parse();
+    tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
+        .install();
+    let args: Args = tpsnet_runtime::cli::parse();
     match run(&args) {
         Ok(code) => code,
         Err(e) => {
@@ -91,6 +92,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
+            if let Some(hint) = tpsnet_runtime::cli::hint(&e) {
+                eprintln!("{hint}");
+            }
             ExitCode::from(2)
         }
     }
@@ -101,7 +105,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
     let options = args.execution.session_options();
     let classifier = Classifier::open(&model, &options)?.with_tta(args.tta);
-    runtime::cli::announce_fallback(&classifier);
+    tpsnet_runtime::cli::announce_fallback(&classifier);
 
     let mut failed = 0usize;
     for e in &inputs.rejected {

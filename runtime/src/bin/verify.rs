@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use runtime::cli::ExecutionArgs;
-use runtime::verify::{self, DEFAULT_TOLERANCE_PP, VerifyOptions, VerifyReport};
-use runtime::{Classifier, TtaMode, registry};
-use zoo::cifar::{self, Split};
+use tpsnet_runtime::cli::ExecutionArgs;
+use tpsnet_runtime::verify::{self, DEFAULT_TOLERANCE_PP, VerifyOptions, VerifyReport};
+use tpsnet_runtime::{Classifier, TtaMode, registry};
+use tpsnet_zoo::cifar::{self, Split};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -98,14 +98,15 @@ struct Args {
 
 fn main() -> ExitCode {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
-    runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR")).install();
-    let args: Args = runtime::cli::parse();
+    tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
+        .install();
+    let args: Args = tpsnet_runtime::cli::parse();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
-            if let Some(hint) = runtime::cli::data_hint(&e) {
+            if let Some(hint) = tpsnet_runtime::cli::hint(&e) {
                 eprintln!("{hint}");
             }
             ExitCode::from(2)
@@ -118,8 +119,8 @@ fn data_dir(args: &Args) -> anyhow::Result<PathBuf> {
         Ok(dir) => Ok(dir),
         Err(e) if args.download && args.data_dir.is_none() => {
             eprintln!("{e}\ndownloading CIFAR-10 (--download) ...");
-            let opts = zoo::download::DownloadOptions::default();
-            Ok(zoo::download::download_cifar10(&opts)?)
+            let opts = tpsnet_zoo::download::DownloadOptions::default();
+            Ok(tpsnet_zoo::download::download_cifar10(&opts)?)
         }
         // main adds the advice (`--download`, `--data-dir`) for data errors.
         Err(e) => Err(e.into()),
@@ -135,22 +136,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     }
     let Dataset::Cifar10Test = args.dataset;
 
-    let models: Vec<PathBuf> = if args.all {
-        let models_dir = registry::locate_models_dir(args.models_dir.as_deref())?.path;
-        let reg = registry::Registry::scan(&models_dir)?;
-        for (path, why) in &reg.invalid {
-            eprintln!("warning: skipping {}: {why}", path.display());
-        }
-        if reg.models.is_empty() {
-            return Err(runtime::Error::NoModels { dir: models_dir }.into());
-        }
-        reg.models.iter().map(|m| m.manifest_path.clone()).collect()
-    } else {
-        vec![registry::find_model(
-            args.model.as_deref(),
-            args.models_dir.as_deref(),
-        )?]
-    };
+    let models = models_to_check(args)?;
 
     let dir = data_dir(args)?;
     let data = cifar::load(&dir, Split::Test)?;
@@ -167,18 +153,9 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     for model in &models {
         let classifier = Classifier::open(model, &options)?;
         if !fallback_announced {
-            fallback_announced = runtime::cli::announce_fallback(&classifier);
+            fallback_announced = tpsnet_runtime::cli::announce_fallback(&classifier);
         }
-        let bar = if show_bar {
-            let b = ProgressBar::new(data.len() as u64);
-            b.set_style(
-                ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} images, {per_sec}")
-                    .expect("valid template"),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress_bar(show_bar, data.len());
         let report = verify::verify_model(&classifier, &data, &vopts, &|view, done| {
             bar.set_prefix(format!("{} {view}", classifier.name()));
             bar.set_position(done);
@@ -200,18 +177,55 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         passed,
         runtime_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let mut json = serde_json::to_string_pretty(&report)?;
+    write_report(&report, &args.report)?;
+    Ok(passed)
+}
+
+/// The manifests to check: every model of the models folder (`--all`), else the one
+/// `--model` names (or the folder's only model).
+fn models_to_check(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
+    if !args.all {
+        let model = registry::find_model(args.model.as_deref(), args.models_dir.as_deref())?;
+        return Ok(vec![model]);
+    }
+    let models_dir = registry::locate_models_dir(args.models_dir.as_deref())?.path;
+    let reg = registry::Registry::scan(&models_dir)?;
+    for (path, why) in &reg.invalid {
+        eprintln!("warning: skipping {}: {why}", path.display());
+    }
+    if reg.models.is_empty() {
+        return Err(tpsnet_runtime::Error::NoModels { dir: models_dir }.into());
+    }
+    Ok(reg.models.iter().map(|m| m.manifest_path.clone()).collect())
+}
+
+/// A progress bar over `images` test images on a terminal, else a hidden one.
+fn progress_bar(show: bool, images: usize) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(images as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} images, {per_sec}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+/// Writes the JSON report atomically and says where, and whether every claim held.
+fn write_report(report: &VerifyReport, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut json = serde_json::to_string_pretty(report)?;
     json.push('\n');
-    zoo::publish::write_atomic(&args.report, json.as_bytes())
-        .with_context(|| format!("cannot write the report {}", args.report.display()))?;
+    tpsnet_zoo::publish::write_atomic(path, json.as_bytes())
+        .with_context(|| format!("cannot write the report {}", path.display()))?;
     println!(
         "{}: report written to {}",
-        if passed {
+        if report.passed {
             "all claims hold"
         } else {
             "FAILED: a claim does not hold"
         },
-        args.report.display()
+        path.display()
     );
-    Ok(passed)
+    Ok(())
 }

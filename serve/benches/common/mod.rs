@@ -55,6 +55,22 @@ impl ServerProcess {
         assert!(status.success(), "tpsnet-serve exited with {status}");
     }
 
+    /// The sum of every sample of `name` whatever its labels (e.g. over all models).
+    pub fn metric_total(&self, name: &str) -> f64 {
+        http::get(self.addr, "/metrics")
+            .text()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.parse::<f64>().ok()
+            })
+            .sum()
+    }
+
     pub fn metric(&self, sample: &str) -> f64 {
         http::get(self.addr, "/metrics")
             .text()
@@ -73,9 +89,10 @@ pub struct Payload {
 }
 
 pub fn payload(endpoint: &str, name: &str, input: &str, output: &str) -> Payload {
-    let dir = zoo::cifar::resolve_dir(None)
+    let dir = tpsnet_zoo::cifar::resolve_dir(None)
         .expect("the benchmark sends real CIFAR-10 test images: set CIFAR10_DIR");
-    let data = zoo::cifar::load(&dir, zoo::cifar::Split::Test).expect("CIFAR-10 test set");
+    let data =
+        tpsnet_zoo::cifar::load(&dir, tpsnet_zoo::cifar::Split::Test).expect("CIFAR-10 test set");
     let mut p = Payload {
         path: format!(
             "/v2/models/{name}/{}",

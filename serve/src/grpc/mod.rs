@@ -71,7 +71,7 @@ impl GrpcListener {
 
     /// Serves until `shutdown` completes, then stops accepting connections and answers
     /// the calls already received (HTTP/2 GOAWAY) before returning.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         shared: Arc<Shared>,
         shutdown: impl Future<Output = ()>,
@@ -154,6 +154,7 @@ impl From<ApiError> for Failure {
         let status = match http {
             404 => Status::not_found(e.message),
             413 => Status::resource_exhausted(e.message),
+            503 => Status::unavailable(e.message),
             500..=599 => Status::internal(e.message),
             _ => Status::invalid_argument(e.message),
         };
@@ -300,10 +301,13 @@ async fn server_ready(
 }
 
 async fn model_ready(s: Arc<Shared>, r: ModelReadyRequest) -> Result<ModelReadyResponse, Failure> {
-    s.model.check(&r.name, version(&r.version))?;
-    Ok(ModelReadyResponse {
-        ready: !draining(&s),
-    })
+    // A model known but unloaded is not ready, as during shutdown.
+    let ready = match s.repository.get(&r.name, version(&r.version)) {
+        Ok(_) => !draining(&s),
+        Err(e) if e.status.as_u16() == 503 => false,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ModelReadyResponse { ready })
 }
 
 async fn server_metadata(
@@ -321,8 +325,8 @@ async fn model_metadata(
     s: Arc<Shared>,
     r: ModelMetadataRequest,
 ) -> Result<ModelMetadataResponse, Failure> {
-    let m = &s.model;
-    m.check(&r.name, version(&r.version))?;
+    let model = s.repository.get(&r.name, version(&r.version))?;
+    let m = &model.info;
     Ok(ModelMetadataResponse {
         name: m.name.clone(),
         versions: vec![m.version.clone()],
@@ -341,19 +345,19 @@ async fn model_metadata(
 }
 
 async fn model_infer(s: Arc<Shared>, r: ModelInferRequest) -> Result<ModelInferResponse, Failure> {
-    s.model.check(&r.model_name, version(&r.model_version))?;
+    let model = s.repository.get(&r.model_name, version(&r.model_version))?;
     let raw = !r.raw_input_contents.is_empty();
-    let images = infer_images(&s.model, &r)?;
-    let output = requested_output(&s.model, &r.outputs, raw)?;
-    let logits = s.batcher.logits(images).await.map_err(batch_failure)?;
-    Ok(infer_response(&s.model, r.id, output, &logits))
+    let images = infer_images(&model.info, &r)?;
+    let output = requested_output(&model.info, &r.outputs, raw)?;
+    let logits = model.batcher.logits(images).await.map_err(batch_failure)?;
+    Ok(infer_response(&model.info, r.id, output, &logits))
 }
 
 /// The images of a `ModelInfer` request, checked as REST checks its tensors.
 fn infer_images(
     model: &ModelInfo,
     r: &ModelInferRequest,
-) -> Result<Vec<runtime::InputImage>, ApiError> {
+) -> Result<Vec<tpsnet_runtime::InputImage>, ApiError> {
     let [input] = r.inputs.as_slice() else {
         return Err(kserve::input_count_error(model, r.inputs.len()));
     };

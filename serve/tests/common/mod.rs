@@ -3,6 +3,8 @@
 //! server on 127.0.0.1 and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod process;
+
 pub use tpsnet_test_support::{fixtures, http};
 
 use std::io::Cursor;
@@ -11,8 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime::{Classifier, SessionOptions, registry};
-use serve::{Server, ServerConfig};
+use tpsnet_runtime::{Classifier, SessionOptions, registry};
+use tpsnet_serve::repository::{CpuBudget, Repository};
+use tpsnet_serve::{Server, ServerConfig};
 
 /// The folder of shipped models (the workspace's `models/`).
 pub fn models_dir() -> PathBuf {
@@ -50,12 +53,35 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub model: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), serve::ServeError>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), tpsnet_serve::ServeError>>>,
 }
 
 impl TestServer {
     /// Starts a server for `classifier` on 127.0.0.1 (a free port).
     pub fn start(classifier: Arc<Classifier>, config: ServerConfig) -> TestServer {
+        TestServer::start_bound(move |addr| Server::bind(addr, classifier, config))
+    }
+
+    /// Starts a server for several `classifiers` that loads further models from the
+    /// shipped models folder, one batch at a time across all models.
+    pub fn start_models(classifiers: Vec<Arc<Classifier>>, config: ServerConfig) -> TestServer {
+        TestServer::start_bound(move |addr| {
+            let budget = CpuBudget {
+                permits: 1,
+                threads: 0,
+            };
+            let options = SessionOptions::default();
+            let repository = Repository::new(Some(models_dir()), options, &config, budget);
+            Server::bind_models(addr, repository, classifiers, config)
+        })
+    }
+
+    /// Starts the server `bind` makes (inside the server's own runtime) on a free port.
+    fn start_bound<F, Fut>(bind: F) -> TestServer
+    where
+        F: FnOnce(SocketAddr) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Server, tpsnet_serve::ServeError>>,
+    {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -65,7 +91,7 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let server = Server::bind("127.0.0.1:0".parse().unwrap(), classifier, config)
+                let server = bind("127.0.0.1:0".parse().unwrap())
                     .await
                     .expect("server binds");
                 ready_tx
@@ -102,7 +128,7 @@ impl TestServer {
     }
 
     /// Signals shutdown and waits for the server to finish.
-    pub fn stop(mut self) -> Result<(), serve::ServeError> {
+    pub fn stop(mut self) -> Result<(), tpsnet_serve::ServeError> {
         let _ = self.stop.take().unwrap().send(());
         self.thread.take().unwrap().join().expect("server thread")
     }

@@ -12,11 +12,15 @@ use super::ledger::{TrialRecord, TrialStatus};
 /// that rung. The first trial at a rung always continues.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Asha {
+    /// The reduction factor: about one trial in `eta` continues past each rung.
     pub eta: u32,
+    /// The epochs at which trials are compared, ascending.
     pub rungs: Vec<u32>,
 }
 
 impl Asha {
+    /// The rule for trials of `epochs` epochs: rungs at `grace_epochs · eta^k` below
+    /// `epochs` (a grace of 0 counts as 1, an `eta` below 2 as 2).
     pub fn new(grace_epochs: u32, eta: u32, epochs: u32) -> Self {
         let mut rungs = Vec::new();
         let mut r = grace_epochs.max(1);

@@ -28,6 +28,7 @@ pub enum TrialStatus {
 }
 
 impl TrialStatus {
+    /// The status as the ledger and the trial protocol spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             TrialStatus::Completed => "completed",
@@ -40,9 +41,12 @@ impl TrialStatus {
 /// One line of `ledger.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrialRecord {
+    /// The trial as sampled (its fields are flattened into the line).
     #[serde(flatten)]
     pub plan: TrialPlan,
+    /// How the trial ended.
     pub status: TrialStatus,
+    /// Epochs trained.
     pub epochs_done: u32,
     /// Validation top-1 (%) after each epoch.
     pub val_acc: Vec<f64>,
@@ -59,6 +63,7 @@ pub struct TrialRecord {
     pub note: Option<String>,
     /// `local` (this process) or `ray` (search/ray_search.py).
     pub runner: String,
+    /// When the trial was recorded (UTC, RFC 3339).
     pub finished_at: String,
 }
 
@@ -92,9 +97,15 @@ impl TrialRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LedgerRepair {
     /// A last line without its newline (a write torn by a crash) was cut off.
-    TornLine { bytes: usize },
+    TornLine {
+        /// Bytes removed.
+        bytes: usize,
+    },
     /// A trial recorded twice; the first record is kept.
-    Duplicate { trial_id: String },
+    Duplicate {
+        /// The trial's id.
+        trial_id: String,
+    },
 }
 
 impl std::fmt::Display for LedgerRepair {
@@ -184,10 +195,12 @@ impl Ledger {
         })
     }
 
+    /// The ledger file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether trial `id` has a record.
     pub fn is_finished(&self, id: &str) -> bool {
         self.records.iter().any(|r| r.plan.trial_id == id)
     }

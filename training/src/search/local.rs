@@ -42,7 +42,7 @@ impl Workbench {
     ) -> Result<(Device, &Cifar10Tensors), SearchError> {
         if self.ready.is_none() {
             let device = self.device.resolve()?;
-            let dir = zoo::cifar::resolve_dir(self.data_dir.as_deref())?;
+            let dir = tpsnet_zoo::cifar::resolve_dir(self.data_dir.as_deref())?;
             on_event(SearchEvent::Setup {
                 device: &device::describe(device),
                 data_dir: &dir,
@@ -60,6 +60,7 @@ impl Workbench {
 pub struct ReportOptions {
     /// Rows in the summary table.
     pub top: usize,
+    /// The hyperparameter that colours the plot's points.
     pub color_by: ColorBy,
 }
 
@@ -68,6 +69,7 @@ pub struct ReportOptions {
 pub struct LocalSearch {
     /// Folder of the search: search.json, ledger.jsonl, trials/, summary.md, plot.
     pub dir: PathBuf,
+    /// The search's settings.
     pub request: SearchRequest,
     /// Number of trials (a larger number extends the search).
     pub trials: u64,
@@ -77,7 +79,9 @@ pub struct LocalSearch {
     pub early_stop: Option<(u32, u32)>,
     /// Keep each finished trial's checkpoint (default: deleted once recorded).
     pub keep_checkpoints: bool,
+    /// How the report is drawn.
     pub report: ReportOptions,
+    /// Retrain the best trials afterwards (`--retrain-top`); `None`: no retraining.
     pub retrain: Option<RetrainOptions>,
 }
 

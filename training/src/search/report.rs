@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use zoo::arch::LayerSpec;
-use zoo::arch::group_thousands as group;
+use tpsnet_zoo::arch::LayerSpec;
+use tpsnet_zoo::arch::group_thousands as group;
 
 use super::ledger::{TrialRecord, TrialStatus};
 use super::settings::SearchMeta;
@@ -14,16 +14,27 @@ use crate::metrics::{PlotError, rename_into_place};
 /// Hyperparameter that colours the points of the plot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColorBy {
+    /// Number of residual layers N.
     Layers,
+    /// Blocks per layer (total over layers when they differ).
     Blocks,
+    /// Stem channels C1.
     Channels,
+    /// Width factor k.
     Width,
+    /// Largest convolution kernel.
     Kernel,
+    /// Largest skip-connection kernel.
     Skip,
+    /// Average-pool kernel P.
     Pool,
+    /// Dropout rate.
     Dropout,
+    /// Peak learning rate.
     Lr,
+    /// Batch size.
     Batch,
+    /// Completed or stopped early.
     Status,
 }
 
@@ -47,6 +58,7 @@ impl ColorBy {
         (ColorBy::Status, "status", "completed / stopped"),
     ];
 
+    /// The name `--color-by` takes for this choice.
     pub fn name(self) -> &'static str {
         Self::ALL
             .iter()
@@ -178,7 +190,7 @@ pub fn write_report(
     }
     let summary = dir.join(SUMMARY_FILE);
     std::fs::create_dir_all(dir)
-        .and_then(|_| zoo::publish::write_atomic(&summary, md.as_bytes()))
+        .and_then(|_| tpsnet_zoo::publish::write_atomic(&summary, md.as_bytes()))
         .map_err(|source| SearchError::Write {
             path: summary,
             source,

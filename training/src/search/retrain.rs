@@ -117,7 +117,7 @@ pub fn retrain_top(
         // The spec beside its run folder, for `train-zoo --model <file>` by hand.
         let spec_path = root.join(format!("{}.json", cfg.name));
         let spec_json = serde_json::to_string_pretty(&cfg.spec).expect("specs serialise");
-        zoo::publish::write_atomic(&spec_path, spec_json.as_bytes()).map_err(|source| {
+        tpsnet_zoo::publish::write_atomic(&spec_path, spec_json.as_bytes()).map_err(|source| {
             SearchError::Write {
                 path: spec_path.clone(),
                 source,
@@ -144,7 +144,7 @@ pub fn retrain_top(
     }
     let path = root.join(RETRAINED_FILE);
     let text = serde_json::to_string_pretty(&exported).expect("summaries serialise");
-    zoo::publish::write_atomic(&path, text.as_bytes())
+    tpsnet_zoo::publish::write_atomic(&path, text.as_bytes())
         .map_err(|source| SearchError::Write { path, source })?;
     Ok(exported)
 }

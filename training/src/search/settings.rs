@@ -25,6 +25,7 @@ pub struct SearchRequest {
     pub sets: Vec<String>,
     /// Epochs per trial (unless stopped early).
     pub epochs: u32,
+    /// Train on the first N training images only (quick searches and tests).
     pub train_limit: Option<usize>,
     /// Validation images held out of the training set for scoring.
     pub val_size: usize,
@@ -73,24 +74,33 @@ impl SearchRequest {
 /// What a search has recorded: its folder, settings and trial records.
 #[derive(Clone, Copy, Debug)]
 pub struct SearchResults<'a> {
+    /// The search directory.
     pub dir: &'a Path,
+    /// Its settings (`search.json`).
     pub meta: &'a SearchMeta,
+    /// Its finished trials (the ledger), in ledger order.
     pub records: &'a [TrialRecord],
 }
 
 /// A setting in which a resumed search differs from the one its folder was started with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettingDiff {
+    /// The search's seed.
     Seed {
+        /// The value the folder was started with.
         saved: u64,
+        /// The value asked for now.
         now: u64,
     },
     /// The search space or its parameter budget.
     Space,
     /// The trials' recipe (or a change to it).
     Recipe,
+    /// Epochs per trial.
     Epochs {
+        /// The value the folder was started with.
         saved: u32,
+        /// The value asked for now.
         now: u32,
     },
     /// The training subset or the validation split.
@@ -122,12 +132,17 @@ pub(crate) fn list(differs: &[SettingDiff]) -> String {
 /// would silently mix incomparable trials, so it is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchMeta {
+    /// Seeds the trials' sampling and their training.
     pub seed: u64,
+    /// What is sampled (with its parameter budget).
     pub space: SearchSpace,
     /// The trials' recipe before each trial's sampled `lr` and `batch_size`.
     pub recipe: Recipe,
+    /// Epochs per trial (unless stopped early).
     pub epochs: u32,
+    /// Train on the first N training images only.
     pub train_limit: Option<usize>,
+    /// Validation images held out of the training set for scoring.
     pub val_size: usize,
 }
 
@@ -170,10 +185,11 @@ impl SearchMeta {
         }
         let text = serde_json::to_string_pretty(self).expect("settings serialise");
         std::fs::create_dir_all(dir)
-            .and_then(|_| zoo::publish::write_atomic(&path, text.as_bytes()))
+            .and_then(|_| tpsnet_zoo::publish::write_atomic(&path, text.as_bytes()))
             .map_err(|source| SearchError::Write { path, source })
     }
 
+    /// Reads the settings of the search directory `dir`.
     pub fn load(dir: &Path) -> Result<Self, SearchError> {
         let path = dir.join(META_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| SearchError::NotASearch {
@@ -217,10 +233,14 @@ impl SearchMeta {
 /// One trial with everything a `train-zoo trial` process needs (`--emit-specs` output).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrialJob {
+    /// The sampled trial.
     pub plan: TrialPlan,
     /// The full recipe of this trial (its lr, batch size and epochs applied).
     pub recipe: Recipe,
+    /// The search's seed (the trial's training seeds from it).
     pub seed: u64,
+    /// Train on the first N training images only.
     pub train_limit: Option<usize>,
+    /// Validation images held out of the training set for scoring.
     pub val_size: usize,
 }

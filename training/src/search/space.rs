@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use zoo::ResNetSpec;
-use zoo::arch::LayerSpec;
-use zoo::rng::SplitMix64;
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::rng::SplitMix64;
 
 use super::SearchError;
 
@@ -16,7 +15,9 @@ use super::SearchError;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntRange {
+    /// The least value.
     pub min: usize,
+    /// The greatest value (inclusive).
     pub max: usize,
 }
 
@@ -31,8 +32,11 @@ impl IntRange {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FloatRange {
+    /// The least value.
     pub min: f64,
+    /// The greatest value (inclusive).
     pub max: f64,
+    /// Sample uniformly in log space (for rates spanning decades).
     #[serde(default)]
     pub log: bool,
 }
@@ -120,30 +124,73 @@ impl Default for SearchSpace {
 /// Why a search space cannot be used; each names the field to fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpaceError {
+    /// A list of choices is empty.
     #[error("`{field}` has no choices; give at least one")]
-    NoChoices { field: &'static str },
+    NoChoices {
+        /// The space's field.
+        field: &'static str,
+    },
+    /// A list of counts contains 0.
     #[error("`{field}` contains 0; every choice must be at least 1")]
-    ZeroChoice { field: &'static str },
+    ZeroChoice {
+        /// The space's field.
+        field: &'static str,
+    },
+    /// An integer range is empty or starts at 0.
     #[error("`{field}` must satisfy 1 <= min <= max (got {min}..={max})")]
     BadRange {
+        /// The space's field.
         field: &'static str,
+        /// The range's least value.
         min: usize,
+        /// The range's greatest value.
         max: usize,
     },
+    /// A kernel size is even (the network pads by `kernel / 2`, which needs odd sizes).
     #[error("`{field}` contains the even kernel {kernel}; use odd sizes")]
-    EvenKernel { field: &'static str, kernel: usize },
+    EvenKernel {
+        /// The space's field.
+        field: &'static str,
+        /// The even size.
+        kernel: usize,
+    },
+    /// A layer count would shrink a 32x32 input below one pixel.
     #[error("`num_layers` contains {0}; with stride 2 per layer a 32x32 input allows at most 6")]
     TooManyLayers(usize),
+    /// No pooling size fits a network's final feature map.
     #[error(
         "no `pool` choice divides the {side}x{side} final map of a {layers}-layer network; add a divisor of {side}"
     )]
-    NoPool { side: usize, layers: usize },
+    NoPool {
+        /// Side of the final feature map, in pixels.
+        side: usize,
+        /// The layer count that gives it.
+        layers: usize,
+    },
+    /// The dropout range is outside [0, 1) or log-scaled.
     #[error("`dropout` must satisfy 0 <= min <= max < 1, not log-scaled (got {min}..={max})")]
-    BadDropout { min: f64, max: f64 },
+    BadDropout {
+        /// The range's least value.
+        min: f64,
+        /// The range's greatest value.
+        max: f64,
+    },
+    /// The learning-rate range is empty or not positive.
     #[error("`lr` must satisfy 0 < min <= max (got {min}..={max})")]
-    BadLr { min: f64, max: f64 },
+    BadLr {
+        /// The range's least value.
+        min: f64,
+        /// The range's greatest value.
+        max: f64,
+    },
+    /// The parameter floor is not below the budget, so no spec can qualify.
     #[error("`min_params` ({min}) must be below `budget_params` ({budget})")]
-    MinNotBelowBudget { min: u64, budget: u64 },
+    MinNotBelowBudget {
+        /// `min_params`.
+        min: u64,
+        /// `budget_params`.
+        budget: u64,
+    },
 }
 
 /// Side of the final feature map of an N-layer network on 32x32 inputs.
@@ -274,30 +321,16 @@ impl SearchSpace {
             .clamp(self.dropout.min, self.dropout.max);
         let lr = round_sig(self.lr.sample(rng), 3).clamp(self.lr.min, self.lr.max);
         let batch_size = rng.pick(&self.batch_size);
-        let layers = (0..n)
-            .map(|i| LayerSpec {
-                blocks: blocks[i],
-                channels: (k * c1) << i,
-                conv_kernel: conv[i],
-                skip_kernel: skip[i],
-                stride: if i == 0 { 1 } else { 2 },
-                kind: Default::default(),
-            })
-            .collect();
+        // The paper's family with the drawn kernels, pool and dropout.
+        let mut spec = ResNetSpec::paper(&blocks, c1, k);
+        for (layer, (&c, &s)) in spec.layers.iter_mut().zip(conv.iter().zip(&skip)) {
+            layer.conv_kernel = c;
+            layer.skip_kernel = s;
+        }
+        spec.pool = pool;
+        spec.dropout = dropout;
         Candidate {
-            spec: ResNetSpec {
-                input_size: 32,
-                in_channels: 3,
-                stem_channels: c1,
-                stem_kernel: 3,
-                stem_padding: None,
-                layers,
-                pool,
-                head_pool: Default::default(),
-                activation: Default::default(),
-                dropout,
-                num_classes: 10,
-            },
+            spec,
             width_factor: k,
             lr,
             batch_size,
@@ -316,9 +349,13 @@ fn round_sig(x: f64, digits: i32) -> f64 {
 /// One drawn point of the space, before the budget check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
+    /// The architecture.
     pub spec: ResNetSpec,
+    /// The width multiplier drawn (layer `i` has `width_factor · C1 · 2^i` channels).
     pub width_factor: usize,
+    /// The peak learning rate drawn.
     pub lr: f64,
+    /// The batch size drawn.
     pub batch_size: usize,
 }
 
@@ -327,7 +364,9 @@ pub struct Candidate {
 pub struct TrialPlan {
     /// `t0000`, `t0001`, ...: the trial's index in the search.
     pub trial_id: String,
+    /// The trial's index in the search (0-based); picks its random stream.
     pub index: u64,
+    /// The architecture to train.
     pub spec: ResNetSpec,
     /// [`ResNetSpec::summary`], for people reading the ledger.
     pub summary: String,
@@ -337,8 +376,11 @@ pub struct TrialPlan {
     pub macs: u64,
     /// Weighted layers on the longest path ([`ResNetSpec::depth`]).
     pub depth: usize,
+    /// The width multiplier drawn.
     pub width_factor: usize,
+    /// The peak learning rate drawn.
     pub lr: f64,
+    /// The batch size drawn.
     pub batch_size: usize,
     /// Epochs the trial trains unless stopped early.
     pub epochs: u32,

@@ -29,7 +29,9 @@ use crate::trainer::{TrainEvent, Trainer};
 pub enum TrialEvent<'a> {
     /// The trial continues an interrupted attempt: `history` holds the epochs it had.
     Resumed {
+        /// The trial's id.
         trial_id: &'a str,
+        /// The epochs trained before the interruption.
         history: &'a [EpochMetrics],
     },
     /// Progress of the trial's training.
@@ -39,6 +41,7 @@ pub enum TrialEvent<'a> {
 /// How a trial ended.
 #[derive(Clone, Debug)]
 pub struct TrialOutcome {
+    /// Whether it completed, was stopped early or failed.
     pub status: TrialStatus,
     /// Every epoch trained, those of an interrupted earlier attempt included.
     pub history: Vec<EpochMetrics>,
@@ -143,23 +146,40 @@ pub fn run_trial(
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TrialLine<'a> {
+    /// An epoch was trained and scored.
     Epoch {
+        /// The trial's id.
         trial_id: &'a str,
+        /// The epoch (1-based).
         epoch: u32,
+        /// Epochs the trial trains unless stopped early.
         epochs: u32,
+        /// Validation top-1 (%), when the trial has a validation split.
         val_acc: Option<f64>,
+        /// Validation loss, when the trial has a validation split.
         val_loss: Option<f64>,
+        /// Mean training loss of the epoch.
         train_loss: f64,
+        /// Accuracy (%) on the epoch's augmented training batches.
         train_acc: f64,
+        /// Seconds of the epoch's training steps.
         train_time_s: f64,
+        /// Seconds since the trial started.
         elapsed_s: f64,
     },
+    /// The trial ended; the last line.
     Done {
+        /// The trial's id.
         trial_id: &'a str,
+        /// How it ended.
         status: TrialStatus,
+        /// Epochs trained.
         epochs_done: u32,
+        /// Validation top-1 (%) of the last epoch trained.
         final_val_acc: Option<f64>,
+        /// Seconds the whole trial took.
         wall_time_s: f64,
+        /// Why it stopped early or failed.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },

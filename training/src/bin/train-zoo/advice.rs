@@ -3,13 +3,13 @@
 
 use std::error::Error;
 
-use training::TrainError;
-use training::device::DeviceError;
-use training::init::InitError;
-use training::pipeline::PipelineError;
-use training::recipe::RecipeError;
-use training::search::{SearchError, SettingDiff};
-use training::spec_file::SpecFileError;
+use tpsnet_training::TrainError;
+use tpsnet_training::device::DeviceError;
+use tpsnet_training::init::InitError;
+use tpsnet_training::pipeline::PipelineError;
+use tpsnet_training::recipe::RecipeError;
+use tpsnet_training::search::{SearchError, SettingDiff};
+use tpsnet_training::spec_file::SpecFileError;
 
 /// What to do about a diverged run (also a failed search trial's fix).
 pub const DIVERGED: &str = "lower the learning rate (e.g. --set optimizer.lr=...) or add warm-up";
@@ -44,7 +44,7 @@ fn for_error(e: &(dyn Error + 'static)) -> Option<String> {
     if let Some(SpecFileError::Invalid { .. }) = e.downcast_ref::<SpecFileError>() {
         return Some("see `train-zoo list --json` for valid specs".into());
     }
-    if e.is::<zoo::cifar::CifarError>() {
+    if e.is::<tpsnet_zoo::cifar::CifarError>() {
         return Some(DATA.into());
     }
     None

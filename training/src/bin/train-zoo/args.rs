@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tch::Device;
-use training::device::{DeviceChoice, DeviceError};
+use tpsnet_training::device::{DeviceChoice, DeviceError};
 
 /// Where libtorch computes: `--device` and `--threads`.
 #[derive(Args, Clone, Debug)]

@@ -2,7 +2,7 @@
 //! there is no terminal or `--no-progress`), drawn from the trainer's events.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use training::trainer::TrainEvent;
+use tpsnet_training::trainer::TrainEvent;
 
 /// Shows [`TrainEvent`]s on stderr.
 pub struct Console {

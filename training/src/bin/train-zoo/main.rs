@@ -17,12 +17,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use training::device;
-use training::recipe::{RECIPES, Recipe};
-use training::spec_file;
-use training::step_bench::benchmark_steps;
-use zoo::arch::PRESETS;
-use zoo::arch::group_thousands as group;
+use tpsnet_training::device;
+use tpsnet_training::recipe::{RECIPES, Recipe};
+use tpsnet_training::spec_file;
+use tpsnet_training::step_bench::benchmark_steps;
+use tpsnet_zoo::arch::PRESETS;
+use tpsnet_zoo::arch::group_thousands as group;
 
 use crate::args::DeviceArgs;
 
@@ -106,7 +106,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before libtorch allocates: CPU training steps reuse their pages (+10 % on 2 cores).
-    training::cpu_memory::reuse_freed_memory();
+    tpsnet_training::cpu_memory::reuse_freed_memory();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -165,7 +165,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn download(cache_dir: Option<PathBuf>, url: Option<String>) -> Result<()> {
-    let mut opts = zoo::download::DownloadOptions::default();
+    let mut opts = tpsnet_zoo::download::DownloadOptions::default();
     if let Some(c) = cache_dir {
         opts.cache_dir = c;
     }
@@ -173,7 +173,7 @@ fn download(cache_dir: Option<PathBuf>, url: Option<String>) -> Result<()> {
         opts.url = u;
     }
     opts.progress = std::io::stderr().is_terminal();
-    let dir = zoo::download::download_cifar10(&opts)?;
+    let dir = tpsnet_zoo::download::download_cifar10(&opts)?;
     println!("{}", dir.display());
     eprintln!(
         "CIFAR-10 is ready in {}; set CIFAR10_DIR to it or pass --data-dir.",

@@ -1,4 +1,4 @@
-//! `train-zoo search` and `train-zoo trial`: flags in, [`training::search`] does the
+//! `train-zoo search` and `train-zoo trial`: flags in, [`tpsnet_training::search`] does the
 //! work, events out (stderr for people, stdout for the table, the emitted jobs and the
 //! trial's JSON lines).
 
@@ -9,19 +9,19 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use training::checkpoint::checkpoint_path;
-use training::dataset::Cifar10Tensors;
-use training::device;
-use training::pipeline::{Outcome, TrainJob};
-use training::recipe::Recipe;
-use training::search::{
+use tpsnet_training::checkpoint::checkpoint_path;
+use tpsnet_training::dataset::Cifar10Tensors;
+use tpsnet_training::device;
+use tpsnet_training::pipeline::{Outcome, TrainJob};
+use tpsnet_training::recipe::Recipe;
+use tpsnet_training::search::{
     ColorBy, LocalSearch, ReportOptions, RetrainOptions, SearchEvent, SearchRequest, TrialJob,
     TrialLine, TrialPlan, TrialRecord, TrialStatus, Workbench, pending_jobs, report, run_search,
     run_trial, trial::TrialEvent,
 };
-use training::spec_file;
-use training::trainer::TrainEvent;
-use zoo::arch::group_thousands as group;
+use tpsnet_training::spec_file;
+use tpsnet_training::trainer::TrainEvent;
+use tpsnet_zoo::arch::group_thousands as group;
 
 use crate::args::RunArgs;
 use crate::console::Console;
@@ -434,7 +434,7 @@ pub fn trial(args: TrialArgs) -> Result<()> {
         });
     }
     let dev = args.run.compute.device()?;
-    let data_dir = zoo::cifar::resolve_dir(args.run.data_dir.as_deref())?;
+    let data_dir = tpsnet_zoo::cifar::resolve_dir(args.run.data_dir.as_deref())?;
     let run_dir = args.run_dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;

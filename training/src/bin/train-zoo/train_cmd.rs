@@ -1,18 +1,18 @@
 //! `train-zoo [--model M | --all]`: train, export and publish through
-//! [`training::pipeline`]; this module turns flags into jobs and prints.
+//! [`tpsnet_training::pipeline`]; this module turns flags into jobs and prints.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use training::config::RunConfig;
-use training::dataset::Cifar10Tensors;
-use training::pipeline::{self, Outcome, TrainJob};
-use training::recipe::Recipe;
-use training::{device, spec_file, zoo_models};
-use zoo::ResNetSpec;
-use zoo::arch::group_thousands as group;
+use tpsnet_training::config::RunConfig;
+use tpsnet_training::dataset::Cifar10Tensors;
+use tpsnet_training::pipeline::{self, Outcome, TrainJob};
+use tpsnet_training::recipe::Recipe;
+use tpsnet_training::{device, spec_file, zoo_models};
+use tpsnet_zoo::ResNetSpec;
+use tpsnet_zoo::arch::group_thousands as group;
 
 use crate::args::RunArgs;
 use crate::console::Console;
@@ -47,7 +47,7 @@ pub struct TrainArgs {
     seed: u64,
     #[command(flatten)]
     run: RunArgs,
-    /// Folder for checkpoints, logs and curves (default runs/<name>).
+    /// Folder for checkpoints, logs and curves (default `runs/<name>`).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Also publish ONNX, manifest, curves and metrics into this folder (--all: models/).
@@ -112,7 +112,7 @@ fn checkout_models_dir() -> std::path::PathBuf {
 
 pub fn run(args: TrainArgs) -> Result<()> {
     let dev = args.run.compute.device()?;
-    let data_dir = zoo::cifar::resolve_dir(args.run.data_dir.as_deref())?;
+    let data_dir = tpsnet_zoo::cifar::resolve_dir(args.run.data_dir.as_deref())?;
     let jobs = jobs(&args)?;
     let out = args
         .out

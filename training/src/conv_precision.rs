@@ -1,0 +1,47 @@
+//! bfloat16 convolutions for training on a CPU, where they pay: on CPUs with AMX-BF16
+//! (Intel Sapphire Rapids and later) oneDNN runs bf16 convolutions on the matrix units.
+//!
+//! libtorch's CPU autocast is not reachable through tch (whose `autocast` switches CUDA's
+//! only), so the model does what autocast does for convolutions itself: inside
+//! [`with_bf16_convs`] every convolution casts its input, weight and bias to bf16 and
+//! returns bf16; BatchNorm (fp32 parameters and statistics), activations and pooling
+//! follow in bf16, and the head and the loss run in fp32. Gradients reach the fp32
+//! weights through the casts, so the optimiser and the exported model stay fp32.
+//! The switch is per thread, like autocast's.
+
+use std::cell::Cell;
+
+thread_local! {
+    static BF16_CONVS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the model's convolutions in bf16 when `enabled` (see the module docs),
+/// restoring the previous setting afterwards.
+pub fn with_bf16_convs<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    let previous = BF16_CONVS.replace(enabled);
+    let out = f();
+    BF16_CONVS.set(previous);
+    out
+}
+
+/// Whether convolutions on this thread run in bf16 now.
+pub(crate) fn bf16_convs() -> bool {
+    BF16_CONVS.get()
+}
+
+/// Whether this CPU has AMX-BF16 (the `amx_bf16` flag of /proc/cpuinfo): where bf16
+/// convolutions measured faster than fp32. Without it (an AVX-512 BF16 EPYC, say) they
+/// were slower, so a recipe's `cpu_bf16` is only honoured where this holds.
+pub fn cpu_has_amx_bf16() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("flags"))
+                    .take(1)
+                    .any(|l| l.split_whitespace().any(|f| f == "amx_bf16"))
+            })
+            .unwrap_or(false)
+    })
+}
