@@ -1,10 +1,7 @@
 //! Replays every input the fuzzers found a bug with (`fuzz/regressions/TARGET/*`) through
-//! the same entry points the fuzz targets call (`fuzz/src/lib.rs`, compiled here on the
-//! stable toolchain): each must now be accepted or refused without a panic. The shipped
+//! the same entry points the fuzz targets call (the `tpsnet-fuzz-entry` crate, built here
+//! on the stable toolchain): each must now be accepted or refused without a panic. The shipped
 //! manifests and the smallest shipped ONNX model, the fuzzers' seeds, are replayed too.
-
-#[path = "../fuzz/src/lib.rs"]
-mod fuzz_targets;
 
 use std::path::{Path, PathBuf};
 
@@ -14,13 +11,13 @@ fn root() -> PathBuf {
 
 fn target(name: &str) -> fn(&[u8]) {
     match name {
-        "manifest" => fuzz_targets::manifest,
-        "spec" => fuzz_targets::spec,
-        "cifar_batch" => fuzz_targets::cifar_batch,
-        "image" => fuzz_targets::image,
-        "kserve_infer" => fuzz_targets::kserve_infer,
-        "onnx_graph" => fuzz_targets::onnx_graph,
-        "multipart" => fuzz_targets::multipart,
+        "manifest" => tpsnet_fuzz_entry::manifest,
+        "spec" => tpsnet_fuzz_entry::spec,
+        "cifar_batch" => tpsnet_fuzz_entry::cifar_batch,
+        "image" => tpsnet_fuzz_entry::image,
+        "kserve_infer" => tpsnet_fuzz_entry::kserve_infer,
+        "onnx_graph" => tpsnet_fuzz_entry::onnx_graph,
+        "multipart" => tpsnet_fuzz_entry::multipart,
         other => {
             panic!("fuzz/regressions/{other}: no fuzz target of that name (see fuzz/Cargo.toml)")
         }
@@ -58,7 +55,7 @@ fn the_seeds_are_accepted() {
     for manifest in files(&root().join("models")) {
         if manifest.extension().is_some_and(|e| e == "json") && !manifest.ends_with("index.json") {
             let bytes = std::fs::read(&manifest).unwrap();
-            fuzz_targets::manifest(&bytes);
+            tpsnet_fuzz_entry::manifest(&bytes);
             assert!(
                 tpsnet_zoo::Manifest::load(&manifest).is_ok(),
                 "{} is a seed of the manifest fuzzer and must load",

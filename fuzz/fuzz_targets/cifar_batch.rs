@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::cifar_batch(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpsnet_fuzz_entry::cifar_batch(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::image(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpsnet_fuzz_entry::image(data));

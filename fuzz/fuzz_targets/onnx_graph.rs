@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_targets::onnx_graph(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tpsnet_fuzz_entry::onnx_graph(data));

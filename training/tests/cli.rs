@@ -291,6 +291,12 @@ fn stop_and_resume_is_exact_and_artifacts_are_complete() {
     assert_eq!(m.training.epochs, 2);
     assert!(m.training.device.starts_with("cpu"));
     assert_eq!(m.training.dataset_digest.len(), 64);
+    // The binary names its checkout (the library cannot): a commit, not `unknown`.
+    let commit = &m.training.source_commit;
+    assert!(
+        commit.len() >= 40 && commit[..40].bytes().all(|b| b.is_ascii_hexdigit()),
+        "source_commit {commit:?}"
+    );
     for f in ["tiny-loss.png", "tiny-accuracy.png", "tiny-metrics.csv"] {
         assert!(out_dir.join(f).exists(), "not published: {f}");
     }

@@ -1,29 +1,41 @@
 //! Where and when a published model was made, for its manifest's training record:
 //! `train-zoo` and `tpsnet-quantize` both stamp their files with these.
 
-/// `git rev-parse HEAD` of the source tree, with `-dirty` when it has changes; outside a
-/// git checkout the `TPSNET_COMMIT` the crate was built with, else `unknown`.
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+static SOURCE_TREE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Names the source tree whose commit [`source_commit`] reports. A library cannot know
+/// where its checkout is, so the binaries that write manifests call this once at
+/// start-up with the folder they were built from (`env!("CARGO_MANIFEST_DIR")`); the
+/// first call wins.
+pub fn set_source_tree(dir: impl Into<PathBuf>) {
+    let _ = SOURCE_TREE.set(dir.into());
+}
+
+/// `git rev-parse HEAD` of the source tree named by [`set_source_tree`], with `-dirty`
+/// when it has changes; without one, or outside a git checkout, the `TPSNET_COMMIT` the
+/// crate was built with, else `unknown`.
 pub fn source_commit() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match run(&["rev-parse", "HEAD"]) {
-        Some(h) => {
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|s| !s.is_empty());
-            if dirty { format!("{h}-dirty") } else { h }
-        }
-        None => option_env!("TPSNET_COMMIT")
-            .unwrap_or("unknown")
-            .to_string(),
-    }
+    let from_git = SOURCE_TREE.get().and_then(|dir| {
+        let run = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let head = run(&["rev-parse", "HEAD"])?;
+        let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty());
+        Some(if dirty { format!("{head}-dirty") } else { head })
+    });
+    from_git
+        .or_else(|| option_env!("TPSNET_COMMIT").map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Current UTC time as RFC 3339 (seconds).

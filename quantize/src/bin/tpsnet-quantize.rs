@@ -179,6 +179,8 @@ fn main() -> ExitCode {
     // The checkout this command was built in: its models/ and .venv/ are searched last.
     tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
         .install();
+    // The manifests' `source_commit` is this checkout's.
+    tpsnet_zoo::provenance::set_source_tree(env!("CARGO_MANIFEST_DIR"));
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

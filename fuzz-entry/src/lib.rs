@@ -1,7 +1,8 @@
 //! One entry point per fuzz target: outside bytes into a parser of the project. Each
 //! returns normally for any input (accepted or refused with a typed error); a panic,
-//! hang or runaway allocation is the bug. The fuzz targets in `fuzz_targets/` call these,
-//! and `tests/fuzz_regressions.rs` replays the saved crash inputs through them on stable.
+//! hang or runaway allocation is the bug. The cargo-fuzz targets (`fuzz/fuzz_targets/`)
+//! call these, and `tests/fuzz_regressions.rs` replays the saved crash inputs through
+//! them on stable.
 
 use std::path::Path;
 
