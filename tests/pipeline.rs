@@ -43,6 +43,7 @@ fn quick_facts(
             dataset_digest: result.dataset_digest.clone(),
             source_commit: tpsnet_training::export::source_commit(),
             finished_at: tpsnet_training::export::utc_now(),
+            rerun_expectation: None,
         },
     }
 }

@@ -29,6 +29,23 @@ pub(crate) fn bf16_convs() -> bool {
     BF16_CONVS.get()
 }
 
+/// Whether a recipe's `cpu_bf16` switch takes effect on `device`: on a CPU with AMX-BF16
+/// only (never on CUDA, whose recipes use autocast instead).
+pub fn honoured(cpu_bf16: bool, device: tch::Device) -> bool {
+    cpu_bf16 && device == tch::Device::Cpu && cpu_has_amx_bf16()
+}
+
+/// What a run's device description adds about its convolutions' precision: `None` when
+/// the recipe asked for fp32; otherwise whether `cpu_bf16` was honoured, so that a
+/// manifest says which precision produced its weights.
+pub fn describe(cpu_bf16: bool, device: tch::Device) -> Option<&'static str> {
+    match (cpu_bf16 && device == tch::Device::Cpu, honoured(cpu_bf16, device)) {
+        (false, _) => None,
+        (true, true) => Some("bf16 convolutions (AMX-BF16)"),
+        (true, false) => Some("fp32 convolutions (cpu_bf16 asked for; this CPU has no AMX-BF16)"),
+    }
+}
+
 /// Whether this CPU has AMX-BF16 (the `amx_bf16` flag of /proc/cpuinfo): where bf16
 /// convolutions measured faster than fp32. Without it (an AVX-512 BF16 EPYC, say) they
 /// were slower, so a recipe's `cpu_bf16` is only honoured where this holds.

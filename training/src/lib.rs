@@ -22,7 +22,9 @@
 //! * [`pipeline`]: train → export → publish, as `train-zoo` and the search run it.
 //! * [`device`]: device selection (`auto` picks CUDA), CUDA backend loading.
 //! * [`search`]: random architecture search under a parameter budget, trial runner for Ray Tune.
-//! * [`zoo_models`]: which models `train-zoo --all` publishes.
+//! * [`zoo_models`]: which models `train-zoo --all` publishes;
+//!   [`expectations`]: what a rerun of one should expect, measured over seeds.
+//! * [`conv_precision`]: bf16 convolutions on CPUs with AMX-BF16 (recipe switch `cpu_bf16`).
 
 #![warn(missing_docs)]
 
@@ -30,6 +32,7 @@ pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod conv_precision;
+pub mod expectations;
 pub mod cpu_memory;
 pub mod dataset;
 pub mod device;

@@ -127,7 +127,7 @@ pub fn run(
             epochs: cfg.recipe.epochs,
         });
     };
-    let device = device::describe(cfg.device);
+    let device = run_device(cfg.device, cfg.recipe.cpu_bf16);
     let facts = ExportFacts {
         name: cfg.name.clone(),
         metrics: manifest_metrics(&fm, &cfg.recipe, &device),
@@ -200,6 +200,7 @@ fn training_record(cfg: &RunConfig, result: &RunResult, device: &str) -> Trainin
         dataset_digest: result.dataset_digest.clone(),
         source_commit: source_commit(),
         finished_at: utc_now(),
+        rerun_expectation: crate::expectations::for_run(cfg),
     }
 }
 
@@ -231,4 +232,13 @@ pub fn publish(
         }
     }
     Ok(published_model)
+}
+
+/// The device as a manifest records it: [`device::describe`], plus the convolutions'
+/// precision where the recipe asked for bf16 on a CPU (whether this CPU honoured it).
+pub fn run_device(dev: tch::Device, cpu_bf16: bool) -> String {
+    match crate::conv_precision::describe(cpu_bf16, dev) {
+        Some(precision) => format!("{}, {precision}", device::describe(dev)),
+        None => device::describe(dev),
+    }
 }

@@ -55,7 +55,7 @@ pub fn timed_train_step(
         x
     };
     mark(0);
-    let bf16_convs = recipe.cpu_bf16 && !cuda && crate::conv_precision::cpu_has_amx_bf16();
+    let bf16_convs = crate::conv_precision::honoured(recipe.cpu_bf16, batch.images_u8.device());
     let logits = tch::autocast(recipe.bf16_autocast && cuda, || {
         crate::conv_precision::with_bf16_convs(bf16_convs, || model.forward_t(&x, true))
     })

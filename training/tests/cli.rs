@@ -302,6 +302,54 @@ fn stop_and_resume_is_exact_and_artifacts_are_complete() {
     }
 }
 
+/// The CPU job as `scripts/run` trains it (`airnet`, recipe `cpu-short`: bf16 convolutions
+/// where the CPU has AMX-BF16, fp32 elsewhere), cut to one short epoch: the same seed on
+/// the same CPU gives the same model file, byte for byte; another seed gives another; and
+/// the manifest says which precision the convolutions ran in.
+#[test]
+fn the_cpu_job_is_reproducible_seed_for_seed() {
+    let Some(data) = cifar_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let train = |dir: &str, seed: &str| {
+        let run_dir = tmp.path().join(dir);
+        let o = bin()
+            .args(["--model", "airnet", "--recipe", "cpu-short", "--seed", seed])
+            .args(["--device", "cpu", "--threads", "2", "--epochs", "1"])
+            .args(["--train-limit", "1024", "--test-limit", "256"])
+            .args(["--eval-test-every", "0", "--no-progress", "--json"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let sha = summary(&o)["sha256"].as_str().unwrap().to_string();
+        let manifest = run_dir.join(format!("airnet-{}.json", &sha[..8]));
+        let m = tpsnet_zoo::Manifest::load(&manifest).unwrap_or_else(|e| panic!("{e}"));
+        (sha, m.training.device)
+    };
+    let (first, device) = train("first", "7");
+    let (again, _) = train("again", "7");
+    let (other, _) = train("other", "8");
+    assert_eq!(first, again, "seed 7 twice gave two model files");
+    assert_ne!(first, other, "seeds 7 and 8 gave the same model file");
+    let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "amx_bf16"))
+    });
+    let precision = if amx {
+        "bf16 convolutions"
+    } else {
+        "fp32 convolutions"
+    };
+    assert!(
+        device.contains(precision),
+        "manifest device {device:?} lacks {precision:?}"
+    );
+}
+
 #[test]
 fn divergence_stops_the_run_without_output() {
     let Some(data) = cifar_dir() else { return };

@@ -269,6 +269,7 @@ fn export_model_writes_hashed_file_and_manifest() {
             dataset_digest: "none".into(),
             source_commit: tpsnet_training::export::source_commit(),
             finished_at: tpsnet_training::export::utc_now(),
+            rerun_expectation: None,
         },
     };
     let (onnx, manifest) =

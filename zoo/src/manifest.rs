@@ -325,6 +325,39 @@ pub struct TrainingRecord {
     pub source_commit: String,
     /// UTC time the run finished (RFC 3339).
     pub finished_at: String,
+    /// What a rerun of the same recipe should expect: its headline claim measured over
+    /// seeds fixed in advance (absent where the recipe has no such measurement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_expectation: Option<SeedSpread>,
+}
+
+/// A recipe's headline claim over several seeds, each trained to its final epoch and
+/// measured on the full test set: what one more run should land among.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedSpread {
+    /// The seeds, chosen before any of them ran.
+    pub seeds: Vec<u64>,
+    /// Each seed's claimed top-1 in percent, in the order of `seeds`.
+    pub top1: Vec<f64>,
+    /// The test-time augmentation of those numbers (as in [`Metrics::claim`]).
+    pub claim: String,
+    /// Where they were measured: the CPU or GPU and the precision of its convolutions.
+    pub device: String,
+}
+
+impl SeedSpread {
+    /// Mean of the seeds' top-1 (percent).
+    pub fn mean(&self) -> f64 {
+        self.top1.iter().sum::<f64>() / self.top1.len().max(1) as f64
+    }
+
+    /// Lowest and highest top-1 over the seeds (percent).
+    pub fn range(&self) -> (f64, f64) {
+        let lo = self.top1.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = self.top1.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
 }
 
 impl TrainingRecord {
@@ -348,6 +381,7 @@ impl TrainingRecord {
             dataset_digest: "none".into(),
             source_commit: "none".into(),
             finished_at: "1970-01-01T00:00:00Z".into(),
+            rerun_expectation: None,
         }
     }
 }
@@ -561,6 +595,7 @@ pub(crate) mod tests {
                 dataset_digest: "x".into(),
                 source_commit: "y".into(),
                 finished_at: "2026-11-26T00:00:00Z".into(),
+                rerun_expectation: None,
             },
             onnx: OnnxInfo {
                 opset: 17,

@@ -172,6 +172,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             cfg.recipe.epochs,
             cfg.recipe.batch_size
         );
+        if let Some(precision) =
+            tpsnet_training::conv_precision::describe(cfg.recipe.cpu_bf16, cfg.device)
+        {
+            eprintln!("train-zoo: {}: {precision}", cfg.name);
+        }
         let mut console = Console::new(progress);
         let outcome = pipeline::run(job, &data, &mut |e| console.show(e))?;
         console.finish();

@@ -1,0 +1,34 @@
+//! What a rerun of a zoo model's recipe should expect: the headline claim measured over
+//! seeds fixed in advance (docs/cpu-recipe.md). A run of such a model and recipe, unchanged
+//! and on the full data, records the spread in its manifest
+//! (`training.rerun_expectation`), so that whoever reruns it knows what range to land in.
+
+use tpsnet_zoo::arch::PRESETS;
+use tpsnet_zoo::manifest::SeedSpread;
+
+use crate::config::RunConfig;
+use crate::recipe::Recipe;
+
+/// `(preset, recipe, spread)`: the model and recipe pairs whose spread was measured.
+const MEASURED: &[(&str, &str, fn() -> SeedSpread)] = &[];
+
+/// The spread measured for `preset` trained with the built-in `recipe`.
+pub fn measured(preset: &str, recipe: &str) -> Option<SeedSpread> {
+    MEASURED
+        .iter()
+        .find(|(p, r, _)| *p == preset && *r == recipe)
+        .map(|(_, _, spread)| spread())
+}
+
+/// The spread measured for this run's model and recipe, if the run repeats a measured
+/// one: a zoo preset, a built-in recipe with nothing overridden, all 50,000 training
+/// images and the full test set.
+pub fn for_run(cfg: &RunConfig) -> Option<SeedSpread> {
+    let full_data = cfg.train_limit.is_none() && cfg.test_limit.is_none() && cfg.val_size == 0;
+    let builtin = Recipe::by_name(&cfg.recipe.name)?;
+    if !full_data || builtin != cfg.recipe {
+        return None;
+    }
+    let preset = PRESETS.iter().find(|p| p.spec() == cfg.spec)?;
+    measured(preset.name, &cfg.recipe.name)
+}
