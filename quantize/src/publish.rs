@@ -125,7 +125,11 @@ pub fn publish(
     };
     // Measure through the same door users take (a manifest + model on disk, opened by
     // `Classifier`), from a private folder so no half-measured model is ever visible.
-    let staging = out_dir.join(format!(".tpsnet-quantize-{}", std::process::id()));
+    // Hidden and named like an atomic write's temp file, so that the next run clears a
+    // staging folder a killed run left behind, and no reader mistakes it for a model.
+    let prefix = ".tpsnet-quantize.tmp-";
+    tpsnet_zoo::publish::remove_stale_temp_files(out_dir, prefix);
+    let staging = out_dir.join(format!("{prefix}{}", std::process::id()));
     let six_view_wanted =
         manifest.metrics.top1_6view.is_some() || manifest.metrics.claim_mode() == TtaMode::SixView;
     type Measured = (Evaluation, Evaluation, Option<Evaluation>);

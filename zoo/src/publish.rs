@@ -96,9 +96,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Deletes the temp files `<dir>/<prefix><pid>` that killed processes left behind (an
-/// atomic write interrupted before its rename). A temp file whose process still runs is
-/// kept: it may be a concurrent write. Only where `/proc` tells which processes run
-/// (Linux); elsewhere nothing is deleted.
+/// atomic write interrupted before its rename, or a staging folder, removed with what it
+/// holds). A temp file whose process still runs is kept: it may be a concurrent write.
+/// Only where `/proc` tells which processes run (Linux); elsewhere nothing is deleted.
 pub fn remove_stale_temp_files(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -106,7 +106,12 @@ pub fn remove_stale_temp_files(dir: &Path, prefix: &str) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.strip_prefix(prefix).is_some_and(writer_is_gone) {
-            let _ = std::fs::remove_file(e.path());
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            let _ = if is_dir {
+                std::fs::remove_dir_all(e.path())
+            } else {
+                std::fs::remove_file(e.path())
+            };
         }
     }
 }
@@ -232,6 +237,20 @@ mod tests {
         assert!(!dead.exists() || !Path::new("/proc/self").exists());
         assert!(alive.exists(), "a running writer's temp file stays");
         assert!(other.exists(), "another file's temp file stays");
+    }
+
+    #[test]
+    fn a_killed_writer_s_staging_folder_goes_with_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(".stage.tmp-4999999999");
+        let alive = dir.path().join(".stage.tmp-1");
+        for d in [&dead, &alive] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("m.onnx"), b"partial").unwrap();
+        }
+        remove_stale_temp_files(dir.path(), ".stage.tmp-");
+        assert!(!dead.exists() || !Path::new("/proc/self").exists());
+        assert!(alive.join("m.onnx").exists(), "a running writer's folder stays");
     }
 
     #[test]
