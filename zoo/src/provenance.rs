@@ -29,8 +29,8 @@ pub fn source_commit() -> String {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
         let head = run(&["rev-parse", "HEAD"])?;
-        let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-            .is_some_and(|s| !s.is_empty());
+        let dirty =
+            run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
         Some(if dirty { format!("{head}-dirty") } else { head })
     });
     from_git

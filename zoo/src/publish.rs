@@ -250,7 +250,10 @@ mod tests {
         }
         remove_stale_temp_files(dir.path(), ".stage.tmp-");
         assert!(!dead.exists() || !Path::new("/proc/self").exists());
-        assert!(alive.join("m.onnx").exists(), "a running writer's folder stays");
+        assert!(
+            alive.join("m.onnx").exists(),
+            "a running writer's folder stays"
+        );
     }
 
     #[test]
