@@ -10,7 +10,19 @@ use crate::config::RunConfig;
 use crate::recipe::Recipe;
 
 /// `(preset, recipe, spread)`: the model and recipe pairs whose spread was measured.
-const MEASURED: &[(&str, &str, fn() -> SeedSpread)] = &[];
+const MEASURED: &[(&str, &str, fn() -> SeedSpread)] = &[("airnet", "cpu-short", airnet_cpu_short)];
+
+/// `airnet` with `cpu-short`, the CPU job: seeds 0, 1 and 2, fixed before the first of
+/// them ran, each trained by `scripts/run`'s command on the 2-core Intel Xeon with AMX
+/// (2026-12-06, docs/lab/training-log.md); six-view top-1 at the final epoch.
+fn airnet_cpu_short() -> SeedSpread {
+    SeedSpread {
+        seeds: vec![0, 1, 2],
+        top1: vec![94.20, 94.18, 94.39],
+        claim: "6view".into(),
+        device: "cpu (2 threads, Intel(R) Xeon(R) Processor), bf16 convolutions (AMX-BF16)".into(),
+    }
+}
 
 /// The spread measured for `preset` trained with the built-in `recipe`.
 pub fn measured(preset: &str, recipe: &str) -> Option<SeedSpread> {

@@ -127,11 +127,11 @@ pub fn run(
             epochs: cfg.recipe.epochs,
         });
     };
-    let device = run_device(cfg.device, cfg.recipe.cpu_bf16);
+    // Evaluation runs in fp32 whatever the training step's convolutions ran in.
     let facts = ExportFacts {
         name: cfg.name.clone(),
-        metrics: manifest_metrics(&fm, &cfg.recipe, &device),
-        training: training_record(cfg, &result, &device),
+        metrics: manifest_metrics(&fm, &cfg.recipe, &device::describe(cfg.device)),
+        training: training_record(cfg, &result, &run_device(cfg.device, cfg.recipe.cpu_bf16)),
     };
     let weights = weights_from_varstore(&result.vs);
     let (onnx, manifest) = export_model(&cfg.spec, &weights, facts, &cfg.run_dir)?;

@@ -327,11 +327,11 @@ fn the_cpu_job_is_reproducible_seed_for_seed() {
         let sha = summary(&o)["sha256"].as_str().unwrap().to_string();
         let manifest = run_dir.join(format!("airnet-{}.json", &sha[..8]));
         let m = tpsnet_zoo::Manifest::load(&manifest).unwrap_or_else(|e| panic!("{e}"));
-        (sha, m.training.device)
+        (sha, m.training.device, m.metrics.how)
     };
-    let (first, device) = train("first", "7");
-    let (again, _) = train("again", "7");
-    let (other, _) = train("other", "8");
+    let (first, device, how) = train("first", "7");
+    let (again, _, _) = train("again", "7");
+    let (other, _, _) = train("other", "8");
     assert_eq!(first, again, "seed 7 twice gave two model files");
     assert_ne!(first, other, "seeds 7 and 8 gave the same model file");
     let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
@@ -348,6 +348,8 @@ fn the_cpu_job_is_reproducible_seed_for_seed() {
         device.contains(precision),
         "manifest device {device:?} lacks {precision:?}"
     );
+    // The claims were measured in fp32 whatever the training ran in.
+    assert!(!how.contains("convolutions"), "metrics.how: {how}");
 }
 
 #[test]

@@ -206,7 +206,8 @@ fn bench(
         let v = serde_json::json!({
             "bench": "train_step", "model": name, "params": spec.params(), "recipe": r.name,
             "batch_size": b.batch_size, "steps": b.steps, "step_seconds": b.step_seconds,
-            "median_images_per_s": b.median_images_per_s, "device": device::describe(dev),
+            "median_images_per_s": b.median_images_per_s,
+            "device": tpsnet_training::pipeline::run_device(dev, r.cpu_bf16),
             "phase_seconds": b.phase_seconds.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         println!("{v}");
