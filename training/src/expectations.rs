@@ -9,9 +9,6 @@ use tpsnet_zoo::manifest::SeedSpread;
 use crate::config::RunConfig;
 use crate::recipe::Recipe;
 
-/// `(preset, recipe, spread)`: the model and recipe pairs whose spread was measured.
-const MEASURED: &[(&str, &str, fn() -> SeedSpread)] = &[("airnet", "cpu-short", airnet_cpu_short)];
-
 /// `airnet` with `cpu-short`, the CPU job: seeds 0, 1 and 2, fixed before the first of
 /// them ran, each trained by `scripts/run`'s command on the 2-core Intel Xeon with AMX
 /// (2026-12-06, docs/lab/training-log.md); six-view top-1 at the final epoch.
@@ -24,12 +21,12 @@ fn airnet_cpu_short() -> SeedSpread {
     }
 }
 
-/// The spread measured for `preset` trained with the built-in `recipe`.
+/// The spread measured for `preset` trained with the built-in `recipe`, if any.
 pub fn measured(preset: &str, recipe: &str) -> Option<SeedSpread> {
-    MEASURED
-        .iter()
-        .find(|(p, r, _)| *p == preset && *r == recipe)
-        .map(|(_, _, spread)| spread())
+    match (preset, recipe) {
+        ("airnet", "cpu-short") => Some(airnet_cpu_short()),
+        _ => None,
+    }
 }
 
 /// The spread measured for this run's model and recipe, if the run repeats a measured
