@@ -366,8 +366,8 @@ impl Recipe {
     /// The CPU job's recipe (`scripts/run` without a GPU): `cpu` over 12 epochs (warm-up
     /// 23 % of them) with bf16 convolutions where the CPU has AMX-BF16 (`cpu_bf16`) and
     /// six-view test-time augmentation as the headline. On the 2-core Intel Xeon here
-    /// (AMX) the bf16 step runs about twice as fast as fp32; without AMX the same 12
-    /// epochs run in fp32 (an AMD EPYC's 447 img/s: about 22 minutes). The seeds measured
+    /// (AMX) the bf16 step runs 2.8× as fast as fp32 (9 minutes of training); without
+    /// AMX the same 12 epochs run in fp32 (at an AMD EPYC's 447 img/s, about 22 minutes). The seeds measured
     /// and what a rerun should expect: docs/cpu-recipe.md. airbench94 reaches 94 % at 9.9
     /// epochs with six-view TTA; the GPU sweep of 2026-11-27 gave `cpu` 94.11 % flip TTA
     /// at 12 epochs.
