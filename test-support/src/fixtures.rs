@@ -7,7 +7,7 @@ use tpsnet_zoo::manifest::{Manifest, Metrics, TrainingRecord};
 use tpsnet_zoo::publish::write_atomic;
 use tpsnet_zoo::{ResNetSpec, Weights};
 
-/// The small architecture the tests use ([1,1,1] blocks, C1 = 4).
+/// The small architecture the tests use (`[1,1,1]` blocks, C1 = 4).
 pub fn tiny_spec() -> ResNetSpec {
     ResNetSpec::paper(&[1, 1, 1], 4, 2)
 }
