@@ -77,20 +77,14 @@ fn kills_full_disk_and_read_only_folder_leave_the_int8_model_whole() {
     faults::set_read_only(&out, true);
     let o = quantize_cmd(&out, &data, 3).output().unwrap();
     faults::set_read_only(&out, false);
-    let (code, err) = faults::refusal(&o);
-    assert_eq!(code, Some(2), "{}", describe(&o));
-    assert!(err.contains("Permission denied"), "{}", describe(&o));
-    assert!(err.contains(&out.display().to_string()), "{}", describe(&o));
+    faults::assert_refused(&o, 2, &["Permission denied", &out.display().to_string()]);
     assert_eq!(assert_loads(&out), current);
 
     // The int8 resnet20 is about 300 KB: a 64 KiB file limit stops its write.
     let mut full = quantize_cmd(&out, &data, 3);
     faults::limit_file_size(&mut full, 64 * 1024);
     let o = full.output().unwrap();
-    let (code, err) = faults::refusal(&o);
-    assert_eq!(code, Some(2), "{}", describe(&o));
-    assert!(err.contains("File too large"), "{}", describe(&o));
-    assert!(err.contains(&out.display().to_string()), "{}", describe(&o));
+    faults::assert_refused(&o, 2, &["File too large", &out.display().to_string()]);
     assert_eq!(assert_loads(&out), current);
 
     let o = quantize_cmd(&out, &data, 3).output().unwrap();

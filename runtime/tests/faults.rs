@@ -66,27 +66,13 @@ fn kills_full_disk_and_read_only_folder_leave_the_report_whole() {
     faults::set_read_only(&reports, true);
     let o = verify_cmd(&model, &report).output().unwrap();
     faults::set_read_only(&reports, false);
-    let (code, err) = faults::refusal(&o);
-    assert_eq!(code, Some(2), "{}", describe(&o));
-    assert!(err.contains("Permission denied"), "{}", describe(&o));
-    assert!(
-        err.contains(&report.display().to_string()),
-        "{}",
-        describe(&o)
-    );
+    faults::assert_refused(&o, 2, &["Permission denied", &report.display().to_string()]);
     assert_eq!(unchanged(), first);
 
     let mut full = verify_cmd(&model, &report);
     faults::limit_file_size(&mut full, 256);
     let o = full.output().unwrap();
-    let (code, err) = faults::refusal(&o);
-    assert_eq!(code, Some(2), "{}", describe(&o));
-    assert!(err.contains("File too large"), "{}", describe(&o));
-    assert!(
-        err.contains(&report.display().to_string()),
-        "{}",
-        describe(&o)
-    );
+    faults::assert_refused(&o, 2, &["File too large", &report.display().to_string()]);
     assert_eq!(unchanged(), first);
 
     run_ok(&mut verify_cmd(&model, &report));

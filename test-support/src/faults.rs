@@ -212,6 +212,21 @@ pub fn check_models_folder(dir: &Path) -> FolderState {
     state
 }
 
+/// Asserts that a finished command was refused cleanly: exit code `code`, and each of
+/// `needles` (the cause, the file it names) in its stderr.
+pub fn assert_refused(output: &Output, code: i32, needles: &[&str]) {
+    let (got, err) = refusal(output);
+    let describe = || crate::output::describe(output);
+    assert_eq!(got, Some(code), "{}", describe());
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            describe()
+        );
+    }
+}
+
 /// A finished command's exit code and stderr, for asserting a clean refusal.
 pub fn refusal(output: &Output) -> (Option<i32>, String) {
     (

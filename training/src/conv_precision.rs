@@ -39,14 +39,14 @@ pub fn honoured(cpu_bf16: bool, device: tch::Device) -> bool {
 /// the recipe asked for fp32; otherwise whether `cpu_bf16` was honoured, so that a
 /// manifest says which precision produced its weights.
 pub fn describe(cpu_bf16: bool, device: tch::Device) -> Option<&'static str> {
-    match (
-        cpu_bf16 && device == tch::Device::Cpu,
-        honoured(cpu_bf16, device),
-    ) {
-        (false, _) => None,
-        (true, true) => Some("bf16 convolutions (AMX-BF16)"),
-        (true, false) => Some("fp32 convolutions (cpu_bf16 asked for; this CPU has no AMX-BF16)"),
+    if !cpu_bf16 || device != tch::Device::Cpu {
+        return None;
     }
+    Some(if cpu_has_amx_bf16() {
+        "bf16 convolutions (AMX-BF16)"
+    } else {
+        "fp32 convolutions (cpu_bf16 asked for; this CPU has no AMX-BF16)"
+    })
 }
 
 /// Whether this CPU has AMX-BF16 (the `amx_bf16` flag of /proc/cpuinfo): where bf16

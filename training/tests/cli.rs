@@ -334,12 +334,7 @@ fn the_cpu_job_is_reproducible_seed_for_seed() {
     let (other, _, _) = train("other", "8");
     assert_eq!(first, again, "seed 7 twice gave two model files");
     assert_ne!(first, other, "seeds 7 and 8 gave the same model file");
-    let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines()
-            .find(|l| l.starts_with("flags"))
-            .is_some_and(|l| l.split_whitespace().any(|f| f == "amx_bf16"))
-    });
-    let precision = if amx {
+    let precision = if tpsnet_training::conv_precision::cpu_has_amx_bf16() {
         "bf16 convolutions"
     } else {
         "fp32 convolutions"
