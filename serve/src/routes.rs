@@ -110,8 +110,9 @@ fn model_param(endpoint: &str) -> Option<&'static str> {
     }
 }
 
-/// The model a request names (percent-decoded), for the `model` label of the request
-/// metrics; kept only if the server knows it (see [`Repository::knows`]).
+/// The model a request's path names (percent-decoded), as the client wrote it: `track`
+/// labels the request metrics with it only if the server knows it
+/// ([`Repository::knows`]).
 fn named_model(endpoint: &str, params: Option<&RawPathParams>) -> Option<String> {
     let key = model_param(endpoint)?;
     params?
