@@ -4,6 +4,11 @@
 //!
 //! Everything is a plain counter, gauge or histogram behind a mutex or an atomic: a
 //! request touches them a handful of times, far below what would contend.
+//!
+//! Label order is fixed: the request families carry `endpoint`, then `model` (only for
+//! a request naming a model the server knows), then `code` (errors) or `le` (buckets),
+//! e.g. `tpsnet_request_errors_total{endpoint="infer",model="resnet20",code="503"}`.
+//! The per-model families carry `model` first.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -88,12 +93,61 @@ impl Histogram {
     }
 }
 
+/// The request families' numbers of one set of labels.
 #[derive(Default, Debug)]
-struct EndpointStats {
+struct RequestStats {
     requests: u64,
     /// Error answers (status >= 400) by status code.
     errors: BTreeMap<u16, u64>,
     duration: Option<Histogram>,
+}
+
+impl RequestStats {
+    fn record(&mut self, status: u16, elapsed: Duration) {
+        self.requests += 1;
+        if status >= 400 {
+            *self.errors.entry(status).or_default() += 1;
+        }
+        self.duration
+            .get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The requests of one endpoint: each is counted once, under the model it names if the
+/// server knows that model, else under no model.
+#[derive(Default, Debug)]
+struct EndpointStats {
+    /// Requests that name no model, or a model the server does not know.
+    unlabelled: RequestStats,
+    /// Requests that name a model the server knows, by model name.
+    models: BTreeMap<String, RequestStats>,
+}
+
+impl EndpointStats {
+    /// Each set of labels with its numbers, in rendering order: `endpoint="E"` (if any
+    /// request had no model), then `endpoint="E",model="NAME"` by name.
+    fn labelled(&self, endpoint: &str) -> Vec<(String, &RequestStats)> {
+        let unlabelled = (self.unlabelled.requests > 0).then(|| {
+            (
+                format!("endpoint=\"{}\"", escape(endpoint)),
+                &self.unlabelled,
+            )
+        });
+        unlabelled
+            .into_iter()
+            .chain(self.models.iter().map(|(model, stats)| {
+                (
+                    format!(
+                        "endpoint=\"{}\",model=\"{}\"",
+                        escape(endpoint),
+                        escape(model)
+                    ),
+                    stats,
+                )
+            }))
+            .collect()
+    }
 }
 
 /// The server's metrics. Cheap to share (`Arc`); every method takes `&self`.
@@ -102,6 +156,7 @@ pub struct Metrics {
     model_labels: String,
     /// `model="NAME"`: the label of this model's batching families.
     model_label: String,
+    /// The request families, by endpoint (and within one, by model).
     endpoints: Mutex<BTreeMap<&'static str, EndpointStats>>,
     batch_size: Mutex<Histogram>,
     queue_duration: Mutex<Histogram>,
@@ -138,17 +193,34 @@ impl Metrics {
         }
     }
 
-    /// Records one answered request.
-    pub fn record_request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+    /// Records one answered request of `endpoint`, labelled `model="NAME"` when `model`
+    /// is given.
+    ///
+    /// Pass only the name of a model the server knows (`Repository::knows`), never a
+    /// name as a client sent it: every distinct name becomes a series of its own, so
+    /// unknown names would let clients grow the metrics without bound. A request naming
+    /// an unknown model is recorded with `None`.
+    pub fn record_request(
+        &self,
+        endpoint: &'static str,
+        model: Option<&str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let mut map = lock(&self.endpoints);
         let e = map.entry(endpoint).or_default();
-        e.requests += 1;
-        if status >= 400 {
-            *e.errors.entry(status).or_default() += 1;
+        match model {
+            None => e.unlabelled.record(status, elapsed),
+            // The name is copied once, on its first request.
+            Some(name) => match e.models.get_mut(name) {
+                Some(stats) => stats.record(status, elapsed),
+                None => e
+                    .models
+                    .entry(name.to_string())
+                    .or_default()
+                    .record(status, elapsed),
+            },
         }
-        e.duration
-            .get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
-            .observe(elapsed.as_secs_f64());
     }
 
     /// Records one ONNX Runtime call of `images` images taking `elapsed`.
@@ -210,35 +282,39 @@ impl Metrics {
 
     /// The server-wide families (requests, connections) of this instance and the
     /// per-model families of each of `models` (each model's own instance, its samples
-    /// labelled `model="NAME"`), in the Prometheus text format.
+    /// labelled `model="NAME"`), in the Prometheus text format. The request families
+    /// are labelled by endpoint and by the model recorded with each request (see
+    /// [`record_request`](Self::record_request)).
     pub fn render_with_models(&self, models: &[&Metrics]) -> String {
         let mut out = String::with_capacity(8192);
         render_model_families(&mut out, models);
         let endpoints = lock(&self.endpoints);
+        // Every set of labels of the request families: by endpoint, then unlabelled
+        // before each known model by name.
+        let labelled: Vec<(String, &RequestStats)> = endpoints
+            .iter()
+            .flat_map(|(endpoint, e)| e.labelled(endpoint))
+            .collect();
         header(
             &mut out,
             "tpsnet_requests_total",
             "counter",
-            "HTTP requests answered, by endpoint.",
+            "Requests answered (REST and gRPC), by endpoint and, for a request naming a model this server knows, model.",
         );
-        for (name, e) in endpoints.iter() {
-            let _ = writeln!(
-                out,
-                "tpsnet_requests_total{{endpoint=\"{name}\"}} {}",
-                e.requests
-            );
+        for (labels, stats) in &labelled {
+            let _ = writeln!(out, "tpsnet_requests_total{{{labels}}} {}", stats.requests);
         }
         header(
             &mut out,
             "tpsnet_request_errors_total",
             "counter",
-            "HTTP requests answered with an error status (4xx, 5xx), by endpoint and status code.",
+            "Requests answered with an error status (4xx, 5xx; gRPC calls by the HTTP status REST would answer), by endpoint, model (as in tpsnet_requests_total) and status code.",
         );
-        for (name, e) in endpoints.iter() {
-            for (code, n) in &e.errors {
+        for (labels, stats) in &labelled {
+            for (code, n) in &stats.errors {
                 let _ = writeln!(
                     out,
-                    "tpsnet_request_errors_total{{endpoint=\"{name}\",code=\"{code}\"}} {n}"
+                    "tpsnet_request_errors_total{{{labels},code=\"{code}\"}} {n}"
                 );
             }
         }
@@ -246,15 +322,11 @@ impl Metrics {
             &mut out,
             "tpsnet_request_duration_seconds",
             "histogram",
-            "Time from the request's arrival to its answer, by endpoint.",
+            "Time from the request's arrival to its answer, by endpoint and model (as in tpsnet_requests_total).",
         );
-        for (name, e) in endpoints.iter() {
-            if let Some(h) = &e.duration {
-                h.render(
-                    &mut out,
-                    "tpsnet_request_duration_seconds",
-                    &format!("endpoint=\"{name}\""),
-                );
+        for (labels, stats) in &labelled {
+            if let Some(h) = &stats.duration {
+                h.render(&mut out, "tpsnet_request_duration_seconds", labels);
             }
         }
         drop(endpoints);
@@ -396,8 +468,8 @@ mod tests {
     #[test]
     fn render_has_every_family_and_escapes_labels() {
         let m = Metrics::new("res\"net", "v1", "CPUExecutionProvider");
-        m.record_request("infer", 200, Duration::from_millis(3));
-        m.record_request("infer", 503, Duration::from_millis(1));
+        m.record_request("infer", None, 200, Duration::from_millis(3));
+        m.record_request("infer", None, 503, Duration::from_millis(1));
         m.record_batch(8, Duration::from_millis(2));
         m.record_queue_wait(Duration::from_millis(1));
         let text = m.render();
@@ -413,6 +485,58 @@ mod tests {
             "tpsnet_inference_duration_seconds_count{model=\"res\\\"net\"} 1",
             "tpsnet_queue_images{model=\"res\\\"net\"} 0",
             "tpsnet_in_flight_requests 0",
+        ] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn request_families_carry_the_model_label_only_when_given() {
+        let m = Metrics::new("", "", "");
+        let ms = Duration::from_millis;
+        m.record_request("infer", Some("b"), 200, ms(3));
+        m.record_request("infer", Some("a\"x"), 503, ms(1));
+        m.record_request("infer", None, 404, ms(1));
+        m.record_request("infer", Some("b"), 200, ms(2));
+        m.record_request("health_live", None, 200, ms(0));
+        m.record_request("classify", Some("b"), 413, ms(1));
+        let text = m.render_with_models(&[]);
+        let samples = |prefix: &str| -> Vec<&str> {
+            text.lines().filter(|l| l.starts_with(prefix)).collect()
+        };
+        // By endpoint; within one, no model first, then each model by name.
+        assert_eq!(
+            samples("tpsnet_requests_total"),
+            [
+                "tpsnet_requests_total{endpoint=\"classify\",model=\"b\"} 1",
+                "tpsnet_requests_total{endpoint=\"health_live\"} 1",
+                "tpsnet_requests_total{endpoint=\"infer\"} 1",
+                "tpsnet_requests_total{endpoint=\"infer\",model=\"a\\\"x\"} 1",
+                "tpsnet_requests_total{endpoint=\"infer\",model=\"b\"} 2",
+            ]
+        );
+        assert_eq!(
+            samples("tpsnet_request_errors_total"),
+            [
+                "tpsnet_request_errors_total{endpoint=\"classify\",model=\"b\",code=\"413\"} 1",
+                "tpsnet_request_errors_total{endpoint=\"infer\",code=\"404\"} 1",
+                "tpsnet_request_errors_total{endpoint=\"infer\",model=\"a\\\"x\",code=\"503\"} 1",
+            ]
+        );
+        assert_eq!(
+            samples("tpsnet_request_duration_seconds_count"),
+            [
+                "tpsnet_request_duration_seconds_count{endpoint=\"classify\",model=\"b\"} 1",
+                "tpsnet_request_duration_seconds_count{endpoint=\"health_live\"} 1",
+                "tpsnet_request_duration_seconds_count{endpoint=\"infer\"} 1",
+                "tpsnet_request_duration_seconds_count{endpoint=\"infer\",model=\"a\\\"x\"} 1",
+                "tpsnet_request_duration_seconds_count{endpoint=\"infer\",model=\"b\"} 2",
+            ]
+        );
+        for needle in [
+            "tpsnet_request_duration_seconds_bucket{endpoint=\"infer\",model=\"b\",le=\"0.0025\"} 1",
+            "tpsnet_request_duration_seconds_bucket{endpoint=\"infer\",model=\"b\",le=\"0.005\"} 2",
+            "tpsnet_request_duration_seconds_sum{endpoint=\"infer\",model=\"b\"} 0.005",
         ] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }

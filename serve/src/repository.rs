@@ -231,6 +231,13 @@ impl Repository {
         }
     }
 
+    /// Whether `name` is a model this server knows: loaded now, or loaded before and
+    /// unloaded. Only such names label the request metrics; the set grows only by
+    /// successful loads, never by what clients send.
+    pub fn knows(&self, name: &str) -> bool {
+        lock(&self.slots).contains_key(name)
+    }
+
     /// Every loaded model, by name.
     pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
         lock(&self.slots)

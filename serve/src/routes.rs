@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::rejection::{
+    BytesRejection, PathRejection, QueryRejection, RawPathParamsRejection,
+};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, RawPathParams, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -97,6 +101,25 @@ fn endpoint_name(route: Option<&str>) -> &'static str {
     }
 }
 
+/// The path parameter of a route's endpoint that names a model, if it has one.
+fn model_param(endpoint: &str) -> Option<&'static str> {
+    match endpoint {
+        "model_metadata" | "model_ready" | "infer" | "classify" => Some("name"),
+        "repository_load" | "repository_unload" => Some("model_name"),
+        _ => None,
+    }
+}
+
+/// The model a request's path names (percent-decoded), as the client wrote it: `track`
+/// labels the request metrics with it only if the server knows it
+/// ([`Repository::knows`]).
+fn named_model(endpoint: &str, params: Option<&RawPathParams>) -> Option<String> {
+    let key = model_param(endpoint)?;
+    params?
+        .iter()
+        .find_map(|(k, v)| (k == key).then(|| v.to_string()))
+}
+
 /// Decrements the in-flight gauge even when a client disconnects mid-request (the
 /// handler's future is then dropped).
 struct InFlight<'a>(&'a Metrics);
@@ -107,13 +130,19 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn track(State(s): State<AppState>, request: Request, next: Next) -> Response {
+async fn track(
+    State(s): State<AppState>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
     let endpoint = endpoint_name(
         request
             .extensions()
             .get::<MatchedPath>()
             .map(|m| m.as_str()),
     );
+    let model = named_model(endpoint, params.as_ref().ok());
     let log = s
         .config
         .access_log
@@ -130,7 +159,11 @@ async fn track(State(s): State<AppState>, request: Request, next: Next) -> Respo
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    s.metrics.record_request(endpoint, status, elapsed);
+    // Asked after the answer, so a model this request loaded counts as known. An
+    // unknown name never becomes a label value: clients choose names freely.
+    let model = model.filter(|name| s.repository.knows(name));
+    s.metrics
+        .record_request(endpoint, model.as_deref(), status, elapsed);
     if let Some(line) = log {
         eprintln!("{line} {status} {:.2} ms", elapsed.as_secs_f64() * 1e3);
     }

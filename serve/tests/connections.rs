@@ -139,7 +139,9 @@ fn hundreds_of_stalled_connections_neither_delay_others_nor_stay_open() {
     assert_eq!(timeouts("body"), UPLOADS as f64);
     assert_eq!(timeouts("headers"), HALF_HEADERS as f64);
     assert_eq!(
-        server.metric("tpsnet_request_errors_total{endpoint=\"classify\",code=\"408\"}"),
+        server.metric(&format!(
+            "tpsnet_request_errors_total{{endpoint=\"classify\",model=\"{MODEL}\",code=\"408\"}}"
+        )),
         Some(UPLOADS as f64)
     );
     // Only the metrics request's own connection (and perhaps the normal client's, closing).

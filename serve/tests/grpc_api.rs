@@ -64,10 +64,53 @@ fn tritonclient_grpc_gets_onnxruntime_answers_and_status_codes() {
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
     };
-    let infers = sample("tpsnet_requests_total{endpoint=\"grpc_model_infer\"}");
-    assert!(infers.is_some_and(|n| n >= 12.0), "{metrics}");
-    let invalid = sample("tpsnet_request_errors_total{endpoint=\"grpc_model_infer\",code=\"400\"}");
-    assert!(invalid.is_some_and(|n| n >= 8.0), "{metrics}");
+    // Calls naming the served model carry its label: 12 answered, 8 invalid tensors, one
+    // version it lacks. The unknown model `nope` and the message over the body limit
+    // (never decoded) carry none, and `nope` appears nowhere.
+    let served = format!("endpoint=\"grpc_model_infer\",model=\"{MODEL}\"");
+    let unnamed = "endpoint=\"grpc_model_infer\"";
+    for (sample_name, want) in [
+        (format!("tpsnet_requests_total{{{served}}}"), 21.0),
+        (
+            format!("tpsnet_request_errors_total{{{served},code=\"400\"}}"),
+            8.0,
+        ),
+        (
+            format!("tpsnet_request_errors_total{{{served},code=\"404\"}}"),
+            1.0,
+        ),
+        (format!("tpsnet_requests_total{{{unnamed}}}"), 2.0),
+        (
+            format!("tpsnet_request_errors_total{{{unnamed},code=\"404\"}}"),
+            1.0,
+        ),
+        (
+            format!("tpsnet_request_errors_total{{{unnamed},code=\"413\"}}"),
+            1.0,
+        ),
+        (
+            "tpsnet_request_errors_total{endpoint=\"grpc_model_ready\",code=\"404\"}".into(),
+            1.0,
+        ),
+        (
+            "tpsnet_request_errors_total{endpoint=\"grpc_model_metadata\",code=\"404\"}".into(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&sample_name),
+            Some(want),
+            "{sample_name} in\n{metrics}"
+        );
+    }
+    for endpoint in ["grpc_model_ready", "grpc_model_metadata"] {
+        let known = format!("tpsnet_requests_total{{endpoint=\"{endpoint}\",model=\"{MODEL}\"}}");
+        assert!(
+            sample(&known).is_some_and(|n| n >= 1.0),
+            "{known} in\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("nope"), "{metrics}");
 
     server.sigterm();
     let (status, log) = server.wait(Duration::from_secs(15));

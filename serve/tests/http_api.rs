@@ -115,14 +115,33 @@ fn health_and_metadata_follow_the_protocol() {
         text.header("content-type")
             .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
     );
+    // Requests naming the served model carry its label; those naming an unknown
+    // model (`nope`) carry none, and the name appears nowhere.
     assert_eq!(
-        server.metric("tpsnet_requests_total{endpoint=\"infer\"}"),
+        server.metric(&format!(
+            "tpsnet_requests_total{{endpoint=\"infer\",model=\"{MODEL}\"}}"
+        )),
         Some(1.0)
     );
     assert_eq!(
-        server.metric("tpsnet_request_errors_total{endpoint=\"model_metadata\",code=\"404\"}"),
-        Some(2.0)
+        server.metric("tpsnet_requests_total{endpoint=\"infer\"}"),
+        None
     );
+    assert_eq!(
+        server.metric("tpsnet_request_errors_total{endpoint=\"model_metadata\",code=\"404\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric(&format!(
+            "tpsnet_request_errors_total{{endpoint=\"model_metadata\",model=\"{MODEL}\",code=\"404\"}}"
+        )),
+        Some(1.0)
+    );
+    assert_eq!(
+        server.metric("tpsnet_request_errors_total{endpoint=\"model_ready\",code=\"404\"}"),
+        Some(1.0)
+    );
+    assert!(!text.text().contains("nope"));
     server.stop().unwrap();
 }
 
@@ -325,18 +344,24 @@ fn bad_requests_get_4xx_json_and_the_server_stays_healthy() {
         tensor(json!([1, 3, 32, 32]), "FP32", json!(one)).as_bytes(),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let errors = |endpoint: &str, code: u16| {
+    // `model` is the served model's name, or none for a request naming no model or
+    // an unknown one.
+    let errors = |endpoint: &str, model: Option<&str>, code: u16| {
+        let model = model.map_or(String::new(), |m| format!(",model=\"{m}\""));
         server
             .metric(&format!(
-                "tpsnet_request_errors_total{{endpoint=\"{endpoint}\",code=\"{code}\"}}"
+                "tpsnet_request_errors_total{{endpoint=\"{endpoint}\"{model},code=\"{code}\"}}"
             ))
             .unwrap_or(0.0)
     };
-    assert_eq!(errors("infer", 400), 11.0);
-    assert_eq!(errors("infer", 413), 1.0);
-    assert_eq!(errors("infer", 404), 2.0);
-    assert_eq!(errors("classify", 413), 2.0);
-    assert_eq!(errors("unmatched", 404), 1.0);
+    let served = Some(MODEL);
+    assert_eq!(errors("infer", served, 400), 11.0);
+    assert_eq!(errors("infer", None, 400), 0.0);
+    assert_eq!(errors("infer", served, 413), 1.0);
+    assert_eq!(errors("infer", served, 404), 1.0, "a version it lacks");
+    assert_eq!(errors("infer", None, 404), 1.0, "the unknown model `nope`");
+    assert_eq!(errors("classify", served, 413), 2.0);
+    assert_eq!(errors("unmatched", None, 404), 1.0);
     server.stop().unwrap();
 }
 
@@ -405,7 +430,9 @@ fn a_flood_past_the_queue_limit_gets_503_and_the_queued_requests_still_finish() 
     let r = request(a, "POST", &classify, &[], &pngs[0]);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        server.metric("tpsnet_request_errors_total{endpoint=\"classify\",code=\"503\"}"),
+        server.metric(&format!(
+            "tpsnet_request_errors_total{{endpoint=\"classify\",model=\"{MODEL}\",code=\"503\"}}"
+        )),
         Some(16.0)
     );
     assert_eq!(

@@ -1,8 +1,9 @@
 //! Several models in one server: two shipped models (`resnet20` and its int8 variant,
 //! whose logits differ) served at once on 127.0.0.1, each answering concurrent clients
 //! with exactly its own offline classifier's logits on real CIFAR-10 test images; the
-//! page's model list, the per-model metrics' `model` label, and the KServe v2 model
-//! repository extension (index, load, unload with requests still queued); and
+//! page's model list, the metrics' `model` label (on the request families only for
+//! models the server knows), and the KServe v2 model repository extension (index, load,
+//! unload with requests still queued); and
 //! `tpsnet-serve --all` with every model of the folder, answering Triton's gRPC client
 //! per model (`zoo_grpc_client.py`, against Python onnxruntime).
 
@@ -130,6 +131,9 @@ fn two_models_answer_independently_with_their_own_metrics() {
     for name in [FP32, INT8] {
         let images_run = server.metric(&format!("tpsnet_batch_size_sum{{model=\"{name}\"}}"));
         assert_eq!(images_run, Some(N as f64), "{name}");
+        // Concurrent requests, each counted once under the model it named.
+        let requests = format!("tpsnet_requests_total{{endpoint=\"infer\",model=\"{name}\"}}");
+        assert_eq!(server.metric(&requests), Some(N as f64), "{name}");
         assert_eq!(
             server.metric(&format!("tpsnet_queue_images{{model=\"{name}\"}}")),
             Some(0.0)
@@ -144,6 +148,109 @@ fn two_models_answer_independently_with_their_own_metrics() {
         .map(|m| m["name"].clone())
         .collect();
     assert_eq!(listed, vec![json!(FP32), json!(INT8)]);
+    server.stop().unwrap();
+}
+
+/// The samples of the family `name` (lines `name{labels} value`): labels and value.
+fn samples(metrics: &str, name: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let (labels, value) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The request families carry `model` when a request names a model the server knows
+/// (loaded now, or loaded before and unloaded) and no model label otherwise: a name
+/// the server does not know creates no series, and each request is counted once, so
+/// summing over `model` gives every request of an endpoint.
+#[test]
+fn request_metrics_are_labelled_with_known_models_only() {
+    let (fp32, int8) = (common::classifier(FP32, 64), common::classifier(INT8, 64));
+    let server = TestServer::start_models(vec![fp32, int8], ServerConfig::default());
+    let a = server.addr;
+    let image = &cifar_images(1)[0];
+    const UNKNOWN: &str = "nosuch-7f3a";
+
+    for _ in 0..3 {
+        infer(a, FP32, image).unwrap();
+    }
+    for _ in 0..2 {
+        infer(a, INT8, image).unwrap();
+    }
+    let wrong_version = request(
+        a,
+        "POST",
+        &format!("/v2/models/{FP32}/versions/00000000/infer"),
+        &[],
+        &infer_json("input", &[image]),
+    );
+    assert_eq!(wrong_version.status, 404, "{}", wrong_version.text());
+    let unknown = infer(a, UNKNOWN, image).unwrap_err();
+    assert!(unknown.starts_with("404"), "{unknown}");
+    assert_eq!(get(a, &format!("/v2/models/{UNKNOWN}")).status, 404);
+    assert_eq!(get(a, &format!("/v2/models/{UNKNOWN}/ready")).status, 404);
+    let load_unknown = format!("/v2/repository/models/{UNKNOWN}/load");
+    assert_eq!(post(a, &load_unknown, "").0, 404);
+    // Unloaded, INT8 is still known: its refusals keep its label.
+    let unload = format!("/v2/repository/models/{INT8}/unload");
+    assert_eq!(post(a, &unload, "").0, 200);
+    assert!(infer(a, INT8, image).unwrap_err().starts_with("503"));
+    assert_eq!(get(a, "/v2/health/live").status, 200);
+
+    let metrics = get(a, "/metrics").text();
+    assert!(!metrics.contains(UNKNOWN), "{metrics}");
+    let fp32 = format!("model=\"{FP32}\"");
+    let int8 = format!("model=\"{INT8}\"");
+    let labels = |endpoint: &str, model: Option<&str>| match model {
+        None => format!("endpoint=\"{endpoint}\""),
+        Some(model) => format!("endpoint=\"{endpoint}\",{model}"),
+    };
+    let requests = samples(&metrics, "tpsnet_requests_total");
+    let want: Vec<(String, f64)> = vec![
+        (labels("health_live", None), 1.0),
+        (labels("infer", None), 1.0),
+        (labels("infer", Some(&fp32)), 4.0),
+        (labels("infer", Some(&int8)), 3.0),
+        (labels("model_metadata", None), 1.0),
+        (labels("model_ready", None), 1.0),
+        (labels("repository_load", None), 1.0),
+        (labels("repository_unload", Some(&int8)), 1.0),
+    ];
+    assert_eq!(requests, want, "{metrics}");
+    let errors = samples(&metrics, "tpsnet_request_errors_total");
+    let want: Vec<(String, f64)> = vec![
+        (format!("{},code=\"404\"", labels("infer", None)), 1.0),
+        (
+            format!("{},code=\"404\"", labels("infer", Some(&fp32))),
+            1.0,
+        ),
+        (
+            format!("{},code=\"503\"", labels("infer", Some(&int8))),
+            1.0,
+        ),
+        (
+            format!("{},code=\"404\"", labels("model_metadata", None)),
+            1.0,
+        ),
+        (format!("{},code=\"404\"", labels("model_ready", None)), 1.0),
+        (
+            format!("{},code=\"404\"", labels("repository_load", None)),
+            1.0,
+        ),
+    ];
+    assert_eq!(errors, want, "{metrics}");
+    // The latency histogram has the same series, each with every request once.
+    let durations = samples(&metrics, "tpsnet_request_duration_seconds_count");
+    assert_eq!(durations, requests, "{metrics}");
+    let infers: f64 = requests
+        .iter()
+        .filter(|(l, _)| l.starts_with("endpoint=\"infer\""))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(infers, 8.0, "every infer request, summed over model");
     server.stop().unwrap();
 }
 
@@ -283,7 +390,31 @@ fn all_serves_every_model_and_grpc_routes_by_model_name() {
     for m in grpc_models {
         let sample = format!("tpsnet_batch_size_sum{{model=\"{m}\"}} 8");
         assert!(metrics.contains(&sample), "no `{sample}` in\n{metrics}");
+        // Eight ModelInfer calls per model, each under the model it named.
+        let calls =
+            format!("tpsnet_requests_total{{endpoint=\"grpc_model_infer\",model=\"{m}\"}} 8");
+        assert!(metrics.contains(&calls), "no `{calls}` in\n{metrics}");
     }
+    // The unloaded model keeps its label; the unknown one has none, and no series.
+    let infer_errors = samples(&metrics, "tpsnet_request_errors_total")
+        .into_iter()
+        .filter(|(labels, _)| labels.starts_with("endpoint=\"grpc_model_infer\""))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        infer_errors,
+        vec![
+            (
+                "endpoint=\"grpc_model_infer\",code=\"404\"".to_string(),
+                1.0
+            ),
+            (
+                "endpoint=\"grpc_model_infer\",model=\"airnet-short\",code=\"503\"".to_string(),
+                1.0
+            ),
+        ],
+        "{metrics}"
+    );
+    assert!(!metrics.contains("no-such-model"), "{metrics}");
     served.sigterm();
     let (status, log) = served.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{log:?}");

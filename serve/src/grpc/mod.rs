@@ -174,6 +174,36 @@ fn batch_failure(e: BatchError) -> Failure {
     Failure { status, http }
 }
 
+/// The model a request message names, for the `model` label of the request metrics
+/// (recorded only if the server knows it, see `Repository::knows`).
+trait NamesModel {
+    fn model(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl NamesModel for ServerLiveRequest {}
+impl NamesModel for ServerReadyRequest {}
+impl NamesModel for ServerMetadataRequest {}
+
+impl NamesModel for ModelReadyRequest {
+    fn model(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl NamesModel for ModelMetadataRequest {
+    fn model(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl NamesModel for ModelInferRequest {
+    fn model(&self) -> Option<&str> {
+        Some(&self.model_name)
+    }
+}
+
 struct Call<B> {
     s: Arc<Shared>,
     request: http::Request<B>,
@@ -185,14 +215,15 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
     /// Decodes the request message (at most `max_body_bytes`), runs `handler` and
-    /// encodes its answer, counting the call in the metrics under `endpoint`.
+    /// encodes its answer, counting the call in the metrics under `endpoint` (and the
+    /// model it names, if the server knows it).
     async fn unary<Req, Resp, F, Fut>(
         self,
         endpoint: &'static str,
         handler: F,
     ) -> http::Response<tonic::body::Body>
     where
-        Req: prost::Message + Default + Send + 'static,
+        Req: prost::Message + NamesModel + Default + Send + 'static,
         Resp: prost::Message + Send + 'static,
         F: FnOnce(Arc<Shared>, Req) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Resp, Failure>> + Send + 'static,
@@ -210,6 +241,7 @@ where
         // tonic answers a message over the decoding limit with OUT_OF_RANGE, in the
         // headers of a trailers-only response; gRPC's status code guide gives
         // RESOURCE_EXHAUSTED for it (REST answers 413). No handler returns OUT_OF_RANGE.
+        // The message was never decoded, so the call names no model.
         let status = response.headers().get("grpc-status");
         if status.is_some_and(|v| v.as_bytes() == b"11") {
             response
@@ -217,7 +249,7 @@ where
                 .insert("grpc-status", http::HeaderValue::from_static("8"));
             self.s
                 .metrics
-                .record_request(endpoint, 413, started.elapsed());
+                .record_request(endpoint, None, 413, started.elapsed());
         }
         response
     }
@@ -241,7 +273,7 @@ impl Drop for InFlight {
 
 impl<Req, Resp, F, Fut> tower_service::Service<tonic::Request<Req>> for Unary<F>
 where
-    Req: Send + 'static,
+    Req: NamesModel + Send + 'static,
     F: FnOnce(Arc<Shared>, Req) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Resp, Failure>> + Send + 'static,
 {
@@ -262,11 +294,15 @@ where
             let started = Instant::now();
             shared.metrics.add_in_flight(1);
             let _in_flight = InFlight(Arc::clone(&shared));
-            let result = handler(Arc::clone(&shared), request.into_inner()).await;
+            let request = request.into_inner();
+            let model = request.model().map(str::to_string);
+            let result = handler(Arc::clone(&shared), request).await;
             let code = result.as_ref().map_or_else(|f| f.http, |_| 200);
+            // An unknown name never becomes a label value: clients choose names freely.
+            let model = model.filter(|name| shared.repository.knows(name));
             shared
                 .metrics
-                .record_request(endpoint, code, started.elapsed());
+                .record_request(endpoint, model.as_deref(), code, started.elapsed());
             if shared.config.access_log {
                 eprintln!(
                     "gRPC {endpoint} {code} {:.2} ms",
