@@ -11,7 +11,9 @@
 //! is a warm-up, never timed.
 //!
 //! Arguments (all optional): `--rounds 3`, `--repeats 3` (timed batch-256 runs per round),
-//! `--latency-runs 20` (timed batch-1 runs per round), `--models-dir DIR`, `--json OUT`,
+//! `--latency-runs 20` (timed batch-1 runs per round), `--models-dir DIR` (default:
+//! `$TPSNET_MODELS`, else the workspace's models/), `--json OUT`, `--tract-parts N`
+//! (tract's parts per batch, `SessionOptions::threads`; default 0, one per core),
 //! then model names (default: every model in the models folder except the int8 ones).
 
 use std::time::Instant;
@@ -62,6 +64,8 @@ struct Options {
     latency_runs: usize,
     models_dir: Option<std::path::PathBuf>,
     json: Option<std::path::PathBuf>,
+    /// tract's parts per batch (`SessionOptions::threads`; 0: its default).
+    tract_parts: usize,
     names: Vec<String>,
 }
 
@@ -72,6 +76,7 @@ fn parse_args() -> Options {
         latency_runs: 20,
         models_dir: None,
         json: None,
+        tract_parts: 0,
         names: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -83,6 +88,7 @@ fn parse_args() -> Options {
             "--latency-runs" => o.latency_runs = val().parse().expect("--latency-runs N"),
             "--models-dir" => o.models_dir = Some(val().into()),
             "--json" => o.json = Some(val().into()),
+            "--tract-parts" => o.tract_parts = val().parse().expect("--tract-parts N"),
             "--bench" => {} // passed by `cargo bench`
             name => o.names.push(name.to_string()),
         }
@@ -93,9 +99,15 @@ fn parse_args() -> Options {
 /// Per backend (ort, tract): batch-256 img/s and batch-1 ms per round.
 fn measure(manifest: &std::path::Path, pixels: &[f32], o: &Options) -> [(Vec<f64>, Vec<f64>); 2] {
     let open = |backend| {
+        let threads = if backend == Backend::Tract {
+            o.tract_parts
+        } else {
+            0
+        };
         let opts = SessionOptions::builder()
             .backend(backend)
             .batch_size(BATCH)
+            .threads(threads)
             .build();
         let c = Classifier::open(manifest, &opts).unwrap_or_else(|e| panic!("{e}"));
         // Warm-up: tract optimises its plans for both shapes here.
@@ -124,7 +136,11 @@ fn measure(manifest: &std::path::Path, pixels: &[f32], o: &Options) -> [(Vec<f64
 
 fn main() {
     let o = parse_args();
-    let dir = registry::locate_models_dir(o.models_dir.as_deref())
+    // `cargo bench` runs in runtime/, where no models/ folder is: default to the
+    // workspace's (TPSNET_MODELS, if set, still wins inside locate_models_dir).
+    let workspace_models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let fallback = (std::env::var_os("TPSNET_MODELS").is_none()).then_some(workspace_models);
+    let dir = registry::locate_models_dir(o.models_dir.as_deref().or(fallback.as_deref()))
         .unwrap_or_else(|e| panic!("{e}"))
         .path;
     let reg = registry::Registry::scan(&dir).unwrap_or_else(|e| panic!("{e}"));
