@@ -4,7 +4,7 @@
 //! Both backends load the same file and run the same 256 images (the first CIFAR-10 test
 //! images when `$CIFAR10_DIR` has them, else deterministic pseudo-random pixels) through
 //! `Classifier::logits_chw`, each with its default threading (ONNX Runtime: one intra-op
-//! thread per core; tract: one part of the batch per core, in parallel). Per model, the
+//! thread per core; tract: one image per run, one run per core at once). Per model, the
 //! two backends alternate within each round (the order flips every round), so load from
 //! other processes hits both alike; throughput ratios are taken per round and their
 //! median reported. A plan's first run (tract builds and optimises one per batch size)
@@ -12,8 +12,8 @@
 //!
 //! Arguments (all optional): `--rounds 3`, `--repeats 3` (timed batch-256 runs per round),
 //! `--latency-runs 20` (timed batch-1 runs per round), `--models-dir DIR` (default:
-//! `$TPSNET_MODELS`, else the workspace's models/), `--json OUT`, `--tract-parts N`
-//! (tract's parts per batch, `SessionOptions::threads`; default 0, one per core),
+//! `$TPSNET_MODELS`, else the workspace's models/), `--json OUT`, `--tract-threads N`
+//! (tract runs at once, `SessionOptions::threads`; default 0, one per core),
 //! then model names (default: every model in the models folder except the int8 ones).
 
 use std::time::Instant;
@@ -64,8 +64,8 @@ struct Options {
     latency_runs: usize,
     models_dir: Option<std::path::PathBuf>,
     json: Option<std::path::PathBuf>,
-    /// tract's parts per batch (`SessionOptions::threads`; 0: its default).
-    tract_parts: usize,
+    /// tract runs at once (`SessionOptions::threads`; 0: one per core).
+    tract_threads: usize,
     names: Vec<String>,
 }
 
@@ -76,7 +76,7 @@ fn parse_args() -> Options {
         latency_runs: 20,
         models_dir: None,
         json: None,
-        tract_parts: 0,
+        tract_threads: 0,
         names: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -88,7 +88,7 @@ fn parse_args() -> Options {
             "--latency-runs" => o.latency_runs = val().parse().expect("--latency-runs N"),
             "--models-dir" => o.models_dir = Some(val().into()),
             "--json" => o.json = Some(val().into()),
-            "--tract-parts" => o.tract_parts = val().parse().expect("--tract-parts N"),
+            "--tract-threads" => o.tract_threads = val().parse().expect("--tract-threads N"),
             "--bench" => {} // passed by `cargo bench`
             name => o.names.push(name.to_string()),
         }
@@ -100,7 +100,7 @@ fn parse_args() -> Options {
 fn measure(manifest: &std::path::Path, pixels: &[f32], o: &Options) -> [(Vec<f64>, Vec<f64>); 2] {
     let open = |backend| {
         let threads = if backend == Backend::Tract {
-            o.tract_parts
+            o.tract_threads
         } else {
             0
         };

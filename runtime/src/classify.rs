@@ -52,9 +52,9 @@ pub struct Prediction {
 /// manifest's contract. The classifier is `Send + Sync`. On ONNX Runtime
 /// ([`Backend::Ort`]) it holds a pool of [`SessionOptions::sessions`] sessions, each
 /// behind a mutex, and a call takes whichever session is free (waiting if all are busy).
-/// On tract ([`Backend::Tract`]) it holds one optimised plan per batch size, shared by
-/// all callers, and runs each chunk in [`SessionOptions::threads`] parallel parts
-/// (the `tract_engine` module, feature `tract`). Inputs of any length are split into chunks of
+/// On tract ([`Backend::Tract`]) it holds optimised plans shared by all callers and runs
+/// a chunk's images one per tract run, [`SessionOptions::threads`] at once (the
+/// `tract_engine` module, feature `tract`). Inputs of any length are split into chunks of
 /// [`SessionOptions::batch_size`] images.
 ///
 /// ```no_run
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Engine {
             #[cfg(feature = "ort")]
             Engine::Ort { sessions, .. } => write!(f, "ort ({} sessions)", sessions.len()),
             #[cfg(feature = "tract")]
-            Engine::Tract(t) => write!(f, "tract ({} parallel parts)", t.parts()),
+            Engine::Tract(t) => write!(f, "tract ({} threads)", t.threads()),
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct ExecutionArgs {
     pub allow_cpu_fallback: bool,
 
     /// ONNX Runtime intra-op threads (0: one per physical core); with tract, how many
-    /// parts of each batch run in parallel (0: one per core).
+    /// images run at once, one per thread (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }

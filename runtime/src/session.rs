@@ -171,7 +171,7 @@ pub struct SessionOptions {
     /// Requested device.
     pub device: Device,
     /// Intra-op threads per session (0: ONNX Runtime's default, one per physical core).
-    /// With tract: how many parts of a batch run at once (0: one per rayon thread).
+    /// With tract: how many images run at once, one per thread (0: one per core).
     pub threads: usize,
     /// Number of sessions in the pool, i.e. how many batches may run at the same time
     /// (each session holds its own copy of the weights). 1 suits a CLI; a server with many

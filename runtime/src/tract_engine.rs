@@ -14,8 +14,10 @@
 //!   [`MAX_FIXED_SHAPE_PLANS`] sizes, further sizes share one plan optimised with the
 //!   symbolic batch size, so a server fed every size from 1 to 256 does not hold 256
 //!   copies of the weights.
-//! * A tract run is single-threaded, so a batch is split into [`TractEngine::parts`]
-//!   equal parts that run in parallel on rayon's pool (both cores of a 2-core machine).
+//! * A tract run is single-threaded and gains nothing from batching (its convolutions
+//!   cost more per image in a batch of 128 than one image at a time), so a batch is run
+//!   [`IMAGES_PER_RUN`] image(s) per tract run, [`TractEngine::threads`] runs at once on a
+//!   rayon pool (by default rayon's, one thread per core).
 //! * tract reports errors as `anyhow` chains naming the node (`#12 "conv3" Conv`); they
 //!   become [`Error::TractModel`] / [`Error::TractInference`] with the whole chain. A
 //!   panic inside tract while loading is caught and reported the same way.
@@ -37,6 +39,13 @@ use crate::preprocess::{IMAGE_FLOATS, SIDE};
 /// shape); further sizes share the symbolic-batch plan.
 pub const MAX_FIXED_SHAPE_PLANS: usize = 8;
 
+/// Images per tract run. Measured on a 2-core Xeon (docs/benchmarks.md, "tract vs ONNX
+/// Runtime"): batches of 256 split into runs of 128, 32, 8 and 1 image(s) gave `tpsnet`
+/// 44, 56, 83 and 107 img/s and `resnet20` 484, 894 and 1,285 img/s (128, 8, 1); for
+/// `airnet-wide` 8 and 1 were within noise of each other (287 vs 278 img/s), both well
+/// above 128 (256 img/s).
+pub const IMAGES_PER_RUN: usize = 1;
+
 type Plan = Arc<TypedRunnableModel>;
 
 /// A zoo model loaded into tract: the decluttered graph and its optimised plans.
@@ -48,14 +57,16 @@ pub struct TractEngine {
     batch: Symbol,
     plans: Mutex<HashMap<usize, Plan>>,
     symbolic_plan: OnceLock<Plan>,
-    parts: usize,
+    threads: usize,
+    /// Its own pool when a thread count was asked for; else rayon's global pool.
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for TractEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TractEngine")
             .field("path", &self.path)
-            .field("parts", &self.parts)
+            .field("threads", &self.threads)
             .finish_non_exhaustive()
     }
 }
@@ -76,9 +87,10 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl TractEngine {
-    /// Loads `bytes` (already hash-checked against `manifest`) for running in `parts`
-    /// parallel parts (0: one per rayon thread). `path` names the model in errors.
-    pub fn open(path: &Path, bytes: &[u8], manifest: &Manifest, parts: usize) -> Result<Self> {
+    /// Loads `bytes` (already hash-checked against `manifest`) for running `threads` tract
+    /// runs at once (0: on rayon's global pool, one per core). `path` names the model in
+    /// errors.
+    pub fn open(path: &Path, bytes: &[u8], manifest: &Manifest, threads: usize) -> Result<Self> {
         let model_error = |stage: &'static str, reason: String| Error::TractModel {
             path: path.to_path_buf(),
             stage,
@@ -128,10 +140,17 @@ impl TractEngine {
                 ),
             });
         }
-        let parts = if parts == 0 {
-            rayon::current_num_threads()
+        let (threads, pool) = if threads == 0 {
+            (rayon::current_num_threads(), None)
         } else {
-            parts
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("tpsnet-tract-{i}"))
+                .build()
+                .map_err(|e| {
+                    model_error("start", format!("cannot start {threads} threads: {e}"))
+                })?;
+            (threads, Some(pool))
         };
         Ok(TractEngine {
             path: path.to_path_buf(),
@@ -140,13 +159,14 @@ impl TractEngine {
             batch,
             plans: Mutex::new(HashMap::new()),
             symbolic_plan: OnceLock::new(),
-            parts: parts.max(1),
+            threads,
+            pool,
         })
     }
 
-    /// How many parts of a batch run at once.
-    pub fn parts(&self) -> usize {
-        self.parts
+    /// How many tract runs go at once.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Batch sizes that have a fixed-shape plan so far, ascending.
@@ -207,22 +227,25 @@ impl TractEngine {
     }
 
     /// Logits of the images in `chw` (NCHW floats, already normalised as the graph
-    /// expects), `classes` per image, row-major; the batch runs in up to
-    /// [`TractEngine::parts`] parallel parts.
+    /// expects), `classes` per image, row-major; the batch runs [`IMAGES_PER_RUN`]
+    /// image(s) per tract run, [`TractEngine::threads`] runs at once.
     pub fn run(&self, chw: &[f32]) -> Result<Vec<f32>> {
         let n = chw.len() / IMAGE_FLOATS;
         if n == 0 {
             return Ok(Vec::new());
         }
-        let parts = self.parts.min(n);
-        if parts == 1 {
+        if n <= IMAGES_PER_RUN {
             return self.run_part(chw);
         }
-        let per_part = n.div_ceil(parts);
-        let outputs: Vec<Vec<f32>> = chw
-            .par_chunks(per_part * IMAGE_FLOATS)
-            .map(|part| self.run_part(part))
-            .collect::<Result<_>>()?;
+        let run_all = || {
+            chw.par_chunks(IMAGES_PER_RUN * IMAGE_FLOATS)
+                .map(|part| self.run_part(part))
+                .collect::<Result<Vec<Vec<f32>>>>()
+        };
+        let outputs = match &self.pool {
+            Some(pool) => pool.install(run_all),
+            None => run_all(),
+        }?;
         Ok(outputs.concat())
     }
 

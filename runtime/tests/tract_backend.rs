@@ -1,5 +1,5 @@
 //! The tract backend behind the same `Classifier`: it agrees with ONNX Runtime on real
-//! CIFAR-10 images with shipped models, batches, parallel parts and TTA give the same
+//! CIFAR-10 images with shipped models, batches, thread counts and TTA give the same
 //! answers, and graphs it cannot run (the int8 files' contrib operators, hand-made bad
 //! graphs) are errors naming the file, the node and the operator, never panics.
 
@@ -64,7 +64,7 @@ fn disagreements(ort: &[f32], tract: &[f32], classes: usize) -> (usize, usize) {
     (differ, ties)
 }
 
-/// Shipped models, 256 real test images: tract (two parallel parts) predicts what ONNX
+/// Shipped models, 256 real test images: tract (two threads) predicts what ONNX
 /// Runtime predicts, except where ONNX Runtime's top two logits are a near tie, and the
 /// logits themselves agree to float rounding.
 #[test]
@@ -104,10 +104,10 @@ fn tract_agrees_with_onnx_runtime_on_shipped_models() {
     }
 }
 
-/// Every batch size, a lone image, parallel parts and each TTA mode give the logits ONNX
+/// Every batch size, a lone image, thread counts and each TTA mode give the logits ONNX
 /// Runtime gives (a tiny random model: only the numerics matter).
 #[test]
-fn batching_parts_and_tta_match_onnx_runtime() {
+fn batching_threads_and_tta_match_onnx_runtime() {
     let d = tempfile::tempdir().unwrap();
     let manifest = common::tiny_model(d.path(), "tiny", 3, 10.0);
     let (chw, _) = test_images(37);
@@ -123,7 +123,7 @@ fn batching_parts_and_tta_match_onnx_runtime() {
             let got = c.logits_chw_tta(&chw, tta).unwrap();
             assert!(
                 close(&want, &got),
-                "tta {tta}, {threads} parts, batch {batch}"
+                "tta {tta}, {threads} threads, batch {batch}"
             );
         }
     }
