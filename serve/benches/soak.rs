@@ -1,13 +1,14 @@
 //! Soak test of `tpsnet-serve`: 64 closed-loop clients for N minutes against the release
 //! binary on 127.0.0.1, each request a real CIFAR-10 test image sent as FP32 JSON,
-//! Triton binary tensors or a PNG upload in turn. Every answer is checked against
+//! Triton binary tensors or a PNG upload in turn, to each of the served models in turn
+//! (`--model` repeated: one server serves them all). Every answer is checked against
 //! Python onnxruntime's logits for the same image (`bench/soak_reference.py`); the
 //! server's resident memory is sampled every 2 s. Prints one row per minute (requests,
 //! errors, wrong answers, p50/p99 latency, RSS) and fails (exit 1) on any error, any
 //! wrong answer, or RSS after warm-up varying by more than 5 %.
 //!
 //! ```text
-//! CIFAR10_DIR=... cargo bench -p tpsnet-serve --bench soak -- [--model NAME]
+//! CIFAR10_DIR=... cargo bench -p tpsnet-serve --bench soak -- [--model NAME]...
 //!     [--minutes 10] [--clients 64] [--python PYTHON] [--json FILE]
 //! ```
 //! (`bench/soak.sh` runs it.)
@@ -26,7 +27,8 @@ const IMAGES: usize = 1024;
 const ENDPOINTS: [&str; 3] = ["infer", "binary", "classify"];
 
 struct Options {
-    model: String,
+    /// One server serves them all; each client turns through them.
+    models: Vec<String>,
     minutes: f64,
     clients: usize,
     python: String,
@@ -35,7 +37,7 @@ struct Options {
 
 fn parse_args() -> Options {
     let mut o = Options {
-        model: "resnet20".into(),
+        models: Vec::new(),
         minutes: 10.0,
         clients: 64,
         python: std::env::var("TPSNET_PYTHON").unwrap_or_else(|_| {
@@ -48,7 +50,7 @@ fn parse_args() -> Options {
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--model" => o.model = value(),
+            "--model" => o.models.push(value()),
             "--minutes" => o.minutes = value().parse().expect("--minutes M"),
             "--clients" => o.clients = value().parse().expect("--clients N"),
             "--python" => o.python = value(),
@@ -58,7 +60,35 @@ fn parse_args() -> Options {
         }
     }
     assert!(o.minutes > 0.0 && o.clients > 0);
+    if o.models.is_empty() {
+        o.models.push("resnet20".into());
+    }
     o
+}
+
+/// One served model: its requests and Python onnxruntime's logits for them.
+struct Served {
+    name: String,
+    payloads: Vec<Payload>,
+    reference: Vec<f32>,
+}
+
+fn served(o: &Options, model: &str) -> Served {
+    let manifest_path = tpsnet_runtime::registry::resolve_model(Some(model), &models_dir())
+        .expect("model resolves (run from the workspace)");
+    let manifest = tpsnet_zoo::Manifest::load(&manifest_path).unwrap();
+    let onnx = manifest_path.parent().unwrap().join(&manifest.file);
+    let reference = reference(o, &manifest_path, &onnx);
+    let name = manifest.name.clone();
+    let payloads = ENDPOINTS
+        .iter()
+        .map(|e| payload(e, &name, &manifest.input.name, &manifest.output.name))
+        .collect();
+    Served {
+        name,
+        payloads,
+        reference,
+    }
 }
 
 /// Python onnxruntime's logits for the first `IMAGES` test images.
@@ -179,19 +209,21 @@ impl Tally {
 fn client(
     c: usize,
     addr: std::net::SocketAddr,
-    payloads: Arc<Vec<Payload>>,
-    reference: Arc<Vec<f32>>,
+    models: Arc<Vec<Served>>,
     (start, until): (Instant, Instant),
     tally: Arc<Tally>,
 ) {
-    let classes = reference.len() / IMAGES;
     let mut conn = http::Conn::open(addr).expect("connect");
     let mut k = 0;
     while Instant::now() < until {
+        // Each client turns through the protocols, and after each round of them, the models.
         let e = (c + k) % ENDPOINTS.len();
+        let m = &models[(c + k / ENDPOINTS.len()) % models.len()];
+        let (name, reference) = (&m.name, &m.reference);
+        let classes = reference.len() / IMAGES;
         let image = (c * 16 + k * 7) % IMAGES;
         let t = Instant::now();
-        let r = payloads[e].send(&mut conn, image);
+        let r = m.payloads[e].send(&mut conn, image);
         let minute = (t.duration_since(start).as_secs() / 60) as usize;
         tally.latency(minute, t.elapsed().as_secs_f64() * 1e3);
         match r {
@@ -199,16 +231,21 @@ fn client(
                 let want = &reference[image * classes..(image + 1) * classes];
                 if let Err(what) = check(ENDPOINTS[e], &r, want) {
                     Tally::add(&tally.wrong, minute);
-                    tally.problem(&format!("image {image}: {what}"));
+                    tally.problem(&format!("{name}, image {image}: {what}"));
                 }
             }
             Ok(r) => {
                 Tally::add(&tally.errors, minute);
-                tally.problem(&format!("{} {}: {}", ENDPOINTS[e], r.status, r.text()));
+                tally.problem(&format!(
+                    "{name} {} {}: {}",
+                    ENDPOINTS[e],
+                    r.status,
+                    r.text()
+                ));
             }
             Err(err) => {
                 Tally::add(&tally.errors, minute);
-                tally.problem(&format!("{}: {err}", ENDPOINTS[e]));
+                tally.problem(&format!("{name} {}: {err}", ENDPOINTS[e]));
                 conn = http::Conn::open(addr).expect("reconnect");
             }
         }
@@ -238,19 +275,17 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn main() {
     let o = parse_args();
-    let manifest_path = tpsnet_runtime::registry::resolve_model(Some(&o.model), &models_dir())
-        .expect("model resolves (run from the workspace)");
-    let manifest = tpsnet_zoo::Manifest::load(&manifest_path).unwrap();
-    let onnx = manifest_path.parent().unwrap().join(&manifest.file);
-    let reference = Arc::new(reference(&o, &manifest_path, &onnx));
-    let name = manifest.name.clone();
-    let payloads: Arc<Vec<Payload>> = Arc::new(
-        ENDPOINTS
-            .iter()
-            .map(|e| payload(e, &name, &manifest.input.name, &manifest.output.name))
-            .collect(),
-    );
-    let server = start_server(&["--model".to_string(), name.clone()]);
+    let models: Arc<Vec<Served>> = Arc::new(o.models.iter().map(|m| served(&o, m)).collect());
+    let name = models
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    let server_args: Vec<String> = models
+        .iter()
+        .flat_map(|m| ["--model".to_string(), m.name.clone()])
+        .collect();
+    let server = start_server(&server_args);
     let pid = server.child.id();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
@@ -264,9 +299,9 @@ fn main() {
     let until = start + Duration::from_secs_f64(o.minutes * 60.0);
     let clients: Vec<_> = (0..o.clients)
         .map(|c| {
-            let (payloads, reference, tally) = (payloads.clone(), reference.clone(), tally.clone());
+            let (models, tally) = (models.clone(), tally.clone());
             let addr = server.addr;
-            std::thread::spawn(move || client(c, addr, payloads, reference, (start, until), tally))
+            std::thread::spawn(move || client(c, addr, models, (start, until), tally))
         })
         .collect();
     let mut rss: Vec<(f64, u64)> = Vec::new();
@@ -347,7 +382,7 @@ fn summarize(o: &Options, name: &str, tally: &Tally, rss: &[(f64, u64)], load: &
             .join("../target/bench-serve")
             .join(format!("soak-{name}.json"))
     });
-    let report = json!({ "model": name, "clients": o.clients, "minutes": o.minutes,
+    let report = json!({ "model": name, "models": o.models, "clients": o.clients, "minutes": o.minutes,
         "minutes_table": rows, "rss_kib": rss, "rss_spread": spread, "load_end": load.trim() });
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     eprintln!("wrote {}", out.display());
