@@ -57,7 +57,6 @@ pub struct TractEngine {
     batch: Symbol,
     plans: Mutex<HashMap<usize, Plan>>,
     symbolic_plan: OnceLock<Plan>,
-    threads: usize,
     /// Its own pool when a thread count was asked for; else rayon's global pool.
     pool: Option<rayon::ThreadPool>,
 }
@@ -66,7 +65,7 @@ impl std::fmt::Debug for TractEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TractEngine")
             .field("path", &self.path)
-            .field("threads", &self.threads)
+            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
@@ -140,8 +139,8 @@ impl TractEngine {
                 ),
             });
         }
-        let (threads, pool) = if threads == 0 {
-            (rayon::current_num_threads(), None)
+        let pool = if threads == 0 {
+            None
         } else {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -150,7 +149,7 @@ impl TractEngine {
                 .map_err(|e| {
                     model_error("start", format!("cannot start {threads} threads: {e}"))
                 })?;
-            (threads, Some(pool))
+            Some(pool)
         };
         Ok(TractEngine {
             path: path.to_path_buf(),
@@ -159,14 +158,16 @@ impl TractEngine {
             batch,
             plans: Mutex::new(HashMap::new()),
             symbolic_plan: OnceLock::new(),
-            threads,
             pool,
         })
     }
 
     /// How many tract runs go at once.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.pool.as_ref().map_or_else(
+            rayon::current_num_threads,
+            rayon::ThreadPool::current_num_threads,
+        )
     }
 
     /// Batch sizes that have a fixed-shape plan so far, ascending.

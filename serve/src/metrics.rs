@@ -196,10 +196,10 @@ impl Metrics {
     /// Records one answered request of `endpoint`, labelled `model="NAME"` when `model`
     /// is given.
     ///
-    /// Pass only the name of a model the server knows (`Repository::knows`), never a
-    /// name as a client sent it: every distinct name becomes a series of its own, so
-    /// unknown names would let clients grow the metrics without bound. A request naming
-    /// an unknown model is recorded with `None`.
+    /// Pass only the name of a model the server knows, never a name as a client sent
+    /// it: every distinct name becomes a series of its own, so unknown names would let
+    /// clients grow the metrics without bound. The server's routes record through
+    /// `Shared::record_request`, which drops names the repository does not know.
     pub fn record_request(
         &self,
         endpoint: &'static str,

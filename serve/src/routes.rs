@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{
@@ -42,6 +42,23 @@ pub struct Shared {
     pub config: ServerConfig,
     /// Set on the shutdown signal: `/v2/health/ready` answers 503 from then on.
     pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Counts one answered request of `endpoint` (REST or gRPC) in the server's metrics,
+    /// labelled with the model it `named` only if this server knows that model: clients
+    /// choose names freely, and every label value is a series of its own.
+    pub(crate) fn record_request(
+        &self,
+        endpoint: &'static str,
+        named: Option<&str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let model = named.filter(|name| self.repository.knows(name));
+        self.metrics
+            .record_request(endpoint, model, status, elapsed);
+    }
 }
 
 type AppState = Arc<Shared>;
@@ -159,11 +176,8 @@ async fn track(
     }
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    // Asked after the answer, so a model this request loaded counts as known. An
-    // unknown name never becomes a label value: clients choose names freely.
-    let model = model.filter(|name| s.repository.knows(name));
-    s.metrics
-        .record_request(endpoint, model.as_deref(), status, elapsed);
+    // Recorded after the answer, so a model this request loaded counts as known.
+    s.record_request(endpoint, model.as_deref(), status, elapsed);
     if let Some(line) = log {
         eprintln!("{line} {status} {:.2} ms", elapsed.as_secs_f64() * 1e3);
     }

@@ -248,7 +248,6 @@ where
                 .headers_mut()
                 .insert("grpc-status", http::HeaderValue::from_static("8"));
             self.s
-                .metrics
                 .record_request(endpoint, None, 413, started.elapsed());
         }
         response
@@ -298,11 +297,7 @@ where
             let model = request.model().map(str::to_string);
             let result = handler(Arc::clone(&shared), request).await;
             let code = result.as_ref().map_or_else(|f| f.http, |_| 200);
-            // An unknown name never becomes a label value: clients choose names freely.
-            let model = model.filter(|name| shared.repository.knows(name));
-            shared
-                .metrics
-                .record_request(endpoint, model.as_deref(), code, started.elapsed());
+            shared.record_request(endpoint, model.as_deref(), code, started.elapsed());
             if shared.config.access_log {
                 eprintln!(
                     "gRPC {endpoint} {code} {:.2} ms",
