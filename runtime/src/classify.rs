@@ -609,13 +609,19 @@ impl Classifier {
         data: &[f32],
         out: &mut Vec<f32>,
     ) -> Result<()> {
+        let mut session = free_session(sessions, next_session);
+        self.run_ort_on(&mut session, data, out)
+    }
+
+    /// Runs `data` (normalised NCHW) on `session`; appends the logits to `out`.
+    #[cfg(feature = "ort")]
+    fn run_ort_on(&self, session: &mut Session, data: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let n = data.len() / IMAGE_FLOATS;
         let fail = |source: ort::Error| Error::Inference {
             path: self.model_path.clone(),
             source,
         };
         let input = TensorRef::from_array_view(([n, 3, SIDE, SIDE], data)).map_err(fail)?;
-        let mut session = free_session(sessions, next_session);
         let outputs = session
             .run(ort::inputs![self.manifest.input.name.as_str() => input])
             .map_err(fail)?;
@@ -632,6 +638,32 @@ impl Classifier {
         }
         out.extend_from_slice(logits);
         Ok(())
+    }
+
+    /// Runs one full batch ([`Classifier::batch_size`] blank images) through every session
+    /// of the pool, so that the memory and the kernel choices a first batch of that size
+    /// costs are paid now, not by the first request (like Triton's model warm-up). With
+    /// tract, one image per thread. A server calls it before it says the model is ready.
+    pub fn warm_up(&self) -> Result<()> {
+        let classes = self.classes().len();
+        match &self.engine {
+            #[cfg(feature = "ort")]
+            Engine::Ort { sessions, .. } => {
+                let blank = vec![0.0f32; self.batch_size * IMAGE_FLOATS];
+                let mut out = Vec::with_capacity(self.batch_size * classes);
+                for session in sessions {
+                    out.clear();
+                    let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+                    self.run_ort_on(&mut session, &blank, &mut out)?;
+                }
+                Ok(())
+            }
+            #[cfg(feature = "tract")]
+            Engine::Tract(engine) => {
+                let images = engine.threads().clamp(1, self.batch_size);
+                engine.run(&vec![0.0f32; images * IMAGE_FLOATS]).map(|_| ())
+            }
+        }
     }
 
     /// Classifies preprocessed images: one [`Prediction`] per image, with the `top_k` most

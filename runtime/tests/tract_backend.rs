@@ -149,6 +149,30 @@ fn batching_threads_and_tta_match_onnx_runtime() {
     }
 }
 
+/// `warm_up` runs on every session of a pool (and on tract) and changes no answer.
+#[test]
+fn warm_up_runs_on_both_backends_and_changes_no_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let manifest = common::tiny_model(d.path(), "tiny", 3, 10.0);
+    let (chw, _) = test_images(9);
+    let cold = Classifier::open(&manifest, &options(Backend::Ort, 1, 4)).unwrap();
+    let want = cold.logits_chw(&chw).unwrap();
+    let pool = SessionOptions::builder()
+        .sessions(3)
+        .threads(1)
+        .batch_size(4)
+        .build();
+    for opts in [pool, options(Backend::Tract, 2, 4)] {
+        let c = Classifier::open(&manifest, &opts).unwrap();
+        c.warm_up().unwrap();
+        let got = c.logits_chw(&chw).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (a, b) in want.iter().zip(&got) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+}
+
 /// The int8 files use ONNX Runtime's com.microsoft operators: refused before tract
 /// builds anything, naming the file, the node, the operator and the ort backend.
 #[test]

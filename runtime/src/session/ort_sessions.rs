@@ -159,7 +159,15 @@ fn builder(rt: &OrtRuntime, model_path: &Path, threads: usize) -> Result<Builder
 }
 
 fn build_cpu(rt: &OrtRuntime, model_path: &Path, bytes: &[u8], threads: usize) -> Result<Session> {
+    // ONNX Runtime's memory pattern plans one block per input shape and keeps each plan
+    // (and its block's arena space) for the session's life. Our batch dimension varies (a
+    // server's batches take every size up to --max-batch), so with patterns on, memory
+    // grows with every new size: 83 -> 177 MiB for three models over 3,000 calls of random
+    // sizes, against a flat 129 MiB with patterns off, at the same speed (batch 1, 16 and
+    // 256, resnet20 and airnet-wide; docs/benchmarks.md, "Memory of a long-running server").
     builder(rt, model_path, threads)?
+        .with_memory_pattern(false)
+        .map_err(|e| session_error(model_path, e))?
         .commit_from_memory(bytes)
         .map_err(|e| invalid_model(model_path, e))
 }
