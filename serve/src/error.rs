@@ -119,6 +119,14 @@ pub enum ServeError {
     /// The gRPC server stopped with an error (its message).
     #[error("the gRPC server failed: {0}")]
     Grpc(String),
+    /// A model's warm-up batch failed (the model cannot run).
+    #[error("model `{model}` failed its warm-up batch: {reason}")]
+    WarmUp {
+        /// The model's name.
+        model: String,
+        /// The runtime's error.
+        reason: String,
+    },
     /// An I/O error of the HTTP accept loop.
     #[error("the HTTP server failed: {0}")]
     Io(#[from] std::io::Error),

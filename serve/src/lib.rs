@@ -39,6 +39,7 @@ pub mod connection;
 pub mod error;
 pub mod grpc;
 pub mod kserve;
+pub mod malloc_arenas;
 pub mod metrics;
 pub mod openapi;
 pub mod page;

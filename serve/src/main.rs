@@ -182,6 +182,12 @@ struct Args {
     /// is closed. Keep `ulimit -n` above it.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+
+    /// Serve each model without first running one full batch of blank images through it
+    /// (the warm-up makes the first requests as fast as later ones and memory flat from
+    /// the start; it costs one --max-batch batch per model at start and on each load).
+    #[arg(long)]
+    no_warm_up: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -222,6 +228,10 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: one malloc arena per core keeps RSS flat under load.
+    tpsnet_serve::malloc_arenas::cap_malloc_arenas(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
     // The checkout this command was built in: its models/ and .venv/ are searched last.
     tpsnet_runtime::models_dir::SearchPlaces::for_workspace_member(env!("CARGO_MANIFEST_DIR"))
         .install();
@@ -275,6 +285,7 @@ fn config(args: &Args) -> ServerConfig {
         body_timeout: Duration::from_secs_f64(args.body_timeout_s),
         keep_alive_timeout: Duration::from_secs_f64(args.keep_alive_timeout_s),
         max_connections: args.max_connections as usize,
+        warm_up: !args.no_warm_up,
     }
 }
 

@@ -316,10 +316,17 @@ impl Repository {
             None => self.find(name)?,
         };
         let options = self.options.clone();
-        let opened = tokio::task::spawn_blocking(move || Classifier::open(&manifest, &options))
-            .await
-            .map_err(|e| ApiError::internal(format!("loading `{name}` failed: {e}")))?
-            .map_err(|e| ApiError::internal(format!("cannot load model `{name}`: {e}")))?;
+        let warm = self.config.warm_up;
+        let opened = tokio::task::spawn_blocking(move || {
+            let classifier = Classifier::open(&manifest, &options)?;
+            if warm {
+                classifier.warm_up()?;
+            }
+            Ok::<_, tpsnet_runtime::Error>(classifier)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("loading `{name}` failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot load model `{name}`: {e}")))?;
         self.insert(Arc::new(opened)).map_err(ApiError::bad_request)
     }
 
@@ -492,6 +499,13 @@ async fn unload(
     let name = model_name(path)?;
     s.repository.unload(&name).await?;
     Ok(axum::Json(json!({ "name": name, "state": "UNAVAILABLE" })).into_response())
+}
+
+/// Runs [`Classifier::warm_up`] off the async threads; the error is the runtime's message.
+pub(crate) async fn warm_up(classifier: Arc<Classifier>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || classifier.warm_up().map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 #[cfg(test)]

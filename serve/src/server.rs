@@ -90,6 +90,14 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let local_addr = listener.local_addr()?;
         for classifier in classifiers {
+            if config.warm_up {
+                crate::repository::warm_up(Arc::clone(&classifier))
+                    .await
+                    .map_err(|reason| ServeError::WarmUp {
+                        model: classifier.name().to_string(),
+                        reason,
+                    })?;
+            }
             repository.insert(classifier).map_err(ServeError::Config)?;
         }
         Ok(Server {

@@ -128,6 +128,26 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
     );
 }
 
+/// The warm-up batch runs before the server listens and is not traffic: no batch and
+/// no request in the metrics until a client sends one. `--no-warm-up` serves as well.
+#[test]
+fn warm_up_is_not_counted_as_traffic_and_can_be_skipped() {
+    let png = common::cifar_pngs(1).remove(0);
+    for args in [
+        &["--model", "resnet20"][..],
+        &["--model", "resnet20", "--no-warm-up"],
+    ] {
+        let (mut child, addr, _stderr) = spawn(args);
+        let batches = "tpsnet_batch_size_count{model=\"resnet20\"}";
+        assert_eq!(metric(addr, batches), Some(0.0), "{args:?}");
+        let r = request(addr, "POST", "/v2/models/resnet20/classify", &[], &png);
+        assert_eq!(r.status, 200, "{args:?}: {}", r.text());
+        assert_eq!(metric(addr, batches), Some(1.0), "{args:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
 #[test]
 fn start_up_errors_exit_2_with_a_message() {
     let out = serve_cmd()
@@ -185,6 +205,7 @@ fn help_teaches_endpoints_and_options() {
         "--all",
         "--cpu-threads",
         "/v2/repository/index",
+        "--no-warm-up",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
