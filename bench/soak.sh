@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Soak test of tpsnet-serve: 64 clients for N minutes (default 10) against the release
-# binary on 127.0.0.1, mixing FP32 JSON, Triton binary tensors and PNG uploads of real
-# CIFAR-10 test images, to several models served by one server (each client turns
-# through the protocols and the models). Every answer is checked against Python onnxruntime on the same
-# image (bench/soak_reference.py); fails on any error or wrong answer, or when the
+# binary on 127.0.0.1, mixing FP32 JSON, Triton binary tensors, PNG uploads and gRPC
+# ModelInfer calls (raw contents) with real CIFAR-10 test images, to several models served
+# by one server (each client turns through the protocols and the models). Every answer is
+# checked against Python onnxruntime on the same image (bench/soak_reference.py); fails on any error or wrong answer, or when the
 # server's RSS after warm-up varies by more than 5 %. Prints one row per minute
 # (requests, errors, p50/p99, RSS). A benchmark, not a CI test.
 #

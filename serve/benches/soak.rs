@@ -1,6 +1,7 @@
 //! Soak test of `tpsnet-serve`: 64 closed-loop clients for N minutes against the release
 //! binary on 127.0.0.1, each request a real CIFAR-10 test image sent as FP32 JSON,
-//! Triton binary tensors or a PNG upload in turn, to each of the served models in turn
+//! Triton binary tensors, a PNG upload or a gRPC `ModelInfer` with raw contents (the
+//! server listens on both protocols) in turn, to each of the served models in turn
 //! (`--model` repeated: one server serves them all). Every answer is checked against
 //! Python onnxruntime's logits for the same image (`bench/soak_reference.py`); the
 //! server's resident memory is sampled every 2 s. Prints one row per minute (requests,
@@ -20,11 +21,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::grpc::GrpcConn;
 use common::{Payload, http, models_dir, payload, start_server};
 use serde_json::json;
 
 const IMAGES: usize = 1024;
-const ENDPOINTS: [&str; 3] = ["infer", "binary", "classify"];
+/// REST JSON, REST binary tensors, PNG uploads and gRPC `ModelInfer` (raw contents).
+const ENDPOINTS: [&str; 4] = ["infer", "binary", "classify", "grpc"];
 
 struct Options {
     /// One server serves them all; each client turns through them.
@@ -122,23 +125,26 @@ fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }
 
+/// `Err` unless `got` holds `want`'s logits within 1e-4.
+fn close(endpoint: &str, got: &[f32], want: &[f32]) -> Result<(), String> {
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    if got.len() == want.len() && diff < 1e-4 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{endpoint}: logits differ by {diff} ({} values)",
+            got.len()
+        ))
+    }
+}
+
 /// Checks one answer against the reference logits `want`; `Err` says what differs.
 fn check(endpoint: &str, r: &http::Response, want: &[f32]) -> Result<(), String> {
-    let close = |got: &[f32]| {
-        let diff = got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        if got.len() == want.len() && diff < 1e-4 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{endpoint}: logits differ by {diff} ({} values)",
-                got.len()
-            ))
-        }
-    };
+    let close = |got: &[f32]| close(endpoint, got, want);
     match endpoint {
         "infer" => {
             let got: Vec<f32> = serde_json::from_value(r.json()["outputs"][0]["data"].clone())
@@ -206,47 +212,84 @@ impl Tally {
     }
 }
 
+/// What became of one request.
+enum Outcome {
+    Right,
+    Wrong(String),
+    Failed(String),
+}
+
+/// Sends image `image` of model `m` by `endpoint` (HTTP on `conn`, gRPC on `grpc`) and
+/// checks the answer against the reference. A broken connection is reopened.
+fn request(
+    m: &Served,
+    e: usize,
+    image: usize,
+    conn: &mut http::Conn,
+    grpc: &mut GrpcConn,
+    (addr, grpc_addr): (std::net::SocketAddr, std::net::SocketAddr),
+) -> Outcome {
+    let classes = m.reference.len() / IMAGES;
+    let want = &m.reference[image * classes..(image + 1) * classes];
+    if ENDPOINTS[e] == "grpc" {
+        let body = &m.payloads[e].bodies[image % IMAGES];
+        let request = prost::Message::decode(&body[..]).expect("encoded by common::payload");
+        return match grpc.infer(request) {
+            Ok(answer) => {
+                match common::grpc::logits(&answer).and_then(|got| close("grpc", &got, want)) {
+                    Ok(()) => Outcome::Right,
+                    Err(what) => Outcome::Wrong(what),
+                }
+            }
+            Err(status) => {
+                if let Ok(fresh) = GrpcConn::open(grpc_addr) {
+                    *grpc = fresh;
+                }
+                Outcome::Failed(format!("grpc: {status}"))
+            }
+        };
+    }
+    match m.payloads[e].send(conn, image) {
+        Ok(r) if r.status == 200 => match check(ENDPOINTS[e], &r, want) {
+            Ok(()) => Outcome::Right,
+            Err(what) => Outcome::Wrong(what),
+        },
+        Ok(r) => Outcome::Failed(format!("{} {}: {}", ENDPOINTS[e], r.status, r.text())),
+        Err(err) => {
+            *conn = http::Conn::open(addr).expect("reconnect");
+            Outcome::Failed(format!("{}: {err}", ENDPOINTS[e]))
+        }
+    }
+}
+
 fn client(
     c: usize,
-    addr: std::net::SocketAddr,
+    addrs: (std::net::SocketAddr, std::net::SocketAddr),
     models: Arc<Vec<Served>>,
     (start, until): (Instant, Instant),
     tally: Arc<Tally>,
 ) {
-    let mut conn = http::Conn::open(addr).expect("connect");
+    let mut conn = http::Conn::open(addrs.0).expect("connect");
+    let mut grpc = GrpcConn::open(addrs.1).expect("gRPC connect");
     let mut k = 0;
     while Instant::now() < until {
         // Each client turns through the protocols, and after each round of them, the models.
         let e = (c + k) % ENDPOINTS.len();
         let m = &models[(c + k / ENDPOINTS.len()) % models.len()];
-        let (name, reference) = (&m.name, &m.reference);
-        let classes = reference.len() / IMAGES;
         let image = (c * 16 + k * 7) % IMAGES;
         let t = Instant::now();
-        let r = m.payloads[e].send(&mut conn, image);
+        let outcome = request(m, e, image, &mut conn, &mut grpc, addrs);
         let minute = (t.duration_since(start).as_secs() / 60) as usize;
         tally.latency(minute, t.elapsed().as_secs_f64() * 1e3);
-        match r {
-            Ok(r) if r.status == 200 => {
-                let want = &reference[image * classes..(image + 1) * classes];
-                if let Err(what) = check(ENDPOINTS[e], &r, want) {
-                    Tally::add(&tally.wrong, minute);
-                    tally.problem(&format!("{name}, image {image}: {what}"));
-                }
+        match outcome {
+            Outcome::Right => {}
+            Outcome::Wrong(what) => {
+                Tally::add(&tally.wrong, minute);
+                tally.problem(&format!("{}, image {image}: {what}", m.name));
             }
-            Ok(r) => {
+            Outcome::Failed(what) => {
                 Tally::add(&tally.errors, minute);
-                tally.problem(&format!(
-                    "{name} {} {}: {}",
-                    ENDPOINTS[e],
-                    r.status,
-                    r.text()
-                ));
-            }
-            Err(err) => {
-                Tally::add(&tally.errors, minute);
-                tally.problem(&format!("{name} {}: {err}", ENDPOINTS[e]));
-                conn = http::Conn::open(addr).expect("reconnect");
+                tally.problem(&format!("{}: {what}", m.name));
             }
         }
         k += 1;
@@ -285,11 +328,17 @@ fn main() {
         .iter()
         .flat_map(|m| ["--model".to_string(), m.name.clone()])
         .collect();
+    let server_args: Vec<String> = ["--grpc-port", "0"]
+        .into_iter()
+        .map(String::from)
+        .chain(server_args)
+        .collect();
     let server = start_server(&server_args);
+    let grpc_addr = server.grpc.expect("the server announces its gRPC address");
     let pid = server.child.id();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
-        "soak: {name}, {} clients, {} min, JSON + binary + upload; load {}",
+        "soak: {name}, {} clients, {} min, JSON + binary + upload + gRPC; load {}",
         o.clients,
         o.minutes,
         load().trim()
@@ -300,8 +349,8 @@ fn main() {
     let clients: Vec<_> = (0..o.clients)
         .map(|c| {
             let (models, tally) = (models.clone(), tally.clone());
-            let addr = server.addr;
-            std::thread::spawn(move || client(c, addr, models, (start, until), tally))
+            let addrs = (server.addr, grpc_addr);
+            std::thread::spawn(move || client(c, addrs, models, (start, until), tally))
         })
         .collect();
     let mut rss: Vec<(f64, u64)> = Vec::new();
@@ -337,7 +386,7 @@ fn summarize(o: &Options, name: &str, tally: &Tally, rss: &[(f64, u64)], load: &
         tally.wrong.lock().unwrap().clone(),
     );
     println!(
-        "\n`{name}`, {} clients, JSON + binary + PNG upload in turn, {} min; load at the end {}\n",
+        "\n`{name}`, {} clients, JSON + binary + PNG upload + gRPC in turn, {} min; load at the end {}\n",
         o.clients,
         o.minutes,
         load.trim()

@@ -2,6 +2,8 @@
 //! request bodies (real CIFAR-10 test images) of each protocol.
 #![allow(dead_code)]
 
+pub mod grpc;
+
 pub use tpsnet_test_support::http;
 
 use std::io::{BufRead, BufReader, Cursor};
@@ -18,9 +20,12 @@ pub fn models_dir() -> PathBuf {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The gRPC address, when `args` held `--grpc-port`.
+    pub grpc: Option<SocketAddr>,
 }
 
-/// Starts the release server on a free port with `args` (after the host and port).
+/// Starts the release server on a free port with `args` (after the host and port);
+/// with `--grpc-port` in `args`, also waits for its gRPC address.
 pub fn start_server(args: &[String]) -> ServerProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tpsnet-serve"))
         .args(["--host", "127.0.0.1", "--port", "0"])
@@ -32,18 +37,27 @@ pub fn start_server(args: &[String]) -> ServerProcess {
         .spawn()
         .expect("tpsnet-serve starts");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
+    let wants_grpc = args.iter().any(|a| a == "--grpc-port");
+    let (mut addr, mut grpc) = (None, None);
+    while addr.is_none() || (wants_grpc && grpc.is_none()) {
         let line = lines
             .next()
             .expect("tpsnet-serve prints its address")
             .unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+        let after = |marker: &str| -> Option<SocketAddr> {
+            let rest = line.split(marker).nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        addr = addr.or_else(|| after("listening on http://"));
+        grpc = grpc.or_else(|| after("gRPC listening on "));
+    }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    ServerProcess { child, addr }
+    ServerProcess {
+        child,
+        addr: addr.unwrap(),
+        grpc,
+    }
 }
 
 impl ServerProcess {
@@ -80,7 +94,8 @@ impl ServerProcess {
     }
 }
 
-/// What one endpoint sends: its path, one body per image, and extra headers.
+/// What one endpoint sends: its path, one body per image, and extra headers. For
+/// `grpc`, each body is an encoded `ModelInferRequest` (and the path is unused).
 pub struct Payload {
     pub path: String,
     pub bodies: Vec<Vec<u8>>,
@@ -127,6 +142,11 @@ pub fn payload(endpoint: &str, name: &str, input: &str, output: &str) -> Payload
                 body.extend(floats.iter().flat_map(|f| f.to_le_bytes()));
                 (body, Some(header))
             }
+            // A ModelInfer request with raw_input_contents, encoded; GrpcConn sends it.
+            "grpc" => (
+                prost::Message::encode_to_vec(&grpc::infer_request(name, input, output, &floats)),
+                None,
+            ),
             _ => {
                 let img = image::RgbImage::from_fn(32, 32, |x, y| {
                     let p = (y * 32 + x) as usize;
