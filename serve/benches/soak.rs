@@ -328,7 +328,8 @@ fn main() {
         .iter()
         .flat_map(|m| ["--model".to_string(), m.name.clone()])
         .collect();
-    let server_args: Vec<String> = ["--grpc-port", "0"]
+    // A long-running server's settings: warmed up, so its arenas start full-sized.
+    let server_args: Vec<String> = ["--grpc-port", "0", "--warm-up"]
         .into_iter()
         .map(String::from)
         .chain(server_args)

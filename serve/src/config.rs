@@ -49,9 +49,10 @@ pub struct ServerConfig {
     /// Most connections open at once; a connection beyond it is answered `503` with
     /// `Retry-After` and closed.
     pub max_connections: usize,
-    /// Before a model is served (at start and on a repository load), run one full batch
-    /// (`max_batch` blank images) through each of its sessions, so that the first
+    /// Opt-in: before a model is served (at start and on a repository load), run one full
+    /// batch (`max_batch` blank images) through each of its sessions, so that the first
     /// requests neither wait for ONNX Runtime's first-run set-up nor see memory grow.
+    /// Off by default: it takes the memory of a full batch at once, for every model.
     pub warm_up: bool,
 }
 
@@ -71,7 +72,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(60),
             max_connections: 1024,
-            warm_up: true,
+            warm_up: false,
         }
     }
 }

@@ -128,14 +128,15 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
     );
 }
 
-/// The warm-up batch runs before the server listens and is not traffic: no batch and
-/// no request in the metrics until a client sends one. `--no-warm-up` serves as well.
+/// `--warm-up`'s batch runs before the server listens and is not traffic: no batch and
+/// no request in the metrics until a client sends one. Without it the server serves
+/// the same.
 #[test]
-fn warm_up_is_not_counted_as_traffic_and_can_be_skipped() {
+fn warm_up_is_not_counted_as_traffic() {
     let png = common::cifar_pngs(1).remove(0);
     for args in [
-        &["--model", "resnet20"][..],
-        &["--model", "resnet20", "--no-warm-up"],
+        &["--model", "resnet20", "--warm-up"][..],
+        &["--model", "resnet20"],
     ] {
         let (mut child, addr, _stderr) = spawn(args);
         let batches = "tpsnet_batch_size_count{model=\"resnet20\"}";
@@ -205,7 +206,7 @@ fn help_teaches_endpoints_and_options() {
         "--all",
         "--cpu-threads",
         "/v2/repository/index",
-        "--no-warm-up",
+        "--warm-up",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
