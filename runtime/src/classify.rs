@@ -643,7 +643,8 @@ impl Classifier {
     /// Runs one full batch ([`Classifier::batch_size`] blank images) through every session
     /// of the pool, so that the memory and the kernel choices a first batch of that size
     /// costs are paid now, not by the first request (like Triton's model warm-up). With
-    /// tract, one image per thread. A server calls it before it says the model is ready.
+    /// tract, one image per thread. A server may call it before it says the model is
+    /// ready (`tpsnet-serve --warm-up`).
     pub fn warm_up(&self) -> Result<()> {
         let classes = self.classes().len();
         match &self.engine {

@@ -211,11 +211,12 @@ impl TractEngine {
     /// default, where 3×3 convolutions gather their patches on the fly (lazy im2col), and
     /// one where they copy the patches out first (eager im2col, [`EAGER_IM2COL`]; tract
     /// keeps a convolution whose output channels fit one row panel of its matrix kernel
-    /// lazy either way). Which wins depends on the model (measured on a 2-core Xeon: eager took `airnet-wide`
-    /// from 0.55× to 0.64× ONNX Runtime's throughput, but `tpsnet` from 0.41× down to
-    /// 0.36×), so both are built and timed, alternately, on blank images
-    /// ([`PLAN_TRIALS`] runs each, the median kept) and the faster stays. Both compute the
-    /// same sums; only the memory traffic differs.
+    /// lazy either way). Which wins depends on the model: on a 2-core Xeon, eager took
+    /// `airnet-wide` from 0.55× to 0.64× ONNX Runtime's throughput but `tpsnet` from
+    /// 0.41× down to 0.36× (docs/benchmarks.md, "Lazy or eager im2col"). So both are
+    /// built and timed, alternately, on blank images ([`PLAN_TRIALS`] runs each, the
+    /// median kept), and the faster stays. Both compute the same sums; only the memory
+    /// traffic differs.
     fn fastest_plan(&self, model: TypedModel, n: usize) -> Result<Plan> {
         let lazy = self.optimise(model.clone())?;
         let scope = KnobScope::new(EAGER_IM2COL).map_err(|e| Error::TractModel {

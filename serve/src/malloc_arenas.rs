@@ -9,7 +9,7 @@
 /// and an arena keeps the memory freed in it. A server's threads (the async workers,
 /// the blocking pool that decodes uploads and runs batches, ONNX Runtime's intra-op
 /// threads) spread short-lived request buffers over up to 16 arenas on 2 cores, and
-/// each holds its own high-water mark. In a 10-minute soak of three models over four
+/// each holds its own high-water mark. In a 10-minute soak of three models over three
 /// protocols the server's RSS crept up about 1 MiB a minute without a cap (152 → 160.5
 /// MiB, spread 5.5 %); with `MALLOC_ARENA_MAX=2` it stayed within 129.7–132.2 MiB at the
 /// same throughput (docs/benchmarks.md, "Memory of a long-running server"). Process-wide,
