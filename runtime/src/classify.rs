@@ -646,12 +646,11 @@ impl Classifier {
     /// tract, one image per thread. A server may call it before it says the model is
     /// ready (`tpsnet-serve --warm-up`).
     pub fn warm_up(&self) -> Result<()> {
-        let classes = self.classes().len();
         match &self.engine {
             #[cfg(feature = "ort")]
             Engine::Ort { sessions, .. } => {
                 let blank = vec![0.0f32; self.batch_size * IMAGE_FLOATS];
-                let mut out = Vec::with_capacity(self.batch_size * classes);
+                let mut out = Vec::with_capacity(self.batch_size * self.classes().len());
                 for session in sessions {
                     out.clear();
                     let mut session = session.lock().unwrap_or_else(|p| p.into_inner());

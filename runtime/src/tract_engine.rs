@@ -69,6 +69,9 @@ pub struct TractEngine {
     batch: Symbol,
     plans: Mutex<HashMap<usize, Plan>>,
     symbolic_plan: OnceLock<Plan>,
+    /// Held while a fixed-shape plan is built and timed, so that runs asking for the same
+    /// new size at once wait for it instead of each building (and timing) both plans.
+    building: Mutex<()>,
     /// Its own pool when a thread count was asked for; else rayon's global pool.
     pool: Option<rayon::ThreadPool>,
 }
@@ -170,6 +173,7 @@ impl TractEngine {
             batch,
             plans: Mutex::new(HashMap::new()),
             symbolic_plan: OnceLock::new(),
+            building: Mutex::new(()),
             pool,
         })
     }
@@ -190,20 +194,21 @@ impl TractEngine {
         sizes
     }
 
+    /// An error of building a plan, naming the model.
+    fn optimise_error(&self, reason: String) -> Error {
+        Error::TractModel {
+            path: self.path.clone(),
+            stage: "optimise",
+            reason,
+        }
+    }
+
     fn optimise(&self, model: TypedModel) -> Result<Plan> {
         let built = catch_unwind(AssertUnwindSafe(|| model.into_optimized()?.into_runnable()));
         match built {
             Ok(Ok(plan)) => Ok(plan),
-            Ok(Err(e)) => Err(Error::TractModel {
-                path: self.path.clone(),
-                stage: "optimise",
-                reason: chain(&e),
-            }),
-            Err(payload) => Err(Error::TractModel {
-                path: self.path.clone(),
-                stage: "optimise",
-                reason: panic_text(&*payload),
-            }),
+            Ok(Err(e)) => Err(self.optimise_error(chain(&e))),
+            Err(payload) => Err(self.optimise_error(panic_text(&*payload))),
         }
     }
 
@@ -219,17 +224,10 @@ impl TractEngine {
     /// traffic differs.
     fn fastest_plan(&self, model: TypedModel, n: usize) -> Result<Plan> {
         let lazy = self.optimise(model.clone())?;
-        let scope = KnobScope::new(EAGER_IM2COL).map_err(|e| Error::TractModel {
-            path: self.path.clone(),
-            stage: "optimise",
-            reason: chain(&e),
-        })?;
+        let scope = KnobScope::new(EAGER_IM2COL).map_err(|e| self.optimise_error(chain(&e)))?;
         let eager = scope.enter(|| self.optimise(model))?;
-        let blank = Tensor::zero::<f32>(&[n, 3, SIDE, SIDE]).map_err(|e| Error::TractModel {
-            path: self.path.clone(),
-            stage: "optimise",
-            reason: chain(&e),
-        })?;
+        let blank =
+            Tensor::zero::<f32>(&[n, 3, SIDE, SIDE]).map_err(|e| self.optimise_error(chain(&e)))?;
         let time = |plan: &Plan| -> Result<f64> {
             let t = std::time::Instant::now();
             plan.run(tvec!(blank.clone().into_tvalue()))
@@ -275,16 +273,22 @@ impl TractEngine {
             let plan = self.optimise(self.model.clone())?;
             return Ok(self.symbolic_plan.get_or_init(|| plan).clone());
         }
+        // One build at a time; whoever waited finds the plan made meanwhile. The plans'
+        // own lock is not held while building, so cached sizes keep running.
+        let _building = self.building.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = self
+            .plans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&n)
+        {
+            return Ok(plan.clone());
+        }
         let subs = HashMap::from([(self.batch.clone(), TDim::from(n))]);
         let fixed = self
             .model
             .set_symbols(&subs)
-            .map_err(|e| Error::TractModel {
-                path: self.path.clone(),
-                stage: "optimise",
-                reason: chain(&e),
-            })?;
-        // Built outside the lock: two threads may build the same size once each.
+            .map_err(|e| self.optimise_error(chain(&e)))?;
         let plan = self.fastest_plan(fixed, n)?;
         let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(plans.entry(n).or_insert(plan).clone())
