@@ -182,6 +182,13 @@ pub struct SessionOptions {
     pub allow_cpu_fallback: bool,
     /// Images per inference call; larger inputs are split into chunks of this size.
     pub batch_size: usize,
+    /// ONNX Runtime only: how long (microseconds) an idle intra-op thread spins for new
+    /// work before it sleeps (`None` or 0: ONNX Runtime's default, which spins far
+    /// longer). Spinning makes the next parallel step start at once, which a lone
+    /// request needs; a busy server loses that CPU time to the threads that read and
+    /// answer requests. `tpsnet-serve` sets 100 (docs/benchmarks.md, "How long ONNX
+    /// Runtime's idle threads spin").
+    pub spin_us: Option<u32>,
 }
 
 impl Default for SessionOptions {
@@ -193,6 +200,7 @@ impl Default for SessionOptions {
             sessions: 1,
             allow_cpu_fallback: false,
             batch_size: 256,
+            spin_us: None,
         }
     }
 }
@@ -251,6 +259,13 @@ impl SessionOptionsBuilder {
     /// Images per inference call (default 256; 0 counts as 1).
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.options.batch_size = batch_size;
+        self
+    }
+
+    /// Microseconds an idle ONNX Runtime intra-op thread spins for work before it sleeps
+    /// (default: ONNX Runtime's own; 0 means the same). tract ignores it.
+    pub fn spin_us(mut self, us: u32) -> Self {
+        self.options.spin_us = (us > 0).then_some(us);
         self
     }
 

@@ -110,6 +110,13 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     threads: usize,
 
+    /// Microseconds an idle ONNX Runtime thread spins for work before it sleeps (0: ONNX
+    /// Runtime's default, which spins far longer). 100 keeps a lone request as fast and
+    /// leaves the CPU to request handling under load: resnet20 at 64 clients +10 %
+    /// (docs/benchmarks.md).
+    #[arg(long, value_name = "US", default_value_t = 100)]
+    spin_us: u32,
+
     /// CPU threads shared by all models: with --threads T, at most CPU_THREADS / T
     /// batches run at once across every model, so busy models take turns instead of
     /// oversubscribing the cores [default: the logical cores].
@@ -335,6 +342,7 @@ async fn start(args: &Args) -> anyhow::Result<Server> {
         .backend(args.backend)
         .device(args.device)
         .threads(args.threads)
+        .spin_us(args.spin_us)
         .allow_cpu_fallback(args.allow_cpu_fallback)
         .sessions(config.workers)
         .batch_size(config.max_batch)
@@ -387,8 +395,14 @@ fn announce(args: &Args, server: &Server, config: &ServerConfig) {
         0 => "ONNX Runtime's default threads".to_string(),
         t => format!("{t} threads"),
     };
+    // tract has no spinning pool; ONNX Runtime's idle threads spin --spin-us.
+    let spin = match (args.backend, args.spin_us) {
+        (Backend::Tract, _) => String::new(),
+        (_, 0) => ", idle threads spin ONNX Runtime's default time".to_string(),
+        (_, us) => format!(", idle threads spin {us} µs"),
+    };
     eprintln!(
-        "tpsnet-serve: {batching}; queue {} images per model; at most {} batch(es) at once across all models, {threads} each",
+        "tpsnet-serve: {batching}; queue {} images per model; at most {} batch(es) at once across all models, {threads} each{spin}",
         config.max_queue, budget.permits
     );
     let m = server.model();

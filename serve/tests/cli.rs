@@ -149,6 +149,41 @@ fn warm_up_is_not_counted_as_traffic() {
     }
 }
 
+/// `--spin-us` (how long ONNX Runtime's idle threads spin) is on the startup line: 100 µs
+/// by default, ONNX Runtime's own time with 0.
+#[test]
+fn spin_time_is_announced_at_start() {
+    for (args, needle) in [
+        (&["--model", "resnet20"][..], "idle threads spin 100 µs"),
+        (
+            &["--model", "resnet20", "--spin-us", "0"],
+            "idle threads spin ONNX Runtime's default time",
+        ),
+        (&["--model", "resnet20", "--spin-us", "250"], "spin 250 µs"),
+    ] {
+        let mut child = serve_cmd()
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tpsnet-serve starts");
+        let rx = common::process::stderr_lines(&mut child);
+        let mut started = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+            let listening = line.contains("listening on http://");
+            started.push(line);
+            if listening {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let started = started.join("\n");
+        assert!(started.contains(needle), "{args:?}: {started}");
+    }
+}
+
 #[test]
 fn start_up_errors_exit_2_with_a_message() {
     let out = serve_cmd()
@@ -207,6 +242,7 @@ fn help_teaches_endpoints_and_options() {
         "--cpu-threads",
         "/v2/repository/index",
         "--warm-up",
+        "--spin-us",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }

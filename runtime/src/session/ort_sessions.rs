@@ -82,7 +82,7 @@ pub fn create_session(
     let rt = runtime()?;
     match opts.device {
         Device::Cpu => Ok((
-            build_cpu(rt, model_path, model_bytes, opts.threads)?,
+            build_cpu(rt, model_path, model_bytes, opts)?,
             Execution {
                 backend: super::Backend::Ort,
                 requested: Device::Cpu,
@@ -114,7 +114,7 @@ pub fn create_session(
                     None => format!("CUDA device {device} unavailable ({reason})"),
                 };
                 Ok((
-                    build_cpu(rt, model_path, model_bytes, opts.threads)?,
+                    build_cpu(rt, model_path, model_bytes, opts)?,
                     Execution {
                         backend: super::Backend::Ort,
                         requested: opts.device,
@@ -145,27 +145,40 @@ fn invalid_model(model_path: &Path, e: impl Into<ort::Error>) -> Error {
     }
 }
 
-/// A session builder with full graph optimisation and `threads` intra-op threads.
-fn builder(rt: &OrtRuntime, model_path: &Path, threads: usize) -> Result<Builder> {
-    let b = Session::builder(&rt.env)
+/// A session builder with full graph optimisation, `opts.threads` intra-op threads and,
+/// when set, `opts.spin_us` of spinning for idle intra-op threads.
+fn builder(rt: &OrtRuntime, model_path: &Path, opts: &SessionOptions) -> Result<Builder> {
+    let mut b = Session::builder(&rt.env)
         .map_err(|e| session_error(model_path, e))?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| session_error(model_path, e))?;
-    if threads == 0 {
+    if let Some(us) = opts.spin_us.filter(|&us| us > 0) {
+        // ONNX Runtime reads it when it makes the session's thread pool (1.31's
+        // OrtThreadPoolParams::spin_duration_us; it logs the value at verbose level).
+        b = b
+            .with_config_entry("session.intra_op.spin_duration_us", us.to_string())
+            .map_err(|e| session_error(model_path, e))?;
+    }
+    if opts.threads == 0 {
         return Ok(b);
     }
-    b.with_intra_threads(threads)
+    b.with_intra_threads(opts.threads)
         .map_err(|e| session_error(model_path, e))
 }
 
-fn build_cpu(rt: &OrtRuntime, model_path: &Path, bytes: &[u8], threads: usize) -> Result<Session> {
+fn build_cpu(
+    rt: &OrtRuntime,
+    model_path: &Path,
+    bytes: &[u8],
+    opts: &SessionOptions,
+) -> Result<Session> {
     // ONNX Runtime's memory pattern plans one block per input shape and keeps each plan
     // (and its block's arena space) for the session's life. Our batch dimension varies (a
     // server's batches take every size up to --max-batch), so with patterns on, memory
     // grows with every new size: 83 -> 177 MiB for three models over 3,000 calls of random
     // sizes, against a flat 129 MiB with patterns off, at the same speed (batch 1, 16 and
     // 256, resnet20 and airnet-wide; docs/benchmarks.md, "Memory of a long-running server").
-    builder(rt, model_path, threads)?
+    builder(rt, model_path, opts)?
         .with_memory_pattern(false)
         .map_err(|e| session_error(model_path, e))?
         .commit_from_memory(bytes)
@@ -200,7 +213,7 @@ fn build_cuda(
         .with_device_id(device)
         .build()
         .error_on_failure();
-    let mut b = builder(rt, model_path, opts.threads)?
+    let mut b = builder(rt, model_path, opts)?
         .with_execution_providers([ep])
         .map_err(|e| {
             unavailable(
