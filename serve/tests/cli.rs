@@ -18,6 +18,12 @@ fn serve_cmd() -> Command {
 
 /// Starts the server on a free port; returns the child, its address and its stderr lines.
 fn spawn(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let (child, addr, rx, _started) = spawn_logged(args);
+    (child, addr, rx)
+}
+
+/// [`spawn`], and the lines the server printed up to its address.
+fn spawn_logged(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>, Vec<String>) {
     let mut child = serve_cmd()
         .args(["--host", "127.0.0.1", "--port", "0"])
         .args(args)
@@ -26,8 +32,9 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
         .spawn()
         .expect("tpsnet-serve starts");
     let rx = common::process::stderr_lines(&mut child);
-    match listening_address(&rx, Duration::from_secs(60)) {
-        Some(addr) => (child, addr, rx),
+    let mut started = Vec::new();
+    match listening_address(&rx, Duration::from_secs(60), &mut started) {
+        Some(addr) => (child, addr, rx, started),
         None => {
             let _ = child.kill();
             let _ = child.wait();
@@ -36,14 +43,24 @@ fn spawn(args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
     }
 }
 
-/// The address from the server's "listening on http://ADDR" line.
-fn listening_address(rx: &mpsc::Receiver<String>, within: Duration) -> Option<SocketAddr> {
+/// The address from the server's "listening on http://ADDR" line; the lines read on
+/// the way, that one included, go to `started`.
+fn listening_address(
+    rx: &mpsc::Receiver<String>,
+    within: Duration,
+    started: &mut Vec<String>,
+) -> Option<SocketAddr> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).ok()?;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            return rest.split_whitespace().next()?.parse().ok();
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+        started.push(line);
+        if addr.is_some() {
+            return addr;
         }
     }
 }
@@ -161,22 +178,7 @@ fn spin_time_is_announced_at_start() {
         ),
         (&["--model", "resnet20", "--spin-us", "250"], "spin 250 µs"),
     ] {
-        let mut child = serve_cmd()
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tpsnet-serve starts");
-        let rx = common::process::stderr_lines(&mut child);
-        let mut started = Vec::new();
-        while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
-            let listening = line.contains("listening on http://");
-            started.push(line);
-            if listening {
-                break;
-            }
-        }
+        let (mut child, _addr, _rx, started) = spawn_logged(args);
         child.kill().unwrap();
         child.wait().unwrap();
         let started = started.join("\n");
