@@ -11,6 +11,7 @@
 //! ```text
 //! CIFAR10_DIR=... cargo bench -p tpsnet-serve --bench soak -- [--model NAME]...
 //!     [--minutes 10] [--clients 64] [--python PYTHON] [--json FILE]
+//!     [--server-arg=ARG]...   (added to the server's, e.g. `--server-arg=--spin-us=0`)
 //! ```
 //! (`bench/soak.sh` runs it.)
 
@@ -36,6 +37,8 @@ struct Options {
     clients: usize,
     python: String,
     json: Option<PathBuf>,
+    /// Extra options for the server, after the soak's own.
+    server_args: Vec<String>,
 }
 
 fn parse_args() -> Options {
@@ -48,9 +51,15 @@ fn parse_args() -> Options {
             venv.to_string_lossy().into_owned()
         }),
         json: None,
+        server_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        // The value joined with `=`, as it starts with `--` itself.
+        if let Some(arg) = a.strip_prefix("--server-arg=") {
+            o.server_args.push(arg.to_string());
+            continue;
+        }
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
             "--model" => o.models.push(value()),
@@ -333,15 +342,17 @@ fn main() {
         .into_iter()
         .map(String::from)
         .chain(server_args)
+        .chain(o.server_args.iter().cloned())
         .collect();
     let server = start_server(&server_args);
     let grpc_addr = server.grpc.expect("the server announces its gRPC address");
     let pid = server.child.id();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     eprintln!(
-        "soak: {name}, {} clients, {} min, JSON + binary + upload + gRPC; load {}",
+        "soak: {name}, {} clients, {} min, JSON + binary + upload + gRPC; server options {}; load {}",
         o.clients,
         o.minutes,
+        server_args.join(" "),
         load().trim()
     );
     let tally = Arc::new(Tally::default());
