@@ -10,6 +10,7 @@ after a few requests.
 
   python bench/serve_zoo.py --server target/release/tpsnet-serve
       [--models resnet20,airnet-short] [--clients 4] [--seconds 8] [--memory]
+      [--server-arg=ARG]...   (to both servers, e.g. --server-arg=--spin-us=0)
 
 Bounded: every step stops after --seconds; the whole run takes about 6 × --seconds plus
 start-ups (and about half a minute for --memory). Needs CIFAR10_DIR.
@@ -136,13 +137,16 @@ def main():
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--threads", type=int, default=0, help="per batch (default: the logical cores)")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                    help="an extra server option for both servers, e.g. --server-arg=--spin-us=0")
     a = ap.parse_args()
     x = images(os.environ["CIFAR10_DIR"])
     payloads = [body(x[i:i + 1]) for i in range(len(x))]
     models = a.models.split(",")
     cores = os.cpu_count()
     model_args = [arg for m in models for arg in ("--model", m)]
-    print(f"CPU: {cpu_name()}, {cores} logical cores; load average {os.getloadavg()}")
+    print(f"CPU: {cpu_name()}, {cores} logical cores; load average {os.getloadavg()}; "
+          f"server options {' '.join(a.server_arg) or '(defaults)'}")
     print("| server | busy models | requests | errors | req/s (all) | req/s per model | p50 ms | p99 ms | load avg |")
     print("|---|---|---|---|---|---|---|---|---|")
     threads = a.threads or cores
@@ -154,7 +158,7 @@ def main():
          ["--threads", str(threads), "--cpu-threads", str(over)]),
     ]
     for label, extra in configs:
-        p, addr, _ = start(a.server, model_args + extra)
+        p, addr, _ = start(a.server, model_args + extra + a.server_arg)
         try:
             step(addr, models, payloads, 1, 1.0)  # warm-up
             runs = [models[:1], models[1:], models]

@@ -183,8 +183,8 @@ pub struct SessionOptions {
     /// Images per inference call; larger inputs are split into chunks of this size.
     pub batch_size: usize,
     /// ONNX Runtime only: how long (microseconds) an idle intra-op thread spins for new
-    /// work before it sleeps (`None` or 0: ONNX Runtime's default, which spins far
-    /// longer). Spinning makes the next parallel step start at once, which a lone
+    /// work before it sleeps (`None` or 0: ONNX Runtime's default). Spinning makes
+    /// the next parallel step start at once, which a lone
     /// request needs; a busy server loses that CPU time to the threads that read and
     /// answer requests. `tpsnet-serve` sets 100 (docs/benchmarks.md, "How long ONNX
     /// Runtime's idle threads spin").

@@ -111,9 +111,9 @@ struct Args {
     threads: usize,
 
     /// Microseconds an idle ONNX Runtime thread spins for work before it sleeps (0: ONNX
-    /// Runtime's default, which spins far longer). 100 keeps a lone request as fast and
-    /// leaves the CPU to request handling under load: resnet20 at 64 clients +10 %
-    /// (docs/benchmarks.md).
+    /// Runtime's default). 100 keeps a lone request about as fast and leaves the CPU to
+    /// request handling and other models under load: resnet20 at 64 clients +10 %,
+    /// three models in one server +75 % (docs/benchmarks.md).
     #[arg(long, value_name = "US", default_value_t = 100)]
     spin_us: u32,
 
