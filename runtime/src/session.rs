@@ -265,7 +265,7 @@ impl SessionOptionsBuilder {
     /// Microseconds an idle ONNX Runtime intra-op thread spins for work before it sleeps
     /// (default: ONNX Runtime's own; 0 means the same). tract ignores it.
     pub fn spin_us(mut self, us: u32) -> Self {
-        self.options.spin_us = (us > 0).then_some(us);
+        self.options.spin_us = Some(us);
         self
     }
 

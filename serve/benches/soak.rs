@@ -55,9 +55,8 @@ fn parse_args() -> Options {
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        // The value joined with `=`, as it starts with `--` itself.
-        if let Some(arg) = a.strip_prefix("--server-arg=") {
-            o.server_args.push(arg.to_string());
+        if let Some(arg) = common::server_arg(&a) {
+            o.server_args.push(arg);
             continue;
         }
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));

@@ -17,6 +17,12 @@ pub fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
+/// The server option in a bench argument `--server-arg=ARG` (joined with `=`, since ARG
+/// starts with `--` itself), or None for any other argument.
+pub fn server_arg(bench_arg: &str) -> Option<String> {
+    bench_arg.strip_prefix("--server-arg=").map(String::from)
+}
+
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
