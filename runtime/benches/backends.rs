@@ -15,6 +15,8 @@
 //! `$TPSNET_MODELS`, else the workspace's models/), `--json OUT`, `--tract-threads N`
 //! (tract runs at once, `SessionOptions::threads`; default 0, one per core),
 //! then model names (default: every model in the models folder except the int8 ones).
+//! `TPSNET_TRACT_DIRECT_CONV=off` (or `avx2`) measures tract without its direct 3×3
+//! convolution kernels (or with the AVX2 ones); the header names which ran.
 
 use std::time::Instant;
 
@@ -162,6 +164,12 @@ fn main() {
         "input: {source}; rounds {}, {} batch runs and {} single-image runs per round",
         o.rounds, o.repeats, o.latency_runs
     );
+    // What computes tract's 3×3 convolutions (`TPSNET_TRACT_DIRECT_CONV` picks).
+    let direct = tpsnet_runtime::tract_engine::direct_conv::Isa::chosen()
+        .map_or("tract's own im2col".to_string(), |isa| {
+            format!("direct {isa:?} kernels")
+        });
+    println!("tract 3x3 convolutions: {direct}");
     println!("load before: {}", load().trim());
     println!(
         "| model | ort img/s (b256) | tract img/s (b256) | tract/ort (b256, median of rounds) | ort ms (b1) | tract ms (b1) | tract/ort speed (b1) |"
@@ -195,9 +203,10 @@ fn main() {
     }
     println!("load after: {}", load().trim());
     if let Some(p) = &o.json {
-        let text =
-            serde_json::to_string_pretty(&serde_json::json!({"input": source, "models": rows}))
-                .unwrap();
+        let text = serde_json::to_string_pretty(
+            &serde_json::json!({"input": source, "tract_convolutions": direct, "models": rows}),
+        )
+        .unwrap();
         std::fs::write(p, text + "\n").unwrap();
     }
 }
