@@ -48,8 +48,8 @@ use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Environment variable choosing the kernels: unset or `auto` for the widest this CPU
-/// has, `avx2` for the AVX2 ones even where AVX-512 is there, `off` (or `0`) for tract's
-/// own convolutions.
+/// has, `avx512` or `avx2` for those (none where the CPU lacks them), `off` (or `0`) for
+/// tract's own convolutions.
 pub const SWITCH: &str = "TPSNET_TRACT_DIRECT_CONV";
 
 /// Narrowest image the positions kernel takes; narrower ones go to the channels kernel.
@@ -84,6 +84,7 @@ impl Isa {
         let wanted = std::env::var(SWITCH).unwrap_or_default();
         match wanted.trim() {
             "0" | "off" | "false" => None,
+            "avx512" => Some(Isa::Avx512).filter(|isa| isa.available()),
             "avx2" => Some(Isa::Avx2).filter(|isa| isa.available()),
             _ => [Isa::Avx512, Isa::Avx2]
                 .into_iter()
@@ -245,7 +246,11 @@ impl DirectConv3x3 {
         if input.datum_type != f32::datum_type() || input.rank() != 4 {
             return Ok(None);
         }
-        let (Some(h), Some(w)) = (input.shape[2].as_i64(), input.shape[3].as_i64()) else {
+        let (Some(c), Some(h), Some(w)) = (
+            input.shape[1].as_i64(),
+            input.shape[2].as_i64(),
+            input.shape[3].as_i64(),
+        ) else {
             return Ok(None);
         };
         let (Some(kernel), Some(bias)) = (kernel.konst.as_ref(), bias.konst.as_ref()) else {
@@ -254,6 +259,7 @@ impl DirectConv3x3 {
         let (ci, co) = (spec.input_channels, spec.output_channels);
         if ci == 0
             || co == 0
+            || c != ci as i64
             || h < 1
             || w < 1
             || kernel.datum_type() != f32::datum_type()
@@ -263,13 +269,18 @@ impl DirectConv3x3 {
         {
             return Ok(None);
         }
-        let kernel = kernel.try_as_plain_ram()?;
-        let bias = bias.try_as_plain_ram()?;
+        // Weights tract keeps in another form than a plain array stay tract's.
+        let (Ok(kernel), Ok(bias)) = (kernel.try_as_plain_ram(), bias.try_as_plain_ram()) else {
+            return Ok(None);
+        };
+        let (Ok(kernel), Ok(bias)) = (kernel.as_slice::<f32>(), bias.as_slice::<f32>()) else {
+            return Ok(None);
+        };
         Ok(Some(Self::new(
             isa,
             [ci, co, h as usize, w as usize],
-            kernel.as_slice::<f32>()?,
-            bias.as_slice::<f32>()?,
+            kernel,
+            bias,
         )))
     }
 
