@@ -339,7 +339,12 @@ impl TractEngine {
             return Ok(Vec::new());
         }
         if n <= IMAGES_PER_RUN {
-            return self.run_part(chw);
+            // In the engine's pool, if it has one: a lone image's direct convolutions share
+            // their blocks out over the pool's threads, never more.
+            return match &self.pool {
+                Some(pool) => pool.install(|| self.run_part(chw)),
+                None => self.run_part(chw),
+            };
         }
         let run_all = || {
             chw.par_chunks(IMAGES_PER_RUN * IMAGE_FLOATS)

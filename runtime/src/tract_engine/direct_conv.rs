@@ -38,8 +38,10 @@
 //! comparisons), the model keeps tract's own convolutions; `=avx2` picks the AVX2 kernels
 //! on an AVX-512 machine (to test and measure them there).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -339,160 +341,214 @@ impl DirectConv3x3 {
 
     /// Copies images (`[n][ci][h][w]`) into `bordered` (`[n][ci][channel_stride]`), zero
     /// around each, with `slack` more zeros at the end for the positions kernel's last,
-    /// partly used tile.
+    /// partly used tile. Only the border is zeroed; the copy fills the rest.
     fn border(&self, images: &[f32], bordered: &mut Vec<f32>, slack: usize) {
-        let (row, cs) = (self.row(), self.channel_stride());
-        bordered.clear();
-        bordered.resize(images.len() / (self.h * self.w) * cs + slack, 0.0);
-        for (c, plane) in images.chunks_exact(self.h * self.w).enumerate() {
-            for (y, line) in plane.chunks_exact(self.w).enumerate() {
-                let at = c * cs + (y + 1) * row + 1;
-                bordered[at..at + self.w].copy_from_slice(line);
+        let (row, cs, w) = (self.row(), self.channel_stride(), self.w);
+        let channels = images.len() / (self.h * w);
+        grow(bordered, channels * cs + slack);
+        bordered[channels * cs..].fill(0.0);
+        let planes = images.chunks_exact(self.h * w);
+        for (plane, channel) in planes.zip(bordered.chunks_exact_mut(cs)) {
+            // The zero row above, then each row: its zero column and its `w` values.
+            channel[..row].fill(0.0);
+            for (y, line) in plane.chunks_exact(w).enumerate() {
+                let at = (y + 1) * row;
+                channel[at] = 0.0;
+                channel[at + 1..at + 1 + w].copy_from_slice(line);
             }
+            // The zero row below and the zero that starts the row after it.
+            channel[(self.h + 1) * row..].fill(0.0);
         }
     }
 
-    /// A batch: `images` is `[n][ci][h][w]`, `out` is `[n][co][h][w]`. Each block of
-    /// output channels runs over every image before the next block, so a block's weights
-    /// are read from memory once per batch rather than once per image.
+    /// A batch: `images` is `[n][ci][h][w]`, `out` is `[n][co][h][w]`.
+    ///
+    /// One image's blocks of output channels are shared out over the current rayon
+    /// pool's threads (the tract backend runs one image per tract run, so this is how a
+    /// lone image uses more than one core; when every thread already has an image of its
+    /// own, each runs its blocks itself). Several images go block by block, each block
+    /// over every image, so that a block's weights are read from memory once per batch.
     pub fn run(&self, images: &[f32], out: &mut [f32]) {
-        let n = images.len() / (self.ci * self.h * self.w);
-        assert_eq!(images.len(), n * self.ci * self.h * self.w);
-        assert_eq!(out.len(), n * self.co * self.h * self.w);
-        SCRATCH.with_borrow_mut(|scratch| match self.blocking {
+        let plane = self.h * self.w;
+        let n = images.len() / (self.ci * plane);
+        assert_eq!(images.len(), n * self.ci * plane);
+        assert_eq!(out.len(), n * self.co * plane);
+        let cb = self.blocking.channels(self.isa);
+        let slack = match self.blocking {
+            Blocking::Positions { vectors, .. } => vectors * self.isa.lanes(),
+            Blocking::Channels { .. } => 0,
+        };
+        let mut bordered = take(&BORDERED);
+        self.border(images, &mut bordered, slack);
+        let block_weights = self.ci * 9 * cb;
+        let macs = self.co * self.ci * 9 * plane;
+        if n == 1 && self.co > cb && macs >= PARALLEL_MIN_MACS && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(cb * plane)
+                .zip(self.weights.par_chunks(block_weights))
+                .zip(self.bias.par_chunks(cb))
+                .for_each(|((out, weights), bias)| {
+                    let mut sums = take(&SUMS);
+                    self.block(&bordered, out, weights, bias, &mut sums);
+                    put(&SUMS, sums);
+                });
+        } else {
+            let mut sums = take(&SUMS);
+            let (image_in, image_out) = (self.ci * self.channel_stride(), self.co * plane);
+            for (block, weights) in self.weights.chunks_exact(block_weights).enumerate() {
+                let bias = &self.bias[block * cb..(block + 1) * cb];
+                let channels = (block * cb)..self.co.min((block + 1) * cb);
+                for (i, out) in out.chunks_exact_mut(image_out).enumerate() {
+                    let out = &mut out[channels.start * plane..channels.end * plane];
+                    self.block(&bordered[i * image_in..], out, weights, bias, &mut sums);
+                }
+            }
+            put(&SUMS, sums);
+        }
+        put(&BORDERED, bordered);
+    }
+
+    /// One block of output channels of one image: `bordered` starts at the image,
+    /// `out` is the block's channels (`[channel][h][w]`, fewer than a block at the end).
+    fn block(
+        &self,
+        bordered: &[f32],
+        out: &mut [f32],
+        weights: &[f32],
+        bias: &[f32],
+        sums: &mut Vec<f32>,
+    ) {
+        match self.blocking {
             Blocking::Positions { channels, vectors } => {
-                self.run_positions(images, out, scratch, channels, vectors)
+                self.positions_block(bordered, out, weights, bias, sums, [channels, vectors])
             }
             Blocking::Channels { positions, vectors } => {
-                self.run_channels(images, out, scratch, positions, vectors)
+                self.channels_block(bordered, out, weights, bias, sums, [positions, vectors])
             }
-        })
+        }
     }
 
-    fn run_positions(
+    fn positions_block(
         &self,
-        images: &[f32],
+        bordered: &[f32],
         out: &mut [f32],
-        scratch: &mut Scratch,
-        channels: usize,
-        vectors: usize,
+        weights: &[f32],
+        bias: &[f32],
+        sums: &mut Vec<f32>,
+        [channels, vectors]: [usize; 2],
     ) {
-        let (row, cs) = (self.row(), self.channel_stride());
+        let row = self.row();
         let tile = vectors * self.isa.lanes();
         // Output positions on the bordered grid: `h` rows of `w` outputs and one dropped.
-        let grid = self.h * row;
-        let tiles = grid.div_ceil(tile);
+        let tiles = (self.h * row).div_ceil(tile);
         let grid_stride = tiles * tile;
-        self.border(images, &mut scratch.bordered, tile);
-        scratch.sums.clear();
-        scratch.sums.resize(channels * grid_stride, 0.0);
+        // Every tile writes all its sums, so the buffer need not be cleared.
+        grow(sums, channels * grid_stride);
+        for t in 0..tiles {
+            kernels::positions(
+                self.isa,
+                [channels, vectors],
+                bordered,
+                weights,
+                bias,
+                sums,
+                kernels::Grid {
+                    ci: self.ci,
+                    channel_stride: self.channel_stride(),
+                    row,
+                    grid_stride,
+                    start: t * tile,
+                },
+            );
+        }
         let plane = self.h * self.w;
-        let (image_in, image_out) = (self.ci * cs, self.co * plane);
-        for (block, weights) in self
-            .weights
-            .chunks_exact(self.ci * 9 * channels)
-            .enumerate()
-        {
-            let bias = &self.bias[block * channels..(block + 1) * channels];
-            let first = block * channels;
-            for (i, out) in out.chunks_exact_mut(image_out).enumerate() {
-                let bordered = &scratch.bordered[i * image_in..];
-                for t in 0..tiles {
-                    kernels::positions(
-                        self.isa,
-                        [channels, vectors],
-                        bordered,
-                        weights,
-                        bias,
-                        &mut scratch.sums,
-                        kernels::Grid {
-                            ci: self.ci,
-                            channel_stride: cs,
-                            row,
-                            grid_stride,
-                            start: t * tile,
-                        },
-                    );
-                }
-                for lane in 0..channels.min(self.co - first) {
-                    let dst = &mut out[(first + lane) * plane..(first + lane + 1) * plane];
-                    let src = &scratch.sums[lane * grid_stride..];
-                    for (y, line) in dst.chunks_exact_mut(self.w).enumerate() {
-                        line.copy_from_slice(&src[y * row..y * row + self.w]);
-                    }
-                }
+        for (lane, dst) in out.chunks_exact_mut(plane).enumerate() {
+            let src = &sums[lane * grid_stride..];
+            for (y, line) in dst.chunks_exact_mut(self.w).enumerate() {
+                line.copy_from_slice(&src[y * row..y * row + self.w]);
             }
         }
     }
 
-    fn run_channels(
+    fn channels_block(
         &self,
-        images: &[f32],
+        bordered: &[f32],
         out: &mut [f32],
-        scratch: &mut Scratch,
-        positions: usize,
-        vectors: usize,
+        weights: &[f32],
+        bias: &[f32],
+        sums: &mut Vec<f32>,
+        [positions, vectors]: [usize; 2],
     ) {
-        let (row, cs) = (self.row(), self.channel_stride());
-        let cb = vectors * self.isa.lanes();
-        self.border(images, &mut scratch.bordered, 0);
+        let (row, cb) = (self.row(), vectors * self.isa.lanes());
         let plane = self.h * self.w;
         let tiles = plane.div_ceil(positions);
+        grow(sums, tiles * positions * cb);
+        let sums = &mut sums[..tiles * positions * cb];
         // Where each output position's 3×3 window starts in a bordered channel; a last,
         // short tile repeats the final position, and only `plane` positions are kept.
-        scratch.starts.clear();
-        scratch.starts.extend(
-            (0..tiles * positions)
-                .map(|p| p.min(plane - 1))
-                .map(|p| (p / self.w) * row + p % self.w),
-        );
-        scratch.sums.clear();
-        scratch.sums.resize(tiles * positions * cb, 0.0);
-        let (image_in, image_out) = (self.ci * cs, self.co * plane);
-        for (block, weights) in self.weights.chunks_exact(self.ci * 9 * cb).enumerate() {
-            let bias = &self.bias[block * cb..(block + 1) * cb];
-            let first = block * cb;
-            let lanes = cb.min(self.co - first);
-            for (i, out) in out.chunks_exact_mut(image_out).enumerate() {
-                let bordered = &scratch.bordered[i * image_in..];
-                let tiles_out = scratch.sums.chunks_exact_mut(positions * cb);
-                for (sums, starts) in tiles_out.zip(scratch.starts.chunks_exact(positions)) {
-                    kernels::channels(
-                        self.isa,
-                        [positions, vectors],
-                        bordered,
-                        weights,
-                        bias,
-                        sums,
-                        kernels::Windows {
-                            ci: self.ci,
-                            channel_stride: cs,
-                            row,
-                            starts,
-                        },
-                    );
-                }
-                // The sums are [position][channel]; the output is [channel][position].
-                for (p, values) in scratch.sums.chunks_exact(cb).take(plane).enumerate() {
-                    for (lane, &v) in values.iter().take(lanes).enumerate() {
-                        out[(first + lane) * plane + p] = v;
-                    }
-                }
+        let start = |p: usize| {
+            let p = p.min(plane - 1);
+            (p / self.w) * row + p % self.w
+        };
+        let mut starts = [0usize; MAX_TILE_POSITIONS];
+        for (t, tile_sums) in sums.chunks_exact_mut(positions * cb).enumerate() {
+            for (i, s) in starts.iter_mut().take(positions).enumerate() {
+                *s = start(t * positions + i);
+            }
+            kernels::channels(
+                self.isa,
+                [positions, vectors],
+                bordered,
+                weights,
+                bias,
+                tile_sums,
+                kernels::Windows {
+                    ci: self.ci,
+                    channel_stride: self.channel_stride(),
+                    row,
+                    starts: &starts[..positions],
+                },
+            );
+        }
+        // The sums are [position][channel]; the output is [channel][position].
+        let lanes = out.len() / plane;
+        for (p, values) in sums.chunks_exact(cb).take(plane).enumerate() {
+            for (lane, &v) in values.iter().take(lanes).enumerate() {
+                out[lane * plane + p] = v;
             }
         }
     }
 }
 
-/// Buffers reused across calls on one thread.
-#[derive(Default)]
-struct Scratch {
-    bordered: Vec<f32>,
-    sums: Vec<f32>,
-    starts: Vec<usize>,
-}
+/// Least work (multiply-adds) for which one image's blocks are shared out over threads:
+/// about 25 µs on one core, well above what handing a block to another thread costs.
+const PARALLEL_MIN_MACS: usize = 4 << 20;
+
+/// Most output positions in a channels tile.
+const MAX_TILE_POSITIONS: usize = 8;
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// The bordered input of the convolution running on this thread.
+    static BORDERED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// A block's sums, on the thread computing the block.
+    static SUMS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Makes `v` at least `len` long.
+fn grow(v: &mut Vec<f32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+}
+
+/// This thread's buffer, taken out (an empty one if it is already out: a thread that
+/// waits for rayon may run another convolution meanwhile), to be [`put`] back.
+fn take(buffer: &'static std::thread::LocalKey<Cell<Vec<f32>>>) -> Vec<f32> {
+    buffer.take()
+}
+
+/// Gives a buffer back for the next convolution on this thread.
+fn put(buffer: &'static std::thread::LocalKey<Cell<Vec<f32>>>, v: Vec<f32>) {
+    buffer.set(v);
 }
 
 impl Op for DirectConv3x3 {
@@ -996,6 +1052,9 @@ mod tests {
             (1, 24, 20, 5, 7, false),
             (1, 1, 1, 1, 1, false),
             (1, 130, 12, 3, 16, true),
+            // Lone images with enough work for their blocks to be shared out over threads.
+            (1, 40, 72, 24, 24, false),
+            (1, 96, 80, 12, 12, false),
         ];
         let isas: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
             .into_iter()
@@ -1024,8 +1083,16 @@ mod tests {
                     1,
                     "{isa:?} {n}×{ci}→{co} {h}×{w}"
                 );
-                let (direct, ops) = run(model, &input);
+                let (direct, ops) = run(model.clone(), &input);
                 assert!(ops.iter().any(|o| o == "DirectConv3x3"), "{ops:?}");
+                // One image's blocks shared out over three threads: the same floats.
+                let (shared, _) = threads(3).install(|| run(model, &input));
+                assert!(
+                    direct
+                        .iter()
+                        .zip(&shared)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
                 let want = reference(&c, &input_values(&input), &weights, &bias);
                 let (d, t) = (max_diff(&direct, &want), max_diff(&tract, &want));
                 let what = format!("{isa:?} {n}×{ci}→{co} {h}×{w}: direct {d:e}, tract {t:e}");
@@ -1044,6 +1111,13 @@ mod tests {
                     .any(|b| matches!(b, Blocking::Channels { .. }))
             );
         }
+    }
+
+    fn threads(n: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
     }
 
     fn input_values(t: &Tensor) -> Vec<f32> {
