@@ -17,7 +17,8 @@
 //! * Before that, every 3×3, stride-1 convolution is replaced by a [`direct_conv`]
 //!   operator, computed by AVX-512 or AVX2 kernels of this crate instead of tract's
 //!   im2col and matrix product (1.3–1.9× the throughput on the zoo's models; where the CPU
-//!   has neither, tract's own convolutions stay).
+//!   has neither, tract's own convolutions stay). A lone image's big convolutions share
+//!   their work out over the rayon pool (the engine's own, if it has one).
 //! * A tract run is single-threaded and gained nothing from batching (its convolutions
 //!   cost more per image in a batch of 128 than one image at a time; with the direct
 //!   kernels, runs of 1 to 16 images measure the same), so a batch is run
