@@ -40,9 +40,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::knobs::KnobScope;
 
 use crate::error::{Error, Result};
+use crate::preprocess::{IMAGE_FLOATS, SIDE};
 
 pub mod direct_conv;
-use crate::preprocess::{IMAGE_FLOATS, SIDE};
 
 /// How many batch sizes get a plan of their own (each holds the weights, packed for its
 /// shape); further sizes share the symbolic-batch plan.
