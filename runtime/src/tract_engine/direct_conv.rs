@@ -26,14 +26,14 @@
 //!   output positions × a few vectors of output channels; each tap loads the weights as
 //!   vectors and broadcasts one input float per position, so no position is wasted.
 //!
+//! Both come in an AVX-512 flavour (32 vector registers of 16 floats) and an AVX2 + FMA
+//! one (16 registers of 8), from one template, with blockings sized to the register file
+//! ([`Blocking::for_shape`]).
+//!
 //! A lone image's convolution of 4 M multiply-adds or more shares its blocks of output
 //! channels out over the rayon pool, so that one image uses every core, as ONNX Runtime's
 //! does (`airnet-wide` at batch 1: 5.3 → 3.7 ms on 2 cores); at batch 256 every thread
 //! has an image of its own and runs its own blocks.
-//!
-//! Both come in an AVX-512 flavour (32 vector registers of 16 floats) and an AVX2 + FMA
-//! one (16 registers of 8), from one template, with blockings sized to the register file
-//! ([`Blocking::for_shape`]).
 //!
 //! Each output is the bias plus the 9·`ci` products summed in a different order than
 //! tract's or ONNX Runtime's, which moves the logits by float rounding only (the
