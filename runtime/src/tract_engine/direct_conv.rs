@@ -448,6 +448,7 @@ impl DirectConv3x3 {
         let grid_stride = tiles * tile;
         // Every tile writes all its sums, so the buffer need not be cleared.
         grow(sums, channels * grid_stride);
+        let channel_stride = self.channel_stride();
         for t in 0..tiles {
             kernels::positions(
                 self.isa,
@@ -458,7 +459,7 @@ impl DirectConv3x3 {
                 sums,
                 kernels::Grid {
                     ci: self.ci,
-                    channel_stride: self.channel_stride(),
+                    channel_stride,
                     row,
                     grid_stride,
                     start: t * tile,
@@ -683,6 +684,26 @@ mod kernels {
         pub starts: &'a [usize],
     }
 
+    /// Asserts what every kernel call relies on: the CPU has `isa`; `ci` channels
+    /// (`[ci, channel_stride, row]` of the bordered layout) whose windows start at most at
+    /// `last_start` stay inside `bordered` down to their bottom-right tap in the last
+    /// channel; and `weights` holds 9 taps of `ci` channels for each of the block's
+    /// `bias.len()` output channels.
+    fn check_reads(
+        isa: Isa,
+        bordered: &[f32],
+        [ci, channel_stride, row]: [usize; 3],
+        last_start: usize,
+        weights: &[f32],
+        bias: &[f32],
+    ) {
+        assert!(available(isa), "this CPU lacks {isa:?}");
+        assert!(ci > 0, "no input channels");
+        let last_read = (ci - 1) * channel_stride + last_start + 2 * row + 2;
+        assert!(last_read < bordered.len(), "bordered input too short");
+        assert_eq!(weights.len(), ci * 9 * bias.len());
+    }
+
     /// One positions tile: grid positions `start..start + vectors·lanes` of `channels`
     /// output channels, written to `sums` (`[channel][grid_stride]`). `bordered` is
     /// `[ci][channel_stride]` plus slack; `weights` is `[ci][9][channels]`.
@@ -696,16 +717,18 @@ mod kernels {
         g: Grid,
     ) {
         let tile = vectors * isa.lanes();
-        assert!(g.ci > 0, "no input channels");
-        // The farthest float a tap reads: the last channel, the tile's last position, the
-        // bottom-right tap.
-        let last_read = (g.ci - 1) * g.channel_stride + g.start + tile - 1 + 2 * g.row + 2;
-        assert!(last_read < bordered.len(), "bordered input too short");
-        assert_eq!(weights.len(), g.ci * 9 * channels);
+        let last_start = g.start + tile - 1;
+        check_reads(
+            isa,
+            bordered,
+            [g.ci, g.channel_stride, g.row],
+            last_start,
+            weights,
+            bias,
+        );
         assert_eq!(bias.len(), channels);
         assert!(g.start + tile <= g.grid_stride);
         assert!(sums.len() >= channels * g.grid_stride);
-        assert!(available(isa), "this CPU lacks {isa:?}");
         let (b, w, s, o) = (
             bordered.as_ptr(),
             weights.as_ptr(),
@@ -713,8 +736,8 @@ mod kernels {
             sums.as_mut_ptr(),
         );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has the instruction set (asserted above), and the asserts above
-        // bound every read (`last_read`; `9·ci·channels` weights; `channels` biases) and
+        // SAFETY: `check_reads` asserted the instruction set and bounded every read of
+        // `bordered`, `weights` and `bias` (`channels` of them); the asserts above bound
         // every write (`channels` rows of `grid_stride`, this tile inside the row).
         unsafe {
             match (isa, channels, vectors) {
@@ -740,15 +763,12 @@ mod kernels {
         win: Windows,
     ) {
         let cb = vectors * isa.lanes();
-        assert!(win.ci > 0, "no input channels");
         assert_eq!(win.starts.len(), positions);
-        let farthest = win.starts.iter().copied().max().unwrap_or(0);
-        let last_read = (win.ci - 1) * win.channel_stride + farthest + 2 * win.row + 2;
-        assert!(last_read < bordered.len(), "bordered input too short");
-        assert_eq!(weights.len(), win.ci * 9 * cb);
+        let last_start = win.starts.iter().copied().max().unwrap_or(0);
+        let layout = [win.ci, win.channel_stride, win.row];
+        check_reads(isa, bordered, layout, last_start, weights, bias);
         assert_eq!(bias.len(), cb);
         assert_eq!(sums.len(), positions * cb);
-        assert!(available(isa), "this CPU lacks {isa:?}");
         let (b, w, s, o) = (
             bordered.as_ptr(),
             weights.as_ptr(),
@@ -756,9 +776,9 @@ mod kernels {
             sums.as_mut_ptr(),
         );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as for `positions`: the instruction set is there, and the asserts above
-        // bound every read (the farthest window's bottom-right tap in the last channel;
-        // the weights; `cb` biases) and write (`positions` × `cb` floats).
+        // SAFETY: as for `positions`: `check_reads` asserted the instruction set and
+        // bounded the reads (`cb` biases), and the asserts above bound every write
+        // (`positions` × `cb` floats).
         unsafe {
             match (isa, positions, vectors) {
                 (Isa::Avx512, 6, 4) => avx512::channels::<6, 4>(b, w, s, o, &win),
